@@ -65,7 +65,10 @@ pub struct Hlc {
 impl Hlc {
     /// A clock that rejects remote timestamps more than `max_skew_ms` ahead.
     pub fn new(max_skew_ms: u64) -> Self {
-        Hlc { last: Timestamp::default(), max_skew_ms }
+        Hlc {
+            last: Timestamp::default(),
+            max_skew_ms,
+        }
     }
 
     /// Restores a clock that last issued `last` (e.g. after a restart).
@@ -81,7 +84,11 @@ impl Hlc {
     /// A timestamp for a local event, strictly greater than every earlier one.
     pub fn now(&mut self, wall_ms: u64) -> Timestamp {
         let wall = Timestamp::new(wall_ms, 0);
-        self.last = if wall > self.last { wall } else { self.last.tick() };
+        self.last = if wall > self.last {
+            wall
+        } else {
+            self.last.tick()
+        };
         self.last
     }
 
@@ -92,7 +99,10 @@ impl Hlc {
     pub fn observe(&mut self, remote: Timestamp, wall_ms: u64) -> Result<Timestamp, ClockSkew> {
         let ahead_ms = remote.wall_ms().saturating_sub(wall_ms);
         if ahead_ms > self.max_skew_ms {
-            return Err(ClockSkew { ahead_ms, limit_ms: self.max_skew_ms });
+            return Err(ClockSkew {
+                ahead_ms,
+                limit_ms: self.max_skew_ms,
+            });
         }
         let wall = Timestamp::new(wall_ms, 0);
         let top = self.last.max(remote);

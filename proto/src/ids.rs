@@ -7,7 +7,7 @@ use std::fmt;
 
 /// One replica (one node) of a community. Derived by the node from its
 /// network identity; chosen by the simulator.
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReplicaId(pub u64);
 
 impl fmt::Debug for ReplicaId {
@@ -102,6 +102,9 @@ impl fmt::Debug for OpId {
 pub enum LogId {
     /// The account's mailbox tree and settings.
     Mailboxes,
+    /// Announcements of the user's blobs (which blob ids exist, their sizes),
+    /// so that blobs replicate by version vector like any other log.
+    Blobs,
     /// One mailbox's entries, flags and expunges.
     Mailbox(MailboxId),
 }
@@ -119,7 +122,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(format!("{a}").len(), 32);
         assert!(format!("{a:?}").starts_with("u:"));
-        let op = OpId { origin: ReplicaId(0xab), seq: 3 };
+        let op = OpId {
+            origin: ReplicaId(0xab),
+            seq: 3,
+        };
         assert_eq!(format!("{op:?}"), "rab#3");
     }
 }

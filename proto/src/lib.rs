@@ -9,5 +9,10 @@
 pub mod crypto;
 pub mod hlc;
 pub mod ids;
+pub mod mailbox;
+pub mod oplog;
+pub mod seq;
+pub mod store;
+pub mod sync;
 
 pub use rand_core::{CryptoRng, RngCore};

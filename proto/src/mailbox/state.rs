@@ -1,0 +1,1013 @@
+//! The state of one mailbox: entries, their flags, expunges.
+//!
+//! An op-based CRDT fed the decrypted [`MailboxOp`]s of the mailbox's log.
+//! The log layer deduplicates by [`OpId`] first, so [`MailboxState::apply`]
+//! sees each op at most once, but in any order; the result depends only on
+//! the set of ops applied.
+//!
+//! - **Entries** are a grow-only map `EntryId → (blob, date, size)`. Two
+//!   `Add`s of one entry (never made by a correct replica) keep the greatest
+//!   `(blob, date, size)`, so even that converges.
+//! - **Flags** of an entry are an observed-remove set: the op that adds flag
+//!   `f` tags it with its own [`OpId`]; a remove names the tags it observed.
+//!   A tag added concurrently with a remove was not observed and survives
+//!   (add wins). A remove that arrives before the add of a tag it names
+//!   leaves a *pending* tag that cancels the add when it arrives, and is then
+//!   dropped.
+//! - **Expunge** is a tombstone: once expunged, an entry stays expunged, its
+//!   flags (and pending tags) are dropped, and later flag ops on it are
+//!   ignored. An `Expunge` that arrives before the `Add` makes the `Add`
+//!   land expunged.
+//!
+//! A pending tag whose add had already arrived and been removed (two
+//! replicas removing the same tag concurrently) would wait for an add that
+//! never comes again; it costs 24 bytes, is dropped when the entry is
+//! expunged, and [`MailboxState::gc_pending`] drops it earlier given the
+//! log's knowledge of which ops were applied.
+//!
+//! # Memory
+//!
+//! Entries live in a `BTreeMap<EntryId, Entry>`: sorted, so iteration is
+//! deterministic and the same on every replica (the simulator needs equal
+//! runs for equal seeds), and it uses about as much memory as a `HashMap`
+//! with a fixed hasher (measured with a counting allocator at 100k entries
+//! with 2 flags each: `BTreeMap` 145 B/entry, `HashMap` 133 B/entry just
+//! before a resize and ~200 B/entry just after). An entry is 48 bytes (blob,
+//! date, size, a status byte, a boxed slice of tags); a tag is 24 bytes
+//! (`OpId` + interned flag index); keywords are interned per mailbox. In
+//! total about 145 bytes per live message with two flags, of which 44 are
+//! the entry id, blob id, date and size themselves: ~100 bytes of overhead.
+//! An expunged entry keeps ~97 bytes (a tombstone must stay so that a late
+//! `Add` does not resurrect it).
+
+use super::flag::Flag;
+use super::intern::Interner;
+use crate::ids::{BlobId, EntryId, OpId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The decrypted payload of one mailbox op.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailboxOp {
+    /// A message placed in the mailbox: APPEND, LMTP delivery, the
+    /// destination side of COPY and MOVE (same blob, new entry id). The
+    /// initial flags are tagged with this op's id.
+    Add {
+        /// The new entry, random.
+        entry: EntryId,
+        /// The message bytes it references.
+        blob: BlobId,
+        /// Initial flags.
+        flags: Vec<Flag>,
+        /// IMAP INTERNALDATE, ms since the Unix epoch.
+        internal_date_ms: i64,
+        /// RFC822.SIZE.
+        size: u32,
+    },
+    /// A flag change of one entry: `add` is tagged with this op's id;
+    /// `remove` lists, per flag, the tags observed by the op's origin.
+    Flags {
+        /// The entry.
+        entry: EntryId,
+        /// Flags added.
+        add: Vec<Flag>,
+        /// Flags removed, each with the tags (op ids) that were observed.
+        remove: Vec<(Flag, Vec<OpId>)>,
+    },
+    /// Entries expunged (EXPUNGE, UID EXPUNGE, the source side of MOVE).
+    Expunge {
+        /// The entries.
+        entries: Vec<EntryId>,
+    },
+}
+
+impl MailboxOp {
+    /// True for an op that cannot change any state (a flag op with nothing
+    /// to add or remove, an empty expunge); the caller need not log it.
+    pub fn is_noop(&self) -> bool {
+        match self {
+            MailboxOp::Add { .. } => false,
+            MailboxOp::Flags { add, remove, .. } => {
+                add.is_empty() && remove.iter().all(|(_, t)| t.is_empty())
+            }
+            MailboxOp::Expunge { entries } => entries.is_empty(),
+        }
+    }
+}
+
+/// What a reader sees of one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryView {
+    /// The message bytes.
+    pub blob: BlobId,
+    /// Current flags, sorted, without duplicates; empty once expunged.
+    pub flags: Vec<Flag>,
+    /// IMAP INTERNALDATE, ms since the Unix epoch.
+    pub internal_date_ms: i64,
+    /// RFC822.SIZE.
+    pub size: u32,
+    /// Whether the entry is expunged.
+    pub expunged: bool,
+}
+
+/// One tag of an entry's observed-remove flag set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Tag {
+    /// The op that added the flag.
+    op: OpId,
+    /// Interned flag index.
+    flag: u32,
+    /// A pending removal: a remove named this tag before its add arrived.
+    removed: bool,
+}
+
+/// `Entry::status` bit: the `Add` arrived (blob, date and size are known).
+const ADDED: u8 = 1;
+/// `Entry::status` bit: expunged, forever.
+const EXPUNGED: u8 = 2;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    blob: BlobId,
+    internal_date_ms: i64,
+    size: u32,
+    status: u8,
+    /// Live tags and pending removals, in no particular order; a flag is set
+    /// when one live tag names it. Empty once expunged.
+    tags: Box<[Tag]>,
+}
+
+impl Entry {
+    /// An entry known from a flag op or an expunge before its `Add`.
+    fn placeholder() -> Self {
+        Entry {
+            blob: BlobId([0; 16]),
+            internal_date_ms: 0,
+            size: 0,
+            status: 0,
+            tags: Box::new([]),
+        }
+    }
+
+    fn added(&self) -> bool {
+        self.status & ADDED != 0
+    }
+
+    fn expunged(&self) -> bool {
+        self.status & EXPUNGED != 0
+    }
+
+    fn live(&self) -> bool {
+        self.status == ADDED
+    }
+
+    /// Sorted, deduplicated indices of the flags set.
+    fn flag_indices(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .tags
+            .iter()
+            .filter(|t| !t.removed)
+            .map(|t| t.flag)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    fn has_flag(&self, i: u32) -> bool {
+        self.tags.iter().any(|t| !t.removed && t.flag == i)
+    }
+
+    /// The live tags of flag `i`, sorted.
+    fn observed(&self, i: u32) -> Vec<OpId> {
+        let mut v: Vec<OpId> = self
+            .tags
+            .iter()
+            .filter(|t| !t.removed && t.flag == i)
+            .map(|t| t.op)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// The CRDT state of one mailbox. See the [module documentation](self).
+///
+/// Serializable (postcard) as a checkpoint that bounds replay: restore it
+/// and apply only the ops that came after.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StateRepr")]
+pub struct MailboxState {
+    keywords: Interner,
+    entries: BTreeMap<EntryId, Entry>,
+    /// Number of live entries (added, not expunged). Recomputed on load.
+    #[serde(skip_serializing)]
+    live: usize,
+}
+
+#[derive(Deserialize)]
+struct StateRepr {
+    keywords: Interner,
+    entries: BTreeMap<EntryId, Entry>,
+}
+
+impl From<StateRepr> for MailboxState {
+    fn from(r: StateRepr) -> Self {
+        let live = r.entries.values().filter(|e| e.live()).count();
+        MailboxState {
+            keywords: r.keywords,
+            entries: r.entries,
+            live,
+        }
+    }
+}
+
+impl MailboxState {
+    /// An empty mailbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies op `id` and returns the entries whose visible state changed
+    /// (appeared, flags changed, expunged), sorted. Must be called at most
+    /// once per op id; any order of ops gives the same state.
+    pub fn apply(&mut self, id: OpId, op: &MailboxOp) -> Vec<EntryId> {
+        match op {
+            MailboxOp::Add {
+                entry,
+                blob,
+                flags,
+                internal_date_ms,
+                size,
+            } => {
+                let e = self
+                    .entries
+                    .entry(*entry)
+                    .or_insert_with(Entry::placeholder);
+                let meta = (*blob, *internal_date_ms, *size);
+                let was_added = e.added();
+                if !was_added || meta > (e.blob, e.internal_date_ms, e.size) {
+                    (e.blob, e.internal_date_ms, e.size) = meta;
+                }
+                e.status |= ADDED;
+                if e.expunged() {
+                    return Vec::new();
+                }
+                if !was_added {
+                    self.live += 1;
+                }
+                let idx: Vec<u32> = flags.iter().map(|f| self.keywords.intern(f)).collect();
+                let e = self.entries.get_mut(entry).expect("inserted above");
+                add_tags(e, id, &idx);
+                vec![*entry]
+            }
+            MailboxOp::Flags { entry, add, remove } => {
+                if self.entries.get(entry).is_some_and(Entry::expunged) {
+                    return Vec::new();
+                }
+                let rem: Vec<(u32, &[OpId])> = remove
+                    .iter()
+                    .map(|(f, tags)| (self.keywords.intern(f), tags.as_slice()))
+                    .collect();
+                let add: Vec<u32> = add.iter().map(|f| self.keywords.intern(f)).collect();
+                let e = self
+                    .entries
+                    .entry(*entry)
+                    .or_insert_with(Entry::placeholder);
+                let before = e.flag_indices();
+                let mut tags = std::mem::take(&mut e.tags).into_vec();
+                for (flag, ops) in rem {
+                    for &op in ops {
+                        match tags.iter().position(|t| t.flag == flag && t.op == op) {
+                            Some(p) if !tags[p].removed => {
+                                tags.swap_remove(p);
+                            }
+                            Some(_) => {}
+                            None => tags.push(Tag {
+                                op,
+                                flag,
+                                removed: true,
+                            }),
+                        }
+                    }
+                }
+                e.tags = tags.into_boxed_slice();
+                add_tags(e, id, &add);
+                if e.added() && e.flag_indices() != before {
+                    vec![*entry]
+                } else {
+                    Vec::new()
+                }
+            }
+            MailboxOp::Expunge { entries } => {
+                let mut changed = Vec::new();
+                for id in entries {
+                    let e = self.entries.entry(*id).or_insert_with(Entry::placeholder);
+                    if e.expunged() {
+                        continue;
+                    }
+                    if e.added() {
+                        self.live -= 1;
+                        changed.push(*id);
+                    }
+                    e.status |= EXPUNGED;
+                    e.tags = Box::new([]);
+                }
+                changed.sort_unstable();
+                changed.dedup();
+                changed
+            }
+        }
+    }
+
+    /// The entry, once its `Add` arrived (also when expunged).
+    pub fn entry(&self, id: &EntryId) -> Option<EntryView> {
+        let e = self.entries.get(id).filter(|e| e.added())?;
+        Some(EntryView {
+            blob: e.blob,
+            flags: self.flags_of(e),
+            internal_date_ms: e.internal_date_ms,
+            size: e.size,
+            expunged: e.expunged(),
+        })
+    }
+
+    /// Whether the entry is live: added and not expunged.
+    pub fn contains(&self, id: &EntryId) -> bool {
+        self.entries.get(id).is_some_and(Entry::live)
+    }
+
+    /// Whether an expunge of the entry was applied (its `Add` may not have
+    /// arrived yet).
+    pub fn is_expunged(&self, id: &EntryId) -> bool {
+        self.entries.get(id).is_some_and(Entry::expunged)
+    }
+
+    /// Whether the live entry has `flag`.
+    pub fn has_flag(&self, id: &EntryId, flag: &Flag) -> bool {
+        let (Some(e), Some(i)) = (self.entries.get(id), self.keywords.get(flag)) else {
+            return false;
+        };
+        e.live() && e.has_flag(i)
+    }
+
+    /// The live entries, sorted by id.
+    pub fn live_entries(&self) -> impl Iterator<Item = &EntryId> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.live())
+            .map(|(id, _)| id)
+    }
+
+    /// The blobs referenced by live entries. An account-level collector
+    /// keeps a blob while any mailbox's `live_blobs` holds it.
+    pub fn live_blobs(&self) -> BTreeSet<BlobId> {
+        self.entries
+            .values()
+            .filter(|e| e.live())
+            .map(|e| e.blob)
+            .collect()
+    }
+
+    /// Number of live entries.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether there is no live entry.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Builds the op for STORE +FLAGS: adds `flags` under a new tag and
+    /// removes the tags observed for them (so that one tag per flag remains
+    /// without concurrency; a concurrent remove of the old tags does not
+    /// remove the new one: add wins).
+    pub fn add_flags(&self, entry: EntryId, flags: &[Flag]) -> MailboxOp {
+        let add = sorted(flags);
+        let remove = self.observed(&entry, add.iter());
+        MailboxOp::Flags { entry, add, remove }
+    }
+
+    /// Builds the op for STORE -FLAGS: removes the observed tags of `flags`.
+    pub fn remove_flags(&self, entry: EntryId, flags: &[Flag]) -> MailboxOp {
+        let remove = self.observed(&entry, sorted(flags).iter());
+        MailboxOp::Flags {
+            entry,
+            add: Vec::new(),
+            remove,
+        }
+    }
+
+    /// Builds the op for STORE FLAGS: removes the observed tags of every
+    /// flag not in `flags`, adds the flags of `flags` not already set (a
+    /// flag kept is not re-tagged, so a concurrent removal of it wins).
+    pub fn replace_flags(&self, entry: EntryId, flags: &[Flag]) -> MailboxOp {
+        let new = sorted(flags);
+        let current = self.entry(&entry).map(|v| v.flags).unwrap_or_default();
+        let gone: Vec<Flag> = current
+            .iter()
+            .filter(|f| !new.contains(f))
+            .cloned()
+            .collect();
+        let remove = self.observed(&entry, gone.iter());
+        let add = new.into_iter().filter(|f| !current.contains(f)).collect();
+        MailboxOp::Flags { entry, add, remove }
+    }
+
+    /// Builds the op for EXPUNGE of `entries`.
+    pub fn expunge(&self, entries: &[EntryId]) -> MailboxOp {
+        let mut entries = entries.to_vec();
+        entries.sort_unstable();
+        entries.dedup();
+        MailboxOp::Expunge { entries }
+    }
+
+    /// Drops pending removals whose add op has been applied (they can never
+    /// match again) and placeholders left empty. `applied` must answer true
+    /// only for ops already applied to this state (e.g. the log's version
+    /// vector). Returns the number of tags dropped. O(entries): run it
+    /// rarely (at checkpoint time).
+    pub fn gc_pending(&mut self, applied: impl Fn(&OpId) -> bool) -> usize {
+        let mut dropped = 0;
+        self.entries.retain(|_, e| {
+            if e.tags.iter().any(|t| t.removed && applied(&t.op)) {
+                let mut tags = std::mem::take(&mut e.tags).into_vec();
+                let n = tags.len();
+                tags.retain(|t| !(t.removed && applied(&t.op)));
+                dropped += n - tags.len();
+                e.tags = tags.into_boxed_slice();
+            }
+            e.status != 0 || !e.tags.is_empty()
+        });
+        dropped
+    }
+
+    /// Approximate heap bytes held, from sizes and capacities. The B-tree
+    /// part uses the fill measured for random keys (~2/3 of the 11 slots of
+    /// a node, plus node headers), as `BTreeMap` does not tell its node
+    /// count.
+    pub fn approx_heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<EntryId>() + std::mem::size_of::<Entry>();
+        let map = self.entries.len() * slot * 3 / 2;
+        let tags: usize = self
+            .entries
+            .values()
+            .map(|e| e.tags.len() * std::mem::size_of::<Tag>())
+            .sum();
+        map + tags + self.keywords.heap_bytes()
+    }
+
+    fn flags_of(&self, e: &Entry) -> Vec<Flag> {
+        let mut v: Vec<Flag> = e
+            .flag_indices()
+            .into_iter()
+            .filter_map(|i| self.keywords.flag(i))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// For each flag with live tags on `entry`, the tags.
+    fn observed<'a>(
+        &self,
+        entry: &EntryId,
+        flags: impl Iterator<Item = &'a Flag>,
+    ) -> Vec<(Flag, Vec<OpId>)> {
+        let Some(e) = self.entries.get(entry).filter(|e| e.live()) else {
+            return Vec::new();
+        };
+        flags
+            .filter_map(|f| {
+                let tags = e.observed(self.keywords.get(f)?);
+                (!tags.is_empty()).then(|| (f.clone(), tags))
+            })
+            .collect()
+    }
+}
+
+/// Adds the tags `(flag, op)` for `flags`; one that a pending removal names
+/// cancels it instead.
+fn add_tags(e: &mut Entry, op: OpId, flags: &[u32]) {
+    if flags.is_empty() {
+        return;
+    }
+    let mut tags = std::mem::take(&mut e.tags).into_vec();
+    for &flag in flags {
+        match tags.iter().position(|t| t.flag == flag && t.op == op) {
+            Some(p) if tags[p].removed => {
+                tags.swap_remove(p);
+            }
+            Some(_) => {}
+            None => tags.push(Tag {
+                op,
+                flag,
+                removed: false,
+            }),
+        }
+    }
+    e.tags = tags.into_boxed_slice();
+}
+
+fn sorted(flags: &[Flag]) -> Vec<Flag> {
+    let mut v = flags.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ReplicaId;
+    use proptest::prelude::*;
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use std::collections::HashSet;
+
+    fn eid(n: u8) -> EntryId {
+        EntryId([n; 16])
+    }
+    fn bid(n: u8) -> BlobId {
+        BlobId([n; 16])
+    }
+    fn op(r: u64, seq: u64) -> OpId {
+        OpId {
+            origin: ReplicaId(r),
+            seq,
+        }
+    }
+    fn kw(s: &str) -> Flag {
+        Flag::keyword(s).unwrap()
+    }
+    fn add(entry: EntryId, blob: BlobId, flags: &[Flag]) -> MailboxOp {
+        MailboxOp::Add {
+            entry,
+            blob,
+            flags: flags.to_vec(),
+            internal_date_ms: 1_700_000_000_000,
+            size: 1234,
+        }
+    }
+
+    /// One simulated replica: builds ops from its own state.
+    struct Replica {
+        id: ReplicaId,
+        seq: u64,
+        state: MailboxState,
+        applied: HashSet<OpId>,
+        log: Vec<(OpId, MailboxOp)>,
+        known: Vec<EntryId>,
+    }
+
+    impl Replica {
+        fn new(r: u64) -> Self {
+            Replica {
+                id: ReplicaId(r),
+                seq: 0,
+                state: MailboxState::new(),
+                applied: HashSet::new(),
+                log: Vec::new(),
+                known: Vec::new(),
+            }
+        }
+        fn local(&mut self, o: MailboxOp) -> OpId {
+            self.seq += 1;
+            let id = OpId {
+                origin: self.id,
+                seq: self.seq,
+            };
+            self.receive(id, &o);
+            self.log.push((id, o));
+            id
+        }
+        fn receive(&mut self, id: OpId, o: &MailboxOp) {
+            if self.applied.insert(id) {
+                if let MailboxOp::Add { entry, .. } = o {
+                    self.known.push(*entry);
+                }
+                self.state.apply(id, o);
+            }
+        }
+        fn pull(&mut self, other: &Replica) {
+            for (id, o) in &other.log {
+                self.receive(*id, o);
+            }
+        }
+    }
+
+    fn apply_all<'a>(ops: impl IntoIterator<Item = &'a (OpId, MailboxOp)>) -> MailboxState {
+        let mut s = MailboxState::new();
+        for (id, o) in ops {
+            s.apply(*id, o);
+        }
+        s
+    }
+
+    type Snapshot = (
+        Vec<(EntryId, Option<EntryView>, bool)>,
+        BTreeSet<BlobId>,
+        usize,
+        Vec<EntryId>,
+    );
+
+    /// Everything a reader can see, for every entry any op names.
+    fn snapshot(s: &MailboxState, ops: &[(OpId, MailboxOp)]) -> Snapshot {
+        let mut ids = BTreeSet::new();
+        for (_, o) in ops {
+            match o {
+                MailboxOp::Add { entry, .. } | MailboxOp::Flags { entry, .. } => {
+                    ids.insert(*entry);
+                }
+                MailboxOp::Expunge { entries } => ids.extend(entries.iter().copied()),
+            }
+        }
+        let entries = ids
+            .into_iter()
+            .map(|id| (id, s.entry(&id), s.is_expunged(&id)))
+            .collect();
+        (
+            entries,
+            s.live_blobs(),
+            s.len(),
+            s.live_entries().copied().collect(),
+        )
+    }
+
+    /// Both orders of two op lists give the same state.
+    fn both_orders(a: &[(OpId, MailboxOp)], b: &[(OpId, MailboxOp)]) -> MailboxState {
+        let ab = apply_all(a.iter().chain(b));
+        let ba = apply_all(b.iter().chain(a));
+        let all: Vec<_> = a.iter().chain(b).cloned().collect();
+        assert_eq!(snapshot(&ab, &all), snapshot(&ba, &all));
+        ab
+    }
+
+    // ---- One test per row of DESIGN §4's concurrency table (mailbox rows;
+    // the tree rows are in tree.rs). ----
+
+    #[test]
+    fn add_flag_vs_remove_same_flag_add_wins() {
+        let mut a = Replica::new(1);
+        let mut b = Replica::new(2);
+        a.local(add(eid(1), bid(1), &[Flag::Seen]));
+        b.pull(&a);
+        // Concurrently: A adds \Seen again (+FLAGS), B removes it (-FLAGS).
+        a.local(a.state.add_flags(eid(1), &[Flag::Seen]));
+        b.local(b.state.remove_flags(eid(1), &[Flag::Seen]));
+        let s = both_orders(&a.log, &b.log);
+        assert_eq!(s.entry(&eid(1)).unwrap().flags, vec![Flag::Seen]);
+        // Without the concurrent add, the remove removes.
+        let s = both_orders(&a.log[..1], &b.log);
+        assert_eq!(s.entry(&eid(1)).unwrap().flags, vec![]);
+    }
+
+    #[test]
+    fn store_flags_replace_vs_replace_union_minus_observed_removed() {
+        let (x, y) = (kw("$X"), kw("$Y"));
+        let mut a = Replica::new(1);
+        let mut b = Replica::new(2);
+        a.local(add(eid(1), bid(1), &[Flag::Seen, Flag::Flagged]));
+        b.pull(&a);
+        // A: FLAGS (\Flagged $X) — removes \Seen. B: FLAGS (\Seen $Y) — removes \Flagged.
+        a.local(a.state.replace_flags(eid(1), &[Flag::Flagged, x.clone()]));
+        b.local(b.state.replace_flags(eid(1), &[Flag::Seen, y.clone()]));
+        assert_eq!(
+            a.state.entry(&eid(1)).unwrap().flags,
+            vec![Flag::Flagged, x.clone()]
+        );
+        let s = both_orders(&a.log, &b.log);
+        // Union {\Seen \Flagged $X $Y} minus what each removed {\Seen, \Flagged}.
+        assert_eq!(s.entry(&eid(1)).unwrap().flags, vec![x, y]);
+    }
+
+    #[test]
+    fn expunge_vs_flag_change_expunge_wins() {
+        let mut a = Replica::new(1);
+        let mut b = Replica::new(2);
+        a.local(add(eid(1), bid(1), &[Flag::Seen]));
+        b.pull(&a);
+        a.local(a.state.expunge(&[eid(1)]));
+        b.local(b.state.add_flags(eid(1), &[Flag::Flagged, kw("$Z")]));
+        b.local(b.state.remove_flags(eid(1), &[Flag::Seen]));
+        let s = both_orders(&a.log, &b.log);
+        let v = s.entry(&eid(1)).unwrap();
+        assert!(v.expunged && v.flags.is_empty());
+        assert!(!s.contains(&eid(1)) && s.is_empty());
+    }
+
+    #[test]
+    fn expunge_vs_copy_elsewhere_copy_survives() {
+        // Mailbox A holds entry 1 (blob 9). Node 1 expunges it in A while
+        // node 2 copies it to mailbox B: an Add in B with the same blob.
+        let mut mbox_a = Replica::new(1);
+        mbox_a.local(add(eid(1), bid(9), &[Flag::Seen]));
+        let copy = mbox_a.state.entry(&eid(1)).unwrap();
+        let mut mbox_b = Replica::new(2);
+        mbox_b.local(MailboxOp::Add {
+            entry: eid(2),
+            blob: copy.blob,
+            flags: copy.flags,
+            internal_date_ms: copy.internal_date_ms,
+            size: copy.size,
+        });
+        mbox_a.local(mbox_a.state.expunge(&[eid(1)]));
+        assert!(mbox_a.state.live_blobs().is_empty());
+        // The account-level GC keeps blob 9: mailbox B references it.
+        assert!(mbox_b.state.live_blobs().contains(&bid(9)));
+        assert_eq!(mbox_b.state.entry(&eid(2)).unwrap().flags, vec![Flag::Seen]);
+    }
+
+    // ---- Order edge cases ----
+
+    #[test]
+    fn remove_before_add_cancels_tag() {
+        let mut a = Replica::new(1);
+        let mut b = Replica::new(2);
+        a.local(add(eid(1), bid(1), &[]));
+        b.pull(&a);
+        a.local(a.state.add_flags(eid(1), &[Flag::Seen, kw("$K")]));
+        b.pull(&a);
+        b.local(b.state.remove_flags(eid(1), &[Flag::Seen, kw("$K")]));
+        // A third replica gets the remove first, then the adds.
+        let mut s = MailboxState::new();
+        let (rid, rop) = &b.log[0];
+        assert!(s.apply(*rid, rop).is_empty());
+        assert_eq!(s.entries[&eid(1)].tags.len(), 2, "two pending removals");
+        assert_eq!(s.apply(a.log[0].0, &a.log[0].1), vec![eid(1)]);
+        s.apply(a.log[1].0, &a.log[1].1);
+        let v = s.entry(&eid(1)).unwrap();
+        assert!(v.flags.is_empty());
+        assert!(
+            s.entries[&eid(1)].tags.is_empty(),
+            "pending tags dropped once cancelled"
+        );
+    }
+
+    #[test]
+    fn expunge_before_add_stays_expunged() {
+        let mut s = MailboxState::new();
+        assert!(s
+            .apply(
+                op(2, 1),
+                &MailboxOp::Expunge {
+                    entries: vec![eid(1)]
+                }
+            )
+            .is_empty());
+        assert!(s.is_expunged(&eid(1)));
+        assert!(s.entry(&eid(1)).is_none());
+        assert!(s
+            .apply(op(1, 1), &add(eid(1), bid(1), &[Flag::Seen]))
+            .is_empty());
+        let v = s.entry(&eid(1)).unwrap();
+        assert!(v.expunged && v.flags.is_empty() && v.blob == bid(1));
+        assert_eq!(s.len(), 0);
+        assert!(s.live_blobs().is_empty());
+        assert_eq!(s.live_entries().count(), 0);
+    }
+
+    #[test]
+    fn flag_ops_on_expunged_entry_ignored() {
+        let mut s = MailboxState::new();
+        s.apply(op(1, 1), &add(eid(1), bid(1), &[Flag::Seen]));
+        let rm = s.remove_flags(eid(1), &[Flag::Seen]);
+        assert_eq!(s.apply(op(1, 2), &s.expunge(&[eid(1)])), vec![eid(1)]);
+        assert!(s
+            .apply(
+                op(1, 3),
+                &MailboxOp::Flags {
+                    entry: eid(1),
+                    add: vec![Flag::Draft],
+                    remove: vec![]
+                }
+            )
+            .is_empty());
+        assert!(s.apply(op(2, 1), &rm).is_empty());
+        assert!(s.entries[&eid(1)].tags.is_empty());
+        assert!(s.entry(&eid(1)).unwrap().flags.is_empty());
+        assert!(!s.has_flag(&eid(1), &Flag::Draft));
+        // Expunging again changes nothing.
+        assert!(s.apply(op(1, 4), &s.expunge(&[eid(1)])).is_empty());
+    }
+
+    #[test]
+    fn flag_op_before_add_applies_when_add_arrives() {
+        let mut a = Replica::new(1);
+        a.local(add(eid(1), bid(1), &[]));
+        a.local(a.state.add_flags(eid(1), &[Flag::Answered]));
+        let mut s = MailboxState::new();
+        assert!(s.apply(a.log[1].0, &a.log[1].1).is_empty());
+        assert!(s.entry(&eid(1)).is_none() && s.is_empty());
+        assert_eq!(s.apply(a.log[0].0, &a.log[0].1), vec![eid(1)]);
+        assert_eq!(s.entry(&eid(1)).unwrap().flags, vec![Flag::Answered]);
+    }
+
+    #[test]
+    fn concurrent_double_remove_leaves_pending_that_gc_drops() {
+        let mut a = Replica::new(1);
+        a.local(add(eid(1), bid(1), &[Flag::Seen]));
+        let mut b = Replica::new(2);
+        let mut c = Replica::new(3);
+        b.pull(&a);
+        c.pull(&a);
+        b.local(b.state.remove_flags(eid(1), &[Flag::Seen]));
+        c.local(c.state.remove_flags(eid(1), &[Flag::Seen]));
+        let mut s = apply_all(a.log.iter().chain(&b.log).chain(&c.log));
+        assert!(s.entry(&eid(1)).unwrap().flags.is_empty());
+        let applied: HashSet<OpId> = [a.log[0].0, b.log[0].0, c.log[0].0].into();
+        assert_eq!(s.gc_pending(|o| applied.contains(o)), 1);
+        assert_eq!(s, apply_all(a.log.iter().chain(&b.log)));
+        // A placeholder holding only such a tag disappears.
+        let mut p = MailboxState::new();
+        p.apply(op(4, 1), &b.log[0].1);
+        assert_eq!(p.gc_pending(|_| true), 1);
+        assert_eq!(p, MailboxState::new());
+    }
+
+    #[test]
+    fn checkpoint_round_trip() {
+        let mut a = Replica::new(1);
+        for i in 0..20 {
+            a.local(add(
+                eid(i),
+                bid(i / 2),
+                &[Flag::Seen, kw(&format!("$K{}", i % 3))],
+            ));
+        }
+        a.local(a.state.expunge(&[eid(3), eid(4), eid(99)]));
+        a.local(a.state.replace_flags(eid(5), &[Flag::Draft]));
+        a.state.apply(
+            op(7, 1),
+            &MailboxOp::Flags {
+                entry: eid(6),
+                add: vec![],
+                remove: vec![(Flag::Seen, vec![op(8, 1)])],
+            },
+        );
+        let bytes = postcard::to_allocvec(&a.state).unwrap();
+        let back: MailboxState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, a.state);
+        assert_eq!(back.len(), 18);
+        // The restored state keeps going like the original.
+        let mut x = a.state.clone();
+        let mut y = back;
+        let o = x.add_flags(eid(7), &[kw("$K2"), kw("$New")]);
+        assert_eq!(o, y.add_flags(eid(7), &[kw("$K2"), kw("$New")]));
+        x.apply(op(1, 100), &o);
+        y.apply(op(1, 100), &o);
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn builders_compute_observed_tags() {
+        let mut s = MailboxState::new();
+        s.apply(op(1, 1), &add(eid(1), bid(1), &[Flag::Seen]));
+        s.apply(
+            op(2, 1),
+            &MailboxOp::Flags {
+                entry: eid(1),
+                add: vec![Flag::Seen],
+                remove: vec![],
+            },
+        );
+        assert_eq!(
+            s.remove_flags(eid(1), &[Flag::Seen, Flag::Draft]),
+            MailboxOp::Flags {
+                entry: eid(1),
+                add: vec![],
+                remove: vec![(Flag::Seen, vec![op(1, 1), op(2, 1)])]
+            }
+        );
+        assert_eq!(
+            s.replace_flags(eid(1), &[Flag::Seen]),
+            MailboxOp::Flags {
+                entry: eid(1),
+                add: vec![],
+                remove: vec![]
+            }
+        );
+        assert!(s.replace_flags(eid(1), &[Flag::Seen]).is_noop());
+        // +FLAGS re-tags: one tag per flag afterwards.
+        let o = s.add_flags(eid(1), &[Flag::Seen]);
+        s.apply(op(1, 2), &o);
+        assert_eq!(s.entries[&eid(1)].tags.len(), 1);
+        assert_eq!(
+            s.expunge(&[eid(2), eid(1), eid(2)]),
+            MailboxOp::Expunge {
+                entries: vec![eid(1), eid(2)]
+            }
+        );
+    }
+
+    /// Bytes per live entry with two flags, estimated from sizes and
+    /// capacities. Prints ~145 B/entry (~100 B beyond the 44 B of entry id,
+    /// blob id, date and size); a counting allocator measured 145.
+    #[test]
+    fn memory_per_entry_100k() {
+        let mut s = MailboxState::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let flags = [Flag::Seen, kw("$Forwarded")];
+        for i in 0..100_000u64 {
+            let mut e = [0u8; 16];
+            rng.fill_bytes(&mut e);
+            let o = MailboxOp::Add {
+                entry: EntryId(e),
+                blob: BlobId(e),
+                flags: flags.to_vec(),
+                internal_date_ms: 0,
+                size: 0,
+            };
+            s.apply(op(1, i + 1), &o);
+        }
+        assert_eq!(s.len(), 100_000);
+        let per = s.approx_heap_bytes() as f64 / s.len() as f64;
+        eprintln!(
+            "MailboxState: ~{per:.0} bytes/entry with 2 flags (entry {} B, tag {} B)",
+            std::mem::size_of::<Entry>(),
+            std::mem::size_of::<Tag>()
+        );
+        assert!(per - 44.0 < 300.0);
+    }
+
+    // ---- Order independence ----
+
+    fn shuffle<T>(v: &mut [T], seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for i in (1..v.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+
+    fn pool() -> Vec<Flag> {
+        vec![
+            Flag::Seen,
+            Flag::Answered,
+            Flag::Flagged,
+            Flag::Deleted,
+            Flag::Draft,
+            kw("$A"),
+            kw("$B"),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Three replicas act on their own state (builders compute the tags
+        /// they observed) and sometimes pull each other's ops. Every
+        /// permutation of the whole op set gives the same state, and so does
+        /// each replica once it has everything.
+        #[test]
+        fn order_independence(
+            actions in prop::collection::vec((0u8..6, 0usize..3, 0usize..3, any::<u16>(), any::<u8>()), 1..80),
+            seeds in prop::collection::vec(any::<u64>(), 4),
+        ) {
+            let pool = pool();
+            let mut reps: Vec<Replica> = (1..=3).map(Replica::new).collect();
+            let mut next = 0u8;
+            for (kind, r, other, pick, mask) in actions {
+                let flags: Vec<Flag> = pool.iter().enumerate().filter(|(i, _)| mask >> i & 1 == 1).map(|(_, f)| f.clone()).collect();
+                let known = reps[r].known.clone();
+                let target = (!known.is_empty()).then(|| known[pick as usize % known.len()]);
+                let o = match (kind, target) {
+                    (0, _) | (_, None) => {
+                        next += 1;
+                        // Every third add copies a blob already in the mailbox.
+                        let blob = match target { Some(t) if next % 3 == 0 => reps[r].state.entry(&t).unwrap().blob, _ => bid(next) };
+                        Some(add(eid(next), blob, &flags))
+                    }
+                    (1, Some(t)) => Some(reps[r].state.add_flags(t, &flags)),
+                    (2, Some(t)) => Some(reps[r].state.remove_flags(t, &flags)),
+                    (3, Some(t)) => Some(reps[r].state.replace_flags(t, &flags)),
+                    (4, Some(t)) => Some(reps[r].state.expunge(&[t])),
+                    _ => None,
+                };
+                match o {
+                    Some(o) => { reps[r].local(o); }
+                    None if r != other => {
+                        let src = std::mem::replace(&mut reps[other], Replica::new(0));
+                        reps[r].pull(&src);
+                        reps[other] = src;
+                    }
+                    None => {}
+                }
+            }
+            let all: Vec<(OpId, MailboxOp)> = reps.iter().flat_map(|r| r.log.iter().cloned()).collect();
+            let reference = snapshot(&apply_all(&all), &all);
+            for seed in seeds {
+                let mut perm = all.clone();
+                shuffle(&mut perm, seed);
+                prop_assert_eq!(&snapshot(&apply_all(&perm), &all), &reference);
+            }
+            for i in 0..3 {
+                for j in 0..3 {
+                    let src = std::mem::replace(&mut reps[j], Replica::new(0));
+                    reps[i].pull(&src);
+                    reps[j] = src;
+                }
+                prop_assert_eq!(&snapshot(&reps[i].state, &all), &reference);
+            }
+        }
+    }
+}

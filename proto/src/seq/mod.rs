@@ -1,0 +1,1187 @@
+//! The UID and MODSEQ sequencer of one mailbox: who may give a message its
+//! UID, and every change its MODSEQ, so that IMAP's rules hold on every
+//! replica (DESIGN §5; the protocol and its arguments are in ARCHITECTURE.md).
+//!
+//! In short: one replica at a time owns the mailbox's ledger (a Multi-Paxos
+//! leader, chosen deterministically, replaced through ballots). Every op that
+//! needs a UID or a MODSEQ is broadcast by its origin; the owner assigns
+//! values from its counters and commits them in the ledger once a majority
+//! stored them; replicas apply committed slots in order. The owner also
+//! commits, for every replica, a range of UIDs and MODSEQs reserved ahead of
+//! the counters, which that replica alone may use when it cannot get a
+//! decision in time (a partition): its provisional values can never collide
+//! with anyone's. The owner later confirms a provisional assignment when it is
+//! still above everything final, or re-announces the op with fresh values.
+//!
+//! The sequencer works on op ids and counts only: it never needs the user's
+//! key, so any replica can own any mailbox.
+
+mod msg;
+mod space;
+
+pub use msg::{Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRecord, Slot};
+pub use space::{Reservation, SpaceParams, Spaces, Span, MAX_MODSEQ, MAX_UID};
+
+use crate::ids::{OpId, ReplicaId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Timing and sizing of the sequencer. Times are in the driver's
+/// milliseconds (real or simulated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeqParams {
+    /// Sizes of reservations.
+    pub space: SpaceParams,
+    /// How often the owner says it is alive.
+    pub heartbeat_ms: u64,
+    /// Silence from the owner after which a replica may start an election.
+    pub election_timeout_ms: u64,
+    /// How long an origin waits for a final decision before it uses its own
+    /// reservation (the bound of L1), and the period of its re-broadcasts.
+    pub forward_timeout_ms: u64,
+    /// Most ledger slots the owner has in flight at once.
+    pub max_inflight: usize,
+    /// Most decisions in one slot.
+    pub max_batch: usize,
+    /// Most slots in one Promise or Entries message.
+    pub max_slots_per_message: usize,
+    /// Test-only fault: the owner treats a slot as committed as soon as it
+    /// proposes it, without waiting for a majority. Breaks S1 across
+    /// failovers; exists so the simulator can prove its checker catches it.
+    pub unsafe_commit_without_majority: bool,
+}
+
+impl Default for SeqParams {
+    fn default() -> Self {
+        SeqParams {
+            space: SpaceParams::default(),
+            heartbeat_ms: 250,
+            election_timeout_ms: 1_000,
+            forward_timeout_ms: 2_000,
+            max_inflight: 8,
+            max_batch: 1_024,
+            max_slots_per_message: 512,
+            unsafe_commit_without_majority: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inflight {
+    value: Vec<Decision>,
+    acks: BTreeSet<ReplicaId>,
+}
+
+#[derive(Debug)]
+enum Role {
+    Follower,
+    Candidate {
+        ballot: Ballot,
+        since: u64,
+        /// Commit index sent with the Prepare: promises answer relative to it.
+        base: Slot,
+        promises: BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>,
+    },
+    Leader {
+        ballot: Ballot,
+        next_slot: Slot,
+        inflight: BTreeMap<Slot, Inflight>,
+        /// Spaces including what is in flight.
+        tentative: Spaces,
+        /// Ops in flight (not to be sequenced twice).
+        proposed: BTreeSet<OpId>,
+        last_beat: u64,
+    },
+}
+
+/// One of this replica's own ops waiting for a final decision.
+#[derive(Clone, Debug)]
+struct MyOp {
+    uids: u32,
+    since: u64,
+    last_sent: u64,
+    provisional: Option<Assign>,
+}
+
+/// The sequencer of one mailbox ledger on one replica.
+#[derive(Debug)]
+pub struct Sequencer {
+    me: ReplicaId,
+    members: Vec<ReplicaId>,
+    key: u64,
+    params: SeqParams,
+    // Durable acceptor state.
+    promised: Ballot,
+    accepted: BTreeMap<Slot, (Ballot, Vec<Decision>)>,
+    // Durable learner state: committed values, slot i + 1 at index i.
+    committed: Vec<Vec<Decision>>,
+    spaces: Spaces,
+    finals: HashMap<OpId, Assign>,
+    cursor: (u64, u64),
+    // Ops known to need sequencing.
+    pending: BTreeMap<OpId, Pending>,
+    resequence: BTreeMap<OpId, (u64, u64)>,
+    mine: BTreeMap<OpId, MyOp>,
+    // Failure detection.
+    last_heard: HashMap<ReplicaId, u64>,
+    leader_seen: Option<(Ballot, u64)>,
+    next_election: u64,
+    last_resend: u64,
+    last_alive: u64,
+    role: Role,
+    out: Vec<SeqOutput>,
+}
+
+/// Deterministic preference of `replica` to own the ledger `key`
+/// (rendezvous hashing), so that ownership spreads over the community.
+fn rank_score(key: u64, replica: ReplicaId) -> u64 {
+    // splitmix64 finaliser over the pair.
+    let mut z = key ^ replica.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Sequencer {
+    /// A sequencer for the ledger `key` (any stable number naming the
+    /// mailbox) among `members` (which include `me`).
+    pub fn new(me: ReplicaId, members: &[ReplicaId], key: u64, params: SeqParams) -> Self {
+        let mut members = members.to_vec();
+        if !members.contains(&me) {
+            members.push(me);
+        }
+        members.sort();
+        members.dedup();
+        Sequencer {
+            me,
+            members,
+            key,
+            params,
+            promised: Ballot::default(),
+            accepted: BTreeMap::new(),
+            committed: Vec::new(),
+            spaces: Spaces::new(),
+            finals: HashMap::new(),
+            cursor: (0, 0),
+            pending: BTreeMap::new(),
+            resequence: BTreeMap::new(),
+            mine: BTreeMap::new(),
+            last_heard: HashMap::new(),
+            leader_seen: None,
+            next_election: 0,
+            last_resend: 0,
+            last_alive: 0,
+            role: Role::Follower,
+            out: Vec::new(),
+        }
+    }
+
+    /// Rebuilds a sequencer from the records it asked to persist (in the
+    /// order they were written). Decisions replayed here are reported again
+    /// as outputs, so the driver can rebuild its views.
+    pub fn restore(
+        me: ReplicaId,
+        members: &[ReplicaId],
+        key: u64,
+        params: SeqParams,
+        records: impl IntoIterator<Item = SeqRecord>,
+    ) -> Self {
+        let mut s = Sequencer::new(me, members, key, params);
+        for r in records {
+            match r {
+                SeqRecord::Promised(b) => s.promised = s.promised.max(b),
+                SeqRecord::Accepted(slot, b, v) => {
+                    if slot > s.commit_index() {
+                        s.accepted.insert(slot, (b, v));
+                    }
+                }
+                SeqRecord::Committed(slot, v) => {
+                    if slot == s.commit_index() + 1 {
+                        s.apply_committed(v);
+                    }
+                }
+                SeqRecord::Provisional(op, uids, a) => {
+                    if !s.finals.contains_key(&op) {
+                        s.mine.insert(
+                            op,
+                            MyOp {
+                                uids,
+                                since: 0,
+                                last_sent: 0,
+                                provisional: Some(a.clone()),
+                            },
+                        );
+                        s.pending.insert(
+                            op,
+                            Pending {
+                                op,
+                                uids,
+                                provisional: Some(a.clone()),
+                            },
+                        );
+                        s.out.push(SeqOutput::Decided {
+                            op,
+                            assign: a,
+                            fate: Fate::Provisional,
+                        });
+                    }
+                }
+                SeqRecord::Cursor(u, m) => s.cursor = (s.cursor.0.max(u), s.cursor.1.max(m)),
+            }
+        }
+        s.accepted
+            .retain(|slot, _| *slot > s.committed.len() as u64);
+        s
+    }
+
+    /// This replica.
+    pub fn me(&self) -> ReplicaId {
+        self.me
+    }
+
+    /// Number of committed ledger slots.
+    pub fn commit_index(&self) -> Slot {
+        self.committed.len() as Slot
+    }
+
+    /// The committed state of the number spaces.
+    pub fn spaces(&self) -> &Spaces {
+        &self.spaces
+    }
+
+    /// The final assignment of an op, if the ledger has one.
+    pub fn final_of(&self, op: &OpId) -> Option<&Assign> {
+        self.finals.get(op)
+    }
+
+    /// Whether this replica currently leads (owns) the ledger.
+    pub fn is_owner(&self) -> bool {
+        matches!(self.role, Role::Leader { .. })
+    }
+
+    /// The owner this replica currently follows, if any.
+    pub fn owner(&self) -> Option<ReplicaId> {
+        match &self.role {
+            Role::Leader { .. } => Some(self.me),
+            _ => self.leader_seen.map(|(b, _)| b.leader),
+        }
+    }
+
+    /// Ops this replica originated that have no final decision yet.
+    pub fn undecided(&self) -> usize {
+        self.mine.len()
+    }
+
+    /// Takes the outputs produced so far.
+    pub fn drain(&mut self) -> Vec<SeqOutput> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn majority(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    fn broadcast(&mut self, msg: SeqMsg) {
+        self.out.push(SeqOutput::Broadcast(msg));
+    }
+
+    fn send(&mut self, to: ReplicaId, msg: SeqMsg) {
+        if to == self.me {
+            return;
+        }
+        self.out.push(SeqOutput::Send { to, msg });
+    }
+
+    fn persist(&mut self, r: SeqRecord) {
+        self.out.push(SeqOutput::Persist(r));
+    }
+
+    // ----- local inputs -------------------------------------------------
+
+    /// A local op that needs `uids` UIDs (0 for a change that only needs a
+    /// MODSEQ). It is broadcast so that whoever owns the ledger (now or
+    /// after a failover) sequences it.
+    pub fn submit(&mut self, now: u64, op: OpId, uids: u32) {
+        if self.finals.contains_key(&op) || self.mine.contains_key(&op) {
+            return;
+        }
+        self.mine.insert(
+            op,
+            MyOp {
+                uids,
+                since: now,
+                last_sent: now,
+                provisional: None,
+            },
+        );
+        let p = Pending {
+            op,
+            uids,
+            provisional: None,
+        };
+        self.pending.insert(op, p.clone());
+        self.broadcast(SeqMsg::Forward { ops: vec![p] });
+        self.lead(now);
+    }
+
+    /// A known op whose final values this replica cannot expose (they are not
+    /// above what it already exposed): ask the owner for new ones.
+    pub fn request_resequence(&mut self, now: u64, op: OpId, above_uid: u64, above_modseq: u64) {
+        let e = self.resequence.entry(op).or_insert((0, 0));
+        e.0 = e.0.max(above_uid);
+        e.1 = e.1.max(above_modseq);
+        let msg = SeqMsg::Resequence {
+            ops: vec![op],
+            above_uid: e.0,
+            above_modseq: e.1,
+            provisional: self.my_provisional(),
+        };
+        match self.owner() {
+            Some(o) if o == self.me => self.lead(now),
+            Some(o) => self.send(o, msg),
+            None => self.broadcast(msg),
+        }
+    }
+
+    /// Time passes. `exposed` is what this replica has exposed to clients
+    /// (highest UID, highest MODSEQ): provisional values must exceed it.
+    pub fn tick(&mut self, now: u64, exposed: (u64, u64)) {
+        self.maybe_elect(now);
+        self.retry_mine(now, exposed);
+        self.lead(now);
+    }
+
+    // ----- origin side --------------------------------------------------
+
+    /// This replica's own ops that carry a provisional assignment.
+    fn my_provisional(&self) -> Vec<Pending> {
+        self.mine
+            .iter()
+            .filter_map(|(op, m)| {
+                m.provisional.clone().map(|a| Pending {
+                    op: *op,
+                    uids: m.uids,
+                    provisional: Some(a),
+                })
+            })
+            .take(self.params.max_batch)
+            .collect()
+    }
+
+    fn retry_mine(&mut self, now: u64, exposed: (u64, u64)) {
+        let timeout = self.params.forward_timeout_ms;
+        let due: Vec<OpId> = self
+            .mine
+            .iter()
+            .filter(|(_, m)| now.saturating_sub(m.last_sent) >= timeout)
+            .map(|(op, _)| *op)
+            .collect();
+        let mut forward = Vec::new();
+        for op in due {
+            let needs_provisional = self.mine.get(&op).is_some_and(|m| m.provisional.is_none());
+            if needs_provisional {
+                self.try_provisional(op, exposed);
+            }
+            if let Some(m) = self.mine.get_mut(&op) {
+                m.last_sent = now;
+                forward.push(Pending {
+                    op,
+                    uids: m.uids,
+                    provisional: m.provisional.clone(),
+                });
+            }
+        }
+        for chunk in forward.chunks(self.params.max_batch.max(1)) {
+            self.broadcast(SeqMsg::Forward {
+                ops: chunk.to_vec(),
+            });
+        }
+        if self.resequence.is_empty() || now.saturating_sub(self.last_resend) < timeout {
+            return;
+        }
+        self.last_resend = now;
+        let wanted: Vec<(OpId, (u64, u64))> =
+            self.resequence.iter().map(|(k, v)| (*k, *v)).collect();
+        for (op, (u, m)) in wanted {
+            let msg = SeqMsg::Resequence {
+                ops: vec![op],
+                above_uid: u,
+                above_modseq: m,
+                provisional: self.my_provisional(),
+            };
+            match self.owner() {
+                Some(o) if o == self.me => {}
+                Some(o) => self.send(o, msg),
+                None => self.broadcast(msg),
+            }
+        }
+    }
+
+    /// Assigns an op from this replica's own reservation, if it has room
+    /// above what it exposed. Persisted before it is reported.
+    fn try_provisional(&mut self, op: OpId, exposed: (u64, u64)) {
+        let Some(r) = self.spaces.reservation_of(self.me).cloned() else {
+            return;
+        };
+        let Some(n) = self.mine.get(&op).map(|m| m.uids) else {
+            return;
+        };
+        let ustart = self
+            .cursor
+            .0
+            .max(r.uids.lo)
+            .max(exposed.0 + 1)
+            .max(self.spaces.max_uid + 1);
+        let mstart = self
+            .cursor
+            .1
+            .max(r.modseqs.lo)
+            .max(exposed.1 + 1)
+            .max(self.spaces.max_modseq + 1);
+        if ustart + n as u64 > r.uids.hi || mstart >= r.modseqs.hi {
+            return; // reservation used up or overtaken: wait for the owner
+        }
+        let assign = Assign {
+            modseq: mstart,
+            uids: (ustart..ustart + n as u64).map(|u| u as u32).collect(),
+        };
+        self.cursor = (ustart + n as u64, mstart + 1);
+        self.persist(SeqRecord::Cursor(self.cursor.0, self.cursor.1));
+        self.persist(SeqRecord::Provisional(op, n, assign.clone()));
+        if let Some(m) = self.mine.get_mut(&op) {
+            m.provisional = Some(assign.clone());
+        }
+        if let Some(p) = self.pending.get_mut(&op) {
+            p.provisional = Some(assign.clone());
+        }
+        self.out.push(SeqOutput::Decided {
+            op,
+            assign,
+            fate: Fate::Provisional,
+        });
+    }
+
+    // ----- peer input ---------------------------------------------------
+
+    /// A message from member `from`.
+    pub fn handle(&mut self, now: u64, from: ReplicaId, msg: SeqMsg) {
+        if from == self.me || !self.members.contains(&from) {
+            return;
+        }
+        self.last_heard.insert(from, now);
+        match msg {
+            SeqMsg::Forward { ops } => self.on_forward(from, ops),
+            SeqMsg::Resequence {
+                ops,
+                above_uid,
+                above_modseq,
+                provisional,
+            } => {
+                self.on_forward(from, provisional);
+                for op in ops.into_iter().take(self.params.max_batch.max(1)) {
+                    let e = self.resequence.entry(op).or_insert((0, 0));
+                    e.0 = e.0.max(above_uid);
+                    e.1 = e.1.max(above_modseq);
+                }
+            }
+            SeqMsg::Prepare { ballot, commit } => self.on_prepare(from, ballot, commit),
+            SeqMsg::Promise {
+                ballot,
+                committed,
+                accepted,
+                truncated,
+            } => self.on_promise(now, from, ballot, committed, accepted, truncated),
+            SeqMsg::Accept {
+                ballot,
+                slot,
+                value,
+                commit,
+            } => self.on_accept(now, from, ballot, slot, value, commit),
+            SeqMsg::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot),
+            SeqMsg::Nack { promised } => self.on_nack(now, promised),
+            SeqMsg::Heartbeat { ballot, commit } => {
+                if ballot >= self.promised {
+                    self.follow(now, ballot);
+                    self.learn_commit(from, ballot, commit);
+                }
+            }
+            SeqMsg::Alive { commit } => {
+                if commit < self.commit_index() {
+                    self.on_pull(from, commit + 1);
+                }
+            }
+            SeqMsg::Pull { from: slot } => self.on_pull(from, slot),
+            SeqMsg::Entries { from: slot, values } => self.on_entries(slot, values),
+        }
+        self.lead(now);
+    }
+
+    fn on_forward(&mut self, from: ReplicaId, ops: Vec<Pending>) {
+        for p in ops.into_iter().take(self.params.max_batch.max(1)) {
+            if p.op.origin != from {
+                continue; // only an op's origin may announce it
+            }
+            if self.finals.contains_key(&p.op) {
+                continue;
+            }
+            // Another replica's provisional values are not exposed here (they
+            // would overtake this replica's own reservation); they matter to
+            // the owner, which may confirm them.
+            let mut p = p;
+            if p.provisional
+                .as_ref()
+                .is_some_and(|a| !self.provisional_is_valid(p.op.origin, p.uids, a))
+            {
+                p.provisional = None;
+            }
+            match self.pending.get_mut(&p.op) {
+                Some(q) => {
+                    if p.provisional.is_some() {
+                        q.provisional = p.provisional;
+                    }
+                }
+                None => {
+                    self.pending.insert(p.op, p);
+                }
+            }
+        }
+    }
+
+    /// A provisional claim is only believed when its values lie in a
+    /// reservation of the claiming replica that this replica knows.
+    fn provisional_is_valid(&self, origin: ReplicaId, uids: u32, a: &Assign) -> bool {
+        if a.uids.len() != uids as usize {
+            return false;
+        }
+        let Some(m) = self.spaces.modseq_owner(a.modseq) else {
+            return false;
+        };
+        if m.replica != origin {
+            return false;
+        }
+        a.uids.iter().all(|&u| {
+            self.spaces
+                .uid_owner(u as u64)
+                .is_some_and(|r| r.replica == origin)
+        })
+    }
+
+    fn on_prepare(&mut self, from: ReplicaId, ballot: Ballot, commit: Slot) {
+        if ballot.leader != from || ballot <= self.promised {
+            let promised = self.promised;
+            self.send(from, SeqMsg::Nack { promised });
+            return;
+        }
+        self.promised = ballot;
+        self.persist(SeqRecord::Promised(ballot));
+        if !matches!(self.role, Role::Follower) {
+            self.role = Role::Follower;
+        }
+        let cap = self.params.max_slots_per_message;
+        let mine = self.commit_index();
+        let committed: Vec<Vec<Decision>> = self
+            .committed
+            .iter()
+            .skip(commit as usize)
+            .take(cap)
+            .cloned()
+            .collect();
+        let truncated = mine.saturating_sub(commit) as usize > cap;
+        let accepted: Vec<(Slot, Ballot, Vec<Decision>)> = if truncated {
+            Vec::new()
+        } else {
+            self.accepted
+                .iter()
+                .take(cap)
+                .map(|(s, (b, v))| (*s, *b, v.clone()))
+                .collect()
+        };
+        self.send(
+            from,
+            SeqMsg::Promise {
+                ballot,
+                committed,
+                accepted,
+                truncated,
+            },
+        );
+    }
+
+    fn on_promise(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        ballot: Ballot,
+        committed: Vec<Vec<Decision>>,
+        accepted: Vec<(Slot, Ballot, Vec<Decision>)>,
+        truncated: bool,
+    ) {
+        let Role::Candidate {
+            ballot: mine,
+            promises,
+            ..
+        } = &mut self.role
+        else {
+            return;
+        };
+        if ballot != *mine {
+            return;
+        }
+        if truncated {
+            // Too far behind to lead: catch up first.
+            self.role = Role::Follower;
+            let from_slot = self.commit_index() + 1;
+            self.send(from, SeqMsg::Pull { from: from_slot });
+            return;
+        }
+        promises.insert(from, (committed, accepted));
+        if promises.len() + 1 >= self.majority() {
+            let Role::Candidate { promises, base, .. } =
+                std::mem::replace(&mut self.role, Role::Follower)
+            else {
+                return;
+            };
+            self.become_leader(now, ballot, base, promises);
+        }
+    }
+
+    fn become_leader(
+        &mut self,
+        now: u64,
+        ballot: Ballot,
+        base: Slot,
+        promises: BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>,
+    ) {
+        // Values some promiser knows committed are chosen: adopt them in order.
+        let mut longest: Vec<Vec<Decision>> = Vec::new();
+        for (c, _) in promises.values() {
+            if c.len() > longest.len() {
+                longest = c.clone();
+            }
+        }
+        // Promisers answered relative to the commit index we sent; we may
+        // have learned more since. Skip what we already have.
+        let already = self.commit_index().saturating_sub(base) as usize;
+        for v in longest.into_iter().skip(already) {
+            let slot = self.commit_index() + 1;
+            self.persist(SeqRecord::Committed(slot, v.clone()));
+            self.apply_committed(v);
+        }
+        // For every later slot, the value accepted with the highest ballot.
+        let mut chosen: BTreeMap<Slot, (Ballot, Vec<Decision>)> = BTreeMap::new();
+        let own: Vec<(Slot, Ballot, Vec<Decision>)> = self
+            .accepted
+            .iter()
+            .map(|(s, (b, v))| (*s, *b, v.clone()))
+            .collect();
+        for (s, b, v) in promises
+            .values()
+            .flat_map(|(_, a)| a.iter().cloned())
+            .chain(own)
+        {
+            if s <= self.commit_index() {
+                continue;
+            }
+            match chosen.get(&s) {
+                Some((cb, _)) if *cb >= b => {}
+                _ => {
+                    chosen.insert(s, (b, v));
+                }
+            }
+        }
+        let last = chosen
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.commit_index());
+        let mut tentative = self.spaces.clone();
+        let mut proposed = BTreeSet::new();
+        let mut inflight = BTreeMap::new();
+        for slot in self.commit_index() + 1..=last {
+            let value = chosen.remove(&slot).map(|(_, v)| v).unwrap_or_default();
+            apply_to_spaces(&mut tentative, &value);
+            for d in &value {
+                if let Decision::Sequence { op, .. } = d {
+                    proposed.insert(*op);
+                }
+            }
+            inflight.insert(
+                slot,
+                Inflight {
+                    value,
+                    acks: BTreeSet::new(),
+                },
+            );
+        }
+        self.role = Role::Leader {
+            ballot,
+            next_slot: last + 1,
+            inflight,
+            tentative,
+            proposed,
+            last_beat: now,
+        };
+        self.leader_seen = Some((ballot, now));
+        let slots: Vec<(Slot, Vec<Decision>)> = match &self.role {
+            Role::Leader { inflight, .. } => inflight
+                .iter()
+                .map(|(s, i)| (*s, i.value.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (slot, value) in slots {
+            self.propose(ballot, slot, value);
+        }
+        let commit = self.commit_index();
+        self.broadcast(SeqMsg::Heartbeat { ballot, commit });
+    }
+
+    /// Sends a slot's value to every member and accepts it locally.
+    fn propose(&mut self, ballot: Ballot, slot: Slot, value: Vec<Decision>) {
+        self.accepted.insert(slot, (ballot, value.clone()));
+        self.persist(SeqRecord::Accepted(slot, ballot, value.clone()));
+        let commit = self.commit_index();
+        self.broadcast(SeqMsg::Accept {
+            ballot,
+            slot,
+            value,
+            commit,
+        });
+        let me = self.me;
+        if let Role::Leader { inflight, .. } = &mut self.role {
+            if let Some(i) = inflight.get_mut(&slot) {
+                i.acks.insert(me);
+            }
+        }
+        if self.params.unsafe_commit_without_majority {
+            self.on_accepted_inner(me, ballot, slot, true);
+        } else {
+            self.on_accepted_inner(me, ballot, slot, false);
+        }
+    }
+
+    fn on_accept(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        ballot: Ballot,
+        slot: Slot,
+        value: Vec<Decision>,
+        commit: Slot,
+    ) {
+        if ballot.leader != from || ballot < self.promised {
+            let promised = self.promised;
+            self.send(from, SeqMsg::Nack { promised });
+            return;
+        }
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.persist(SeqRecord::Promised(ballot));
+        }
+        self.follow(now, ballot);
+        if slot > self.commit_index() {
+            self.accepted.insert(slot, (ballot, value.clone()));
+            self.persist(SeqRecord::Accepted(slot, ballot, value));
+        }
+        self.send(from, SeqMsg::Accepted { ballot, slot });
+        self.learn_commit(from, ballot, commit);
+    }
+
+    fn on_accepted(&mut self, from: ReplicaId, ballot: Ballot, slot: Slot) {
+        self.on_accepted_inner(from, ballot, slot, false);
+    }
+
+    fn on_accepted_inner(&mut self, from: ReplicaId, ballot: Ballot, slot: Slot, force: bool) {
+        let majority = self.majority();
+        let Role::Leader {
+            ballot: mine,
+            inflight,
+            ..
+        } = &mut self.role
+        else {
+            return;
+        };
+        if ballot != *mine {
+            return;
+        }
+        if let Some(i) = inflight.get_mut(&slot) {
+            i.acks.insert(from);
+        }
+        // Commit the contiguous prefix of slots acknowledged by a majority.
+        let mut newly = Vec::new();
+        let mut next = self.committed.len() as Slot + 1;
+        while let Some(i) = inflight.get(&next) {
+            if i.acks.len() < majority && !force {
+                break;
+            }
+            if let Some(i) = inflight.remove(&next) {
+                newly.push((next, i.value));
+            }
+            next += 1;
+        }
+        if newly.is_empty() {
+            return;
+        }
+        for (slot, v) in newly {
+            self.persist(SeqRecord::Committed(slot, v.clone()));
+            self.apply_committed(v);
+        }
+        let commit = self.commit_index();
+        self.broadcast(SeqMsg::Heartbeat { ballot, commit });
+    }
+
+    fn on_nack(&mut self, now: u64, promised: Ballot) {
+        if promised > self.promised {
+            self.promised = promised;
+            self.persist(SeqRecord::Promised(promised));
+        }
+        let stale = match &self.role {
+            Role::Leader { ballot, .. } | Role::Candidate { ballot, .. } => *ballot < promised,
+            Role::Follower => false,
+        };
+        if stale {
+            self.role = Role::Follower;
+            self.next_election = now + self.backoff();
+        }
+    }
+
+    fn on_pull(&mut self, from: ReplicaId, slot: Slot) {
+        let start = slot.max(1) as usize - 1;
+        let values: Vec<Vec<Decision>> = self
+            .committed
+            .iter()
+            .skip(start)
+            .take(self.params.max_slots_per_message)
+            .cloned()
+            .collect();
+        if !values.is_empty() {
+            self.send(
+                from,
+                SeqMsg::Entries {
+                    from: start as Slot + 1,
+                    values,
+                },
+            );
+        }
+    }
+
+    fn on_entries(&mut self, from: Slot, values: Vec<Vec<Decision>>) {
+        for (i, v) in values.into_iter().enumerate() {
+            let slot = from + i as Slot;
+            if slot == self.commit_index() + 1 {
+                self.persist(SeqRecord::Committed(slot, v.clone()));
+                self.apply_committed(v);
+            }
+        }
+        self.accepted
+            .retain(|s, _| *s > self.committed.len() as Slot);
+    }
+
+    /// Learns the leader's commit index: commits the slots this replica
+    /// accepted under the same ballot, and pulls the others.
+    fn learn_commit(&mut self, from: ReplicaId, ballot: Ballot, commit: Slot) {
+        while self.commit_index() < commit {
+            let slot = self.commit_index() + 1;
+            match self.accepted.get(&slot) {
+                Some((b, v)) if *b == ballot => {
+                    let v = v.clone();
+                    self.accepted.remove(&slot);
+                    self.persist(SeqRecord::Committed(slot, v.clone()));
+                    self.apply_committed(v);
+                }
+                _ => {
+                    self.send(from, SeqMsg::Pull { from: slot });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn follow(&mut self, now: u64, ballot: Ballot) {
+        match &self.role {
+            Role::Leader { ballot: b, .. } | Role::Candidate { ballot: b, .. } if *b < ballot => {
+                self.role = Role::Follower;
+            }
+            _ => {}
+        }
+        if self.leader_seen.is_none_or(|(b, _)| b <= ballot) {
+            self.leader_seen = Some((ballot, now));
+        }
+    }
+
+    /// Applies a committed value: the ledger's word on every replica.
+    fn apply_committed(&mut self, value: Vec<Decision>) {
+        let slot = self.committed.len() as Slot + 1;
+        self.accepted.remove(&slot);
+        apply_to_spaces(&mut self.spaces, &value);
+        for d in &value {
+            match d {
+                Decision::Sequence { op, assign } => {
+                    self.finals.insert(*op, assign.clone());
+                    if let Role::Leader { proposed, .. } = &mut self.role {
+                        proposed.remove(op);
+                    }
+                    self.pending.remove(op);
+                    self.mine.remove(op);
+                    if let Some((u, m)) = self.resequence.get(op) {
+                        let above =
+                            assign.modseq > *m && assign.uids.iter().all(|&x| x as u64 > *u);
+                        if above {
+                            self.resequence.remove(op);
+                        }
+                    }
+                    self.out.push(SeqOutput::Decided {
+                        op: *op,
+                        assign: assign.clone(),
+                        fate: Fate::Final,
+                    });
+                }
+                Decision::Reserve(r) => {
+                    if r.replica == self.me {
+                        self.cursor = (r.uids.lo, r.modseqs.lo);
+                    }
+                }
+            }
+        }
+        self.committed.push(value);
+    }
+
+    // ----- ownership ----------------------------------------------------
+
+    fn backoff(&self) -> u64 {
+        let alive = self.alive_ranked();
+        let pos = alive
+            .iter()
+            .position(|r| *r == self.me)
+            .unwrap_or(alive.len()) as u64;
+        self.params.election_timeout_ms * (1 + pos)
+    }
+
+    /// Members heard from recently (and this replica), best candidate first.
+    fn alive_ranked(&self) -> Vec<ReplicaId> {
+        let mut v: Vec<ReplicaId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|r| *r == self.me || self.last_heard.contains_key(r))
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(rank_score(self.key, *r)));
+        v
+    }
+
+    fn maybe_elect(&mut self, now: u64) {
+        let timeout = self.params.election_timeout_ms;
+        match &self.role {
+            Role::Leader { .. } => return,
+            Role::Candidate { since, .. } => {
+                if now.saturating_sub(*since) < timeout {
+                    return;
+                }
+                self.role = Role::Follower;
+                self.next_election = now + self.backoff();
+                return;
+            }
+            Role::Follower => {}
+        }
+        if let Some((_, seen)) = self.leader_seen {
+            if now.saturating_sub(seen) < timeout {
+                return;
+            }
+        }
+        if now.saturating_sub(self.last_alive) >= self.params.heartbeat_ms {
+            self.last_alive = now;
+            let commit = self.commit_index();
+            self.broadcast(SeqMsg::Alive { commit });
+        }
+        if now < self.next_election {
+            return;
+        }
+        // Only the best-ranked replica among those recently heard from stands.
+        let alive: Vec<ReplicaId> = {
+            let mut v = self.alive_ranked();
+            v.retain(|r| {
+                *r == self.me
+                    || self
+                        .last_heard
+                        .get(r)
+                        .is_some_and(|t| now.saturating_sub(*t) < timeout)
+            });
+            v
+        };
+        if alive.len() < self.majority() {
+            return; // cannot win: do not disturb the others
+        }
+        if alive.first() != Some(&self.me)
+            && self
+                .leader_seen
+                .is_none_or(|(_, seen)| now.saturating_sub(seen) < 3 * timeout)
+        {
+            return;
+        }
+        let round = self
+            .promised
+            .round
+            .max(self.leader_seen.map_or(0, |(b, _)| b.round))
+            + 1;
+        let ballot = Ballot {
+            round,
+            leader: self.me,
+        };
+        self.promised = ballot;
+        self.persist(SeqRecord::Promised(ballot));
+        let commit = self.commit_index();
+        self.role = Role::Candidate {
+            ballot,
+            since: now,
+            base: commit,
+            promises: BTreeMap::new(),
+        };
+        self.next_election = now + self.backoff();
+        self.broadcast(SeqMsg::Prepare { ballot, commit });
+        if self.majority() == 1 {
+            self.role = Role::Follower;
+            self.become_leader(now, ballot, commit, BTreeMap::new());
+        }
+    }
+
+    /// The owner's work: sequence pending ops, keep reservations ahead,
+    /// say it is alive.
+    fn lead(&mut self, now: u64) {
+        let members = self.members.clone();
+        let params = self.params.clone();
+        let (ballot, value) = {
+            let Role::Leader {
+                ballot,
+                inflight,
+                tentative,
+                proposed,
+                last_beat,
+                ..
+            } = &mut self.role
+            else {
+                return;
+            };
+            let ballot = *ballot;
+            if now.saturating_sub(*last_beat) >= params.heartbeat_ms {
+                *last_beat = now;
+                let commit = self.committed.len() as Slot;
+                self.out
+                    .push(SeqOutput::Broadcast(SeqMsg::Heartbeat { ballot, commit }));
+                // Messages get lost: ask again for what lacks a majority.
+                for (slot, i) in inflight.iter() {
+                    for m in members.iter().filter(|m| !i.acks.contains(m)) {
+                        let msg = SeqMsg::Accept {
+                            ballot,
+                            slot: *slot,
+                            value: i.value.clone(),
+                            commit,
+                        };
+                        self.out.push(SeqOutput::Send { to: *m, msg });
+                    }
+                }
+            }
+            if inflight.len() >= params.max_inflight {
+                return;
+            }
+            let mut value = Vec::new();
+            // Reservations first: every member keeps one ahead of the counters.
+            for m in &members {
+                if !tentative.reservation_is_ahead(*m) {
+                    if let Some(r) = tentative.plan_reservation(*m, &params.space) {
+                        tentative.reserve(r.clone());
+                        value.push(Decision::Reserve(r));
+                    }
+                }
+            }
+            // New ops: confirm a provisional assignment still above everything
+            // final, otherwise assign from the counters.
+            let todo: Vec<Pending> = self
+                .pending
+                .values()
+                .filter(|p| !proposed.contains(&p.op) && !self.finals.contains_key(&p.op))
+                .take(params.max_batch.saturating_sub(value.len()))
+                .cloned()
+                .collect();
+            for p in todo {
+                let keep = p.provisional.as_ref().filter(|a| {
+                    a.modseq > tentative.max_modseq
+                        && a.uids.iter().all(|&u| u as u64 > tentative.max_uid)
+                });
+                let assign = match keep {
+                    Some(a) => a.clone(),
+                    None => {
+                        let (Some(uids), Some(modseq)) =
+                            (tentative.take_uids(p.uids), tentative.take_modseq())
+                        else {
+                            break; // space exhausted: the mailbox needs a new UIDVALIDITY
+                        };
+                        Assign { modseq, uids }
+                    }
+                };
+                tentative.note_final(&assign.uids, assign.modseq);
+                proposed.insert(p.op);
+                value.push(Decision::Sequence { op: p.op, assign });
+            }
+            // Re-announcements asked for by replicas that cannot expose a value.
+            let wanted: Vec<(OpId, (u64, u64))> = self
+                .resequence
+                .iter()
+                .filter(|(op, _)| !proposed.contains(op))
+                .map(|(k, v)| (*k, *v))
+                .take(params.max_batch)
+                .collect();
+            for (op, (au, am)) in wanted {
+                let Some(prev) = self.finals.get(&op) else {
+                    continue;
+                };
+                let n = prev.uids.len() as u32;
+                tentative.raise(au + 1, am + 1);
+                let (Some(uids), Some(modseq)) = (tentative.take_uids(n), tentative.take_modseq())
+                else {
+                    break;
+                };
+                let assign = Assign { modseq, uids };
+                tentative.note_final(&assign.uids, assign.modseq);
+                proposed.insert(op);
+                value.push(Decision::Sequence { op, assign });
+            }
+            if value.is_empty() {
+                return;
+            }
+            (ballot, value)
+        };
+        let slot = match &mut self.role {
+            Role::Leader {
+                next_slot,
+                inflight,
+                ..
+            } => {
+                let s = *next_slot;
+                *next_slot += 1;
+                inflight.insert(
+                    s,
+                    Inflight {
+                        value: value.clone(),
+                        acks: BTreeSet::new(),
+                    },
+                );
+                s
+            }
+            _ => return,
+        };
+        self.propose(ballot, slot, value);
+    }
+}
+
+/// Applies a ledger value to number spaces (the counters move past every
+/// final value; reservations are recorded).
+fn apply_to_spaces(spaces: &mut Spaces, value: &[Decision]) {
+    for d in value {
+        match d {
+            Decision::Sequence { assign, .. } => spaces.note_final(&assign.uids, assign.modseq),
+            Decision::Reserve(r) => spaces.reserve(r.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+//! Messages of the UID/MODSEQ sequencing protocol, and the records a
+//! sequencer asks its driver to persist.
+
+use super::space::Reservation;
+use crate::ids::{OpId, ReplicaId};
+use serde::{Deserialize, Serialize};
+
+/// Position in a mailbox's ledger (1, 2, 3, …).
+pub type Slot = u64;
+
+/// A Paxos ballot: who leads, in which round. Ordered by round, then replica.
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    /// Election round.
+    pub round: u64,
+    /// The replica leading (owning) in this round.
+    pub leader: ReplicaId,
+}
+
+/// UIDs and a MODSEQ given to one op.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    /// The op's MODSEQ.
+    pub modseq: u64,
+    /// One UID per message the op adds (empty for flag changes, expunges).
+    pub uids: Vec<u32>,
+}
+
+/// Whether an assignment is the ledger's (final) or a cut-off replica's own,
+/// from its reservation (provisional, to be confirmed or replaced).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fate {
+    /// Committed by a majority; the ledger's word. A later final decision for
+    /// the same op (a re-announcement) replaces it.
+    Final,
+    /// Assigned from a reservation by a replica that could not reach the
+    /// owner in time.
+    Provisional,
+}
+
+/// One ledger entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// An op's final UIDs and MODSEQ.
+    Sequence {
+        /// The op.
+        op: OpId,
+        /// What it gets.
+        assign: Assign,
+    },
+    /// A range reserved for a replica.
+    Reserve(Reservation),
+}
+
+/// An op that needs sequencing, as its origin announces it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The op.
+    pub op: OpId,
+    /// How many UIDs it needs.
+    pub uids: u32,
+    /// The origin's provisional assignment, if it made one.
+    pub provisional: Option<Assign>,
+}
+
+/// Sequencing protocol messages (one mailbox ledger).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeqMsg {
+    /// Origin → every member: these ops need final UIDs/MODSEQs.
+    Forward {
+        /// The ops.
+        ops: Vec<Pending>,
+    },
+    /// A replica → the owner: these ops' final values are not above what I
+    /// exposed; give them new ones above these marks.
+    Resequence {
+        /// The ops.
+        ops: Vec<OpId>,
+        /// New UIDs must be greater than this.
+        above_uid: u64,
+        /// New MODSEQs must be greater than this.
+        above_modseq: u64,
+        /// The requester's own provisional ops, so that the owner can confirm
+        /// them before it assigns above them.
+        provisional: Vec<Pending>,
+    },
+    /// Phase 1a: a candidate asks for promises.
+    Prepare {
+        /// The candidate's ballot.
+        ballot: Ballot,
+        /// The candidate's commit index.
+        commit: Slot,
+    },
+    /// Phase 1b.
+    Promise {
+        /// The ballot promised.
+        ballot: Ballot,
+        /// Committed values after the candidate's commit index, in order.
+        committed: Vec<Vec<Decision>>,
+        /// Accepted but not known committed: (slot, ballot, value).
+        accepted: Vec<(Slot, Ballot, Vec<Decision>)>,
+        /// The promiser had more than fits: the candidate should catch up first.
+        truncated: bool,
+    },
+    /// Phase 2a, with the leader's commit index piggybacked.
+    Accept {
+        /// Leader's ballot.
+        ballot: Ballot,
+        /// Slot.
+        slot: Slot,
+        /// Value.
+        value: Vec<Decision>,
+        /// Leader's commit index.
+        commit: Slot,
+    },
+    /// Phase 2b.
+    Accepted {
+        /// Ballot accepted.
+        ballot: Ballot,
+        /// Slot.
+        slot: Slot,
+    },
+    /// Refusal: a higher ballot was promised.
+    Nack {
+        /// The promised ballot.
+        promised: Ballot,
+    },
+    /// The leader is alive; its commit index.
+    Heartbeat {
+        /// Leader's ballot.
+        ballot: Ballot,
+        /// Leader's commit index.
+        commit: Slot,
+    },
+    /// A replica without a live owner says it is alive (so that the best
+    /// candidate knows it can win an election).
+    Alive {
+        /// The sender's commit index.
+        commit: Slot,
+    },
+    /// Ask for committed values from `from` on.
+    Pull {
+        /// First slot wanted.
+        from: Slot,
+    },
+    /// Committed values `from`, `from + 1`, ….
+    Entries {
+        /// Slot of the first value.
+        from: Slot,
+        /// Values.
+        values: Vec<Vec<Decision>>,
+    },
+}
+
+/// What a sequencer needs durable before its messages leave the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeqRecord {
+    /// Highest ballot promised.
+    Promised(Ballot),
+    /// A value accepted in a slot.
+    Accepted(Slot, Ballot, Vec<Decision>),
+    /// A committed value.
+    Committed(Slot, Vec<Decision>),
+    /// This replica's own provisional assignment (it may be exposed next).
+    Provisional(OpId, u32, Assign),
+    /// Cursor in this replica's reservation: next UID and MODSEQ it may use.
+    Cursor(u64, u64),
+}
+
+/// Output of a sequencer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeqOutput {
+    /// Send to one member.
+    Send {
+        /// Destination.
+        to: ReplicaId,
+        /// Message.
+        msg: SeqMsg,
+    },
+    /// Send to every other member.
+    Broadcast(SeqMsg),
+    /// Persist before any message of this batch leaves the node.
+    Persist(SeqRecord),
+    /// An op got UIDs and a MODSEQ.
+    Decided {
+        /// The op.
+        op: OpId,
+        /// Its values.
+        assign: Assign,
+        /// Final or provisional.
+        fate: Fate,
+    },
+}
