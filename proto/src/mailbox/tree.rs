@@ -732,7 +732,7 @@ mod tests {
                     (0, _) | (_, None) => { next += 1; Some(TreeOp::Create { id: mb(next), name, special_use: None }) }
                     (1, Some(id)) => Some(TreeOp::Rename { id, name }),
                     (2, Some(id)) => Some(TreeOp::Delete { id }),
-                    (3, Some(id)) => Some(TreeOp::Subscribe { id, subscribed: b % 2 == 0 }),
+                    (3, Some(id)) => Some(TreeOp::Subscribe { id, subscribed: b.is_multiple_of(2) }),
                     (4, Some(id)) => Some(TreeOp::SetSpecialUse { id, special_use: SpecialUse::ALL.get(b as usize % 9).copied() }),
                     _ => None,
                 };
@@ -754,7 +754,7 @@ mod tests {
                     }
                 }
             }
-            let live = |id: &MailboxId| id.0[0] % 2 == 0;
+            let live = |id: &MailboxId| id.0[0].is_multiple_of(2);
             let reference = apply_all(&all);
             let expected = reference.visible(live);
             let unique: BTreeSet<&String> = expected.iter().map(|v| &v.name).collect();

@@ -65,6 +65,10 @@ impl Default for SeqParams {
     }
 }
 
+/// What each promiser answered: committed values after the candidate's
+/// commit index, and accepted values.
+type Promises = BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>;
+
 #[derive(Debug)]
 struct Inflight {
     value: Vec<Decision>,
@@ -79,7 +83,7 @@ enum Role {
         since: u64,
         /// Commit index sent with the Prepare: promises answer relative to it.
         base: Slot,
-        promises: BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>,
+        promises: Promises,
     },
     Leader {
         ballot: Ballot,
@@ -97,7 +101,6 @@ enum Role {
 #[derive(Clone, Debug)]
 struct MyOp {
     uids: u32,
-    since: u64,
     last_sent: u64,
     provisional: Option<Assign>,
 }
@@ -205,7 +208,6 @@ impl Sequencer {
                             op,
                             MyOp {
                                 uids,
-                                since: 0,
                                 last_sent: 0,
                                 provisional: Some(a.clone()),
                             },
@@ -308,7 +310,6 @@ impl Sequencer {
             op,
             MyOp {
                 uids,
-                since: now,
                 last_sent: now,
                 provisional: None,
             },
@@ -644,13 +645,7 @@ impl Sequencer {
         }
     }
 
-    fn become_leader(
-        &mut self,
-        now: u64,
-        ballot: Ballot,
-        base: Slot,
-        promises: BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>,
-    ) {
+    fn become_leader(&mut self, now: u64, ballot: Ballot, base: Slot, promises: Promises) {
         // Values some promiser knows committed are chosen: adopt them in order.
         let mut longest: Vec<Vec<Decision>> = Vec::new();
         for (c, _) in promises.values() {

@@ -185,7 +185,7 @@ impl Net {
                     self.flush(t);
                 }
             }
-            if now % 10 == 0 {
+            if now.is_multiple_of(10) {
                 for i in 0..self.nodes.len() {
                     if self.nodes[i].up {
                         let exposed = self.nodes[i].exposed;
@@ -327,7 +327,7 @@ fn partition_run(seed: u64, minority_side: &[u64]) -> (usize, usize, usize) {
     let big: Vec<usize> = (0..5)
         .filter(|i| !minority_side.contains(&(*i as u64 + 1)))
         .collect();
-    let mut own = vec![0usize; 5];
+    let mut own = [0usize; 5];
     for round in 0..10 {
         let a = m[round % m.len()];
         net.submit(a, 1);
