@@ -11,6 +11,7 @@ pub mod hlc;
 pub mod ids;
 pub mod mailbox;
 pub mod oplog;
+pub mod replica;
 pub mod seq;
 pub mod store;
 pub mod sync;

@@ -33,6 +33,9 @@ pub enum StoreError {
     Full,
 }
 
+/// Meta records as `(key, value)` pairs, in key order.
+pub type MetaRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Persistent storage of one replica. Synchronous and object-safe
 /// (`&mut dyn Store`); see the module documentation for the durability
 /// contract of [`Store::flush`].
@@ -87,6 +90,9 @@ pub trait Store {
 
     /// A value stored with [`Store::put_meta`].
     fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every meta record whose key starts with `prefix`, in key order.
+    fn scan_meta(&self, prefix: &[u8]) -> Result<MetaRecords, StoreError>;
 
     /// Stores a user's account record (replacing the stored one, whatever its
     /// version: the caller keeps the newest).
@@ -280,6 +286,16 @@ impl Store for MemStore {
 
     fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.live.meta.get(key).cloned())
+    }
+
+    fn scan_meta(&self, prefix: &[u8]) -> Result<MetaRecords, StoreError> {
+        Ok(self
+            .live
+            .meta
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn put_account(

@@ -255,6 +255,23 @@ impl Sequencer {
         self.finals.get(op)
     }
 
+    /// Every op's current values: final ones from the ledger, and this
+    /// replica's own provisional ones for ops not final yet.
+    pub fn assignments(&self) -> Vec<(OpId, Assign, Fate)> {
+        let mut v: Vec<(OpId, Assign, Fate)> = self
+            .finals
+            .iter()
+            .map(|(op, a)| (*op, a.clone(), Fate::Final))
+            .collect();
+        v.extend(
+            self.mine
+                .iter()
+                .filter_map(|(op, m)| m.provisional.clone().map(|a| (*op, a, Fate::Provisional))),
+        );
+        v.sort_by_key(|(op, a, _)| (a.modseq, *op));
+        v
+    }
+
     /// Whether this replica currently leads (owns) the ledger.
     pub fn is_owner(&self) -> bool {
         matches!(self.role, Role::Leader { .. })
@@ -322,6 +339,23 @@ impl Sequencer {
         self.pending.insert(op, p.clone());
         self.broadcast(SeqMsg::Forward { ops: vec![p] });
         self.lead(now);
+    }
+
+    /// An op of this ledger's log arrived (by any path): if it needs values
+    /// and has none final, it is pending, so that an owner that never got its
+    /// origin's `Forward` still sequences it.
+    pub fn note_op(&mut self, op: OpId, uids: u32) {
+        if self.finals.contains_key(&op) || self.pending.contains_key(&op) {
+            return;
+        }
+        self.pending.insert(
+            op,
+            Pending {
+                op,
+                uids,
+                provisional: None,
+            },
+        );
     }
 
     /// A known op whose final values this replica cannot expose (they are not

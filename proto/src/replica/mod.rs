@@ -1,0 +1,1544 @@
+//! A replica: one node's state machine for all the users it serves. It joins
+//! the op logs (replication), the sequencers (UIDs and MODSEQs), the mailbox
+//! CRDTs and the crypto layer, and is driven by the node (tokio, sled,
+//! libp2p) or by the simulator with the same calls:
+//!
+//! - local actions of client sessions (`append`, `store_flags`, `expunge`,
+//!   `copy`, `move_messages`, mailbox `create`/`rename`/`delete`/`subscribe`);
+//! - `handle` for a message from a peer, `tick` as time passes;
+//! - `drain` returns the outputs.
+//!
+//! **Driver contract.** Every call writes what must be durable to the store
+//! before it returns. The driver flushes the store once per batch of calls,
+//! and only then sends the outputs (messages, acknowledgements, events): a
+//! promise, an acceptance, an exposed UID or an acknowledged APPEND is never
+//! seen by anyone before it is durable (group commit falls out of this).
+
+mod view;
+
+pub use view::{Event, MailboxView, Message};
+
+use crate::crypto::{CryptoError, Place, UserSecrets, FINGERPRINT_LEN, NONCE_LEN, TAG_LEN};
+use crate::hlc::{Hlc, Timestamp};
+use crate::ids::{BlobId, EntryId, LogId, MailboxId, OpId, ReplicaId, UserId};
+use crate::mailbox::{Flag, MailboxOp, MailboxTree, NameError, SpecialUse, TreeOp};
+use crate::oplog::{BlobAnnounce, BlobChunk, Op, OpLogError, CHUNK_BYTES};
+use crate::seq::{Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
+use crate::store::{Store, StoreError};
+use crate::sync::{
+    answer_want_chunks, SyncError, SyncMsg, UserLogs, MAX_MESSAGE_BYTES, MAX_WANT_CHUNKS,
+    PAGE_BYTES,
+};
+use crate::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use view::{Effect, Persisted};
+
+/// Plaintext bytes per blob chunk, so that every stored chunk but the last
+/// is exactly [`CHUNK_BYTES`] long.
+pub const CHUNK_PLAINTEXT: usize = CHUNK_BYTES - (2 + FINGERPRINT_LEN + NONCE_LEN + TAG_LEN);
+
+/// Largest message accepted (APPENDLIMIT).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// A replica's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This replica.
+    pub me: ReplicaId,
+    /// Every replica of the community (including this one): each replicates
+    /// every user in this version.
+    pub members: Vec<ReplicaId>,
+    /// Sequencer timing and sizes.
+    pub seq: SeqParams,
+    /// Largest clock skew accepted from a peer.
+    pub max_skew_ms: u64,
+    /// Period of anti-entropy rounds (one peer per round, in turn).
+    pub anti_entropy_ms: u64,
+}
+
+impl Config {
+    /// Defaults for a community of `members`.
+    pub fn new(me: ReplicaId, members: Vec<ReplicaId>) -> Self {
+        Config {
+            me,
+            members,
+            seq: SeqParams::default(),
+            max_skew_ms: 60_000,
+            anti_entropy_ms: 1_000,
+        }
+    }
+}
+
+/// Errors of local actions. Peer input never returns errors: what is wrong
+/// in it is dropped and counted.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// No such user on this replica.
+    #[error("unknown user")]
+    NoSuchUser,
+    /// The user's keys are not unlocked here.
+    #[error("user is locked on this replica")]
+    Locked,
+    /// No such mailbox.
+    #[error("no such mailbox")]
+    NoSuchMailbox,
+    /// A mailbox with that name exists.
+    #[error("mailbox already exists")]
+    AlreadyExists,
+    /// No message with that UID.
+    #[error("no message with UID {0}")]
+    NoSuchMessage(u32),
+    /// A message over the size limit.
+    #[error("message too large")]
+    TooLarge,
+    /// A blob whose chunks have not arrived yet.
+    #[error("message body not replicated yet")]
+    BlobMissing,
+    /// Invalid mailbox name.
+    #[error("invalid mailbox name: {0}")]
+    Name(#[from] NameError),
+    /// Crypto failure (wrong key, tampered data).
+    #[error("crypto: {0}")]
+    Crypto(#[from] CryptoError),
+    /// Storage failure: the action is not durable and must not be acknowledged.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// Op log refused an op.
+    #[error("op log: {0}")]
+    Log(#[from] OpLogError),
+    /// A malformed peer message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Messages between replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMsg {
+    /// Replication of ops, blobs and account records.
+    Sync(SyncMsg),
+    /// The sequencing protocol of one mailbox.
+    Seq {
+        /// User.
+        user: UserId,
+        /// Mailbox.
+        mailbox: MailboxId,
+        /// Message.
+        msg: SeqMsg,
+    },
+}
+
+impl PeerMsg {
+    /// Wire encoding: a tag byte, then the message.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            PeerMsg::Sync(m) => {
+                let mut v = vec![0u8];
+                v.extend(m.encode());
+                v
+            }
+            PeerMsg::Seq { user, mailbox, msg } => {
+                let mut v = vec![1u8];
+                v.extend(postcard::to_allocvec(&(user, mailbox, msg)).unwrap_or_default());
+                v
+            }
+        }
+    }
+
+    /// Decodes untrusted bytes; never panics, bounded by [`MAX_MESSAGE_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<PeerMsg, ReplicaError> {
+        if bytes.len() > MAX_MESSAGE_BYTES + 1 {
+            return Err(ReplicaError::Malformed("too large".into()));
+        }
+        match bytes.split_first() {
+            Some((0, rest)) => SyncMsg::decode(rest)
+                .map(PeerMsg::Sync)
+                .map_err(|e: SyncError| ReplicaError::Malformed(e.to_string())),
+            Some((1, rest)) => match postcard::take_from_bytes::<(UserId, MailboxId, SeqMsg)>(rest)
+            {
+                Ok(((user, mailbox, msg), [])) => Ok(PeerMsg::Seq { user, mailbox, msg }),
+                Ok(_) => Err(ReplicaError::Malformed("trailing bytes".into())),
+                Err(e) => Err(ReplicaError::Malformed(e.to_string())),
+            },
+            _ => Err(ReplicaError::Malformed("unknown message kind".into())),
+        }
+    }
+}
+
+/// Names a local action; its outcome arrives as [`Output::Done`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub u64);
+
+/// How a local action ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// APPEND: the message's UID (APPENDUID).
+    Appended {
+        /// UIDVALIDITY of the mailbox.
+        uidvalidity: u32,
+        /// UID.
+        uid: u32,
+    },
+    /// COPY or MOVE: source UID → new UID (COPYUID).
+    Copied {
+        /// UIDVALIDITY of the destination.
+        uidvalidity: u32,
+        /// Pairs.
+        uids: Vec<(u32, u32)>,
+    },
+    /// STORE or EXPUNGE done: the changes are visible with MODSEQs.
+    Done,
+}
+
+/// Output of a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send to one replica.
+    Send {
+        /// Destination.
+        to: ReplicaId,
+        /// Message.
+        msg: PeerMsg,
+    },
+    /// Send to every other replica serving the user (the user's topic).
+    Broadcast {
+        /// User.
+        user: UserId,
+        /// Message.
+        msg: PeerMsg,
+    },
+    /// A local action completed (acknowledge it once the store is flushed).
+    Done {
+        /// The action.
+        ticket: Ticket,
+        /// Its outcome.
+        outcome: Outcome,
+    },
+    /// Something changed in a mailbox sessions may have selected.
+    Event {
+        /// User.
+        user: UserId,
+        /// Mailbox.
+        mailbox: MailboxId,
+        /// What.
+        event: Event,
+    },
+    /// The user's mailbox list changed.
+    MailboxesChanged {
+        /// User.
+        user: UserId,
+    },
+}
+
+/// Encrypted metadata of a blob.
+#[derive(Serialize, Deserialize)]
+struct BlobMeta {
+    size: u64,
+}
+
+struct Unlocked {
+    secrets: UserSecrets,
+    tree: MailboxTree,
+    created: HashMap<MailboxId, Timestamp>,
+    boxes: BTreeMap<MailboxId, MailboxView>,
+}
+
+struct User {
+    logs: UserLogs,
+    seqs: BTreeMap<MailboxId, Sequencer>,
+    /// What each mailbox's view has shown (kept while locked too).
+    marks: HashMap<MailboxId, (u64, u64)>,
+    unlocked: Option<Unlocked>,
+}
+
+enum Pending {
+    Append { ticket: Ticket },
+    Copy { ticket: Ticket, src_uid: u32 },
+    Change { ticket: Ticket },
+}
+
+impl Pending {
+    fn ticket(&self) -> Ticket {
+        match self {
+            Pending::Append { ticket, .. }
+            | Pending::Copy { ticket, .. }
+            | Pending::Change { ticket } => *ticket,
+        }
+    }
+}
+
+#[derive(Default)]
+struct TicketState {
+    remaining: usize,
+    copied: Vec<(u32, u32)>,
+    uidvalidity: u32,
+    appended: Option<u32>,
+}
+
+/// One node's replica of every user it serves.
+pub struct Replica<S: Store> {
+    cfg: Config,
+    store: S,
+    hlc: Hlc,
+    users: BTreeMap<UserId, User>,
+    waiting: HashMap<OpId, Pending>,
+    tickets: BTreeMap<Ticket, TicketState>,
+    next_ticket: u64,
+    record_no: u64,
+    last_sync: u64,
+    peer_turn: usize,
+    dropped: u64,
+    out: Vec<Output>,
+}
+
+fn seq_key(user: &UserId, mailbox: &MailboxId) -> u64 {
+    let mut k = [0u8; 8];
+    for (i, b) in user.0.iter().chain(mailbox.0.iter()).enumerate() {
+        k[i % 8] ^= b.rotate_left(i as u32 % 8);
+    }
+    u64::from_le_bytes(k)
+}
+
+fn prefix(tag: u8, user: &UserId, mailbox: Option<&MailboxId>) -> Vec<u8> {
+    let mut k = vec![tag];
+    k.extend_from_slice(&user.0);
+    if let Some(m) = mailbox {
+        k.extend_from_slice(&m.0);
+    }
+    k
+}
+
+const TAG_SEQ: u8 = b's';
+const TAG_VIEW: u8 = b'v';
+
+impl<S: Store> Replica<S> {
+    /// A fresh replica on an empty store.
+    pub fn new(cfg: Config, store: S) -> Self {
+        let hlc = Hlc::new(cfg.max_skew_ms);
+        Replica {
+            cfg,
+            store,
+            hlc,
+            users: BTreeMap::new(),
+            waiting: HashMap::new(),
+            tickets: BTreeMap::new(),
+            next_ticket: 1,
+            record_no: 0,
+            last_sync: 0,
+            peer_turn: 0,
+            dropped: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// A replica restarted from its store (every user locked).
+    pub fn restore(cfg: Config, store: S) -> Result<Self, ReplicaError> {
+        let mut r = Replica::new(cfg, store);
+        let users = r.store.users()?;
+        for user in users {
+            let logs = UserLogs::load(&r.store, user)?;
+            let mut u = User {
+                logs,
+                seqs: BTreeMap::new(),
+                marks: HashMap::new(),
+                unlocked: None,
+            };
+            let mut per_box: BTreeMap<MailboxId, Vec<SeqRecord>> = BTreeMap::new();
+            for (k, v) in r.store.scan_meta(&prefix(TAG_SEQ, &user, None))? {
+                r.record_no = r.record_no.max(record_no(&k) + 1);
+                let (Some(mb), Ok(rec)) = (key_mailbox(&k), postcard::from_bytes::<SeqRecord>(&v))
+                else {
+                    return Err(StoreError::Corrupt("sequencer record".into()).into());
+                };
+                per_box.entry(mb).or_default().push(rec);
+            }
+            for (mb, recs) in per_box {
+                let mut s = Sequencer::restore(
+                    r.cfg.me,
+                    &r.cfg.members,
+                    seq_key(&user, &mb),
+                    r.cfg.seq.clone(),
+                    recs,
+                );
+                s.drain();
+                u.seqs.insert(mb, s);
+            }
+            for (k, v) in r.store.scan_meta(&prefix(TAG_VIEW, &user, None))? {
+                r.record_no = r.record_no.max(record_no(&k) + 1);
+                if let (Some(mb), Ok(Persisted::Marks(a, b))) =
+                    (key_mailbox(&k), postcard::from_bytes(&v))
+                {
+                    let m = u.marks.entry(mb).or_insert((0, 0));
+                    *m = (m.0.max(a), m.1.max(b));
+                }
+            }
+            r.users.insert(user, u);
+        }
+        Ok(r)
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.cfg.me
+    }
+
+    /// The store (the driver flushes it).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The store, read-only.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Consumes the replica, returning its store (the simulator's crash).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Takes the outputs produced so far.
+    pub fn drain(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Peer input dropped as malformed or unauthentic, so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Users known here.
+    pub fn users(&self) -> impl Iterator<Item = &UserId> + '_ {
+        self.users.keys()
+    }
+
+    /// A user's account record (opaque bytes: the node's `AccountKeys`).
+    pub fn account(&self, user: &UserId) -> Option<(u64, &[u8])> {
+        self.users.get(user)?.logs.account()
+    }
+
+    /// Whether the user's keys are unlocked here.
+    pub fn is_unlocked(&self, user: &UserId) -> bool {
+        self.users.get(user).is_some_and(|u| u.unlocked.is_some())
+    }
+
+    fn user_mut(&mut self, user: &UserId) -> &mut User {
+        self.users.entry(*user).or_insert_with(|| User {
+            logs: UserLogs::new(*user),
+            seqs: BTreeMap::new(),
+            marks: HashMap::new(),
+            unlocked: None,
+        })
+    }
+
+    // ----- accounts --------------------------------------------------------
+
+    /// Creates an account: stores its record (replicated to every replica),
+    /// unlocks it here and creates INBOX.
+    pub fn create_account<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        record: Vec<u8>,
+        secrets: UserSecrets,
+    ) -> Result<MailboxId, ReplicaError> {
+        let version = self.account(&user).map_or(1, |(v, _)| v + 1);
+        self.set_account(user, version, record)?;
+        self.unlock(now, user, secrets)?;
+        self.create_mailbox(now, rng, user, "INBOX", None)
+    }
+
+    /// Replaces the account record (a password change re-wraps the keys).
+    pub fn set_account(
+        &mut self,
+        user: UserId,
+        version: u64,
+        record: Vec<u8>,
+    ) -> Result<(), ReplicaError> {
+        self.store.put_account(&user, version, &record)?;
+        let u = self.user_mut(&user);
+        u.logs.set_account(version, record.clone());
+        self.out.push(Output::Broadcast {
+            user,
+            msg: PeerMsg::Sync(SyncMsg::Account {
+                user,
+                version,
+                record,
+            }),
+        });
+        Ok(())
+    }
+
+    /// Gives the user's keys to this replica (a session logged in): the
+    /// mailboxes are materialized from the logs and the persisted views.
+    pub fn unlock(
+        &mut self,
+        now: u64,
+        user: UserId,
+        secrets: UserSecrets,
+    ) -> Result<(), ReplicaError> {
+        let u = self.user_mut(&user);
+        if u.unlocked.is_some() {
+            return Ok(());
+        }
+        let mut un = Unlocked {
+            secrets,
+            tree: MailboxTree::new(),
+            created: HashMap::new(),
+            boxes: BTreeMap::new(),
+        };
+        // The mailbox tree.
+        if let Some(log) = u.logs.log(&LogId::Mailboxes) {
+            for op in log.iter() {
+                if let Ok(t) = decrypt_tree_op(&un.secrets, op) {
+                    apply_tree(&mut un, op, &t);
+                }
+            }
+        }
+        // Each mailbox's ops, held until their values are known.
+        let logs: Vec<LogId> = u.logs.logs().map(|l| *l.log()).collect();
+        for log in logs {
+            let LogId::Mailbox(mb) = log else { continue };
+            let ops: Vec<(OpId, MailboxOp)> = u
+                .logs
+                .log(&log)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|op| {
+                            decrypt_mailbox_op(&un.secrets, op).ok().map(|p| (op.id, p))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let view = view_for(&mut un, mb);
+            for (id, payload) in ops {
+                view.on_op(id, payload, None);
+            }
+        }
+        u.unlocked = Some(un);
+        // What was shown before, exactly as it was shown.
+        let boxes: Vec<MailboxId> = self.users[&user]
+            .unlocked
+            .as_ref()
+            .map(|un| un.boxes.keys().copied().collect())
+            .unwrap_or_default();
+        for mb in &boxes {
+            let mut recs = Vec::new();
+            for (_, v) in self.store.scan_meta(&prefix(TAG_VIEW, &user, Some(mb)))? {
+                if let Ok(p) = postcard::from_bytes::<Persisted>(&v) {
+                    recs.push(p);
+                }
+            }
+            let u = self.user_mut(&user);
+            let Some(un) = u.unlocked.as_mut() else {
+                continue;
+            };
+            let view = view_for(un, *mb);
+            let shown = view.restore(recs);
+            for (op, a) in shown {
+                view.reshow(op, a);
+            }
+        }
+        // Then everything the sequencers decided since.
+        for mb in boxes {
+            let assigns = self.seq_mut(&user, mb).assignments();
+            for (op, a, fate) in assigns {
+                let fx = match self.view_mut(&user, &mb) {
+                    Some(v) => v.on_decided(op, a, fate),
+                    None => Vec::new(),
+                };
+                self.effects(now, user, mb, fx);
+            }
+            self.pump(now, user, mb);
+        }
+        self.out.push(Output::MailboxesChanged { user });
+        Ok(())
+    }
+
+    /// Forgets the user's keys and materialized mailboxes (the last session
+    /// ended); the keys zeroize as they drop.
+    pub fn lock(&mut self, user: &UserId) {
+        if let Some(u) = self.users.get_mut(user) {
+            u.unlocked = None;
+        }
+    }
+
+    // ----- reading ---------------------------------------------------------
+
+    /// The user's mailboxes as listed (names unique, deleted-but-not-empty
+    /// mailboxes shown again).
+    pub fn mailboxes(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<crate::mailbox::MailboxView>, ReplicaError> {
+        let un = self.unlocked(user)?;
+        let live = |id: &MailboxId| {
+            un.boxes
+                .get(id)
+                .is_some_and(|v| v.exists() > 0 || v.held() > 0)
+        };
+        Ok(un.tree.visible(live))
+    }
+
+    /// Looks a mailbox up by name.
+    pub fn lookup(&self, user: &UserId, name: &str) -> Result<MailboxId, ReplicaError> {
+        let un = self.unlocked(user)?;
+        let live = |id: &MailboxId| {
+            un.boxes
+                .get(id)
+                .is_some_and(|v| v.exists() > 0 || v.held() > 0)
+        };
+        un.tree
+            .lookup(name, live)
+            .ok_or(ReplicaError::NoSuchMailbox)
+    }
+
+    /// A mailbox's view.
+    pub fn mailbox(
+        &self,
+        user: &UserId,
+        mailbox: &MailboxId,
+    ) -> Result<&MailboxView, ReplicaError> {
+        self.unlocked(user)?
+            .boxes
+            .get(mailbox)
+            .ok_or(ReplicaError::NoSuchMailbox)
+    }
+
+    /// The number spaces of a mailbox's ledger (for CHANGEDSINCE floors).
+    pub fn spaces(&self, user: &UserId, mailbox: &MailboxId) -> Option<&crate::seq::Spaces> {
+        self.users.get(user)?.seqs.get(mailbox).map(|s| s.spaces())
+    }
+
+    /// A mailbox's sequencer, if it exists (diagnostics, simulator checks).
+    pub fn sequencer(&self, user: &UserId, mailbox: &MailboxId) -> Option<&Sequencer> {
+        self.users.get(user)?.seqs.get(mailbox)
+    }
+
+    /// The full bytes of a message.
+    pub fn read_blob(&self, user: &UserId, blob: &BlobId) -> Result<Vec<u8>, ReplicaError> {
+        let un = self.unlocked(user)?;
+        let len = *self.users[user]
+            .logs
+            .blobs()
+            .get(blob)
+            .ok_or(ReplicaError::BlobMissing)?;
+        let n = crate::oplog::chunk_count(len);
+        let mut out = Vec::new();
+        for i in 0..n.min(u32::MAX as u64) as u32 {
+            let c = self
+                .store
+                .get_chunk(user, blob, i)?
+                .ok_or(ReplicaError::BlobMissing)?;
+            let place = Place::Blob {
+                user: *user,
+                blob: *blob,
+                chunk: i,
+            };
+            out.extend(un.secrets.master.decrypt(&place, &c.bytes)?);
+        }
+        Ok(out)
+    }
+
+    fn unlocked(&self, user: &UserId) -> Result<&Unlocked, ReplicaError> {
+        self.users
+            .get(user)
+            .ok_or(ReplicaError::NoSuchUser)?
+            .unlocked
+            .as_ref()
+            .ok_or(ReplicaError::Locked)
+    }
+
+    fn view_mut(&mut self, user: &UserId, mb: &MailboxId) -> Option<&mut MailboxView> {
+        self.users
+            .get_mut(user)?
+            .unlocked
+            .as_mut()?
+            .boxes
+            .get_mut(mb)
+    }
+
+    // ----- local actions ---------------------------------------------------
+
+    fn new_ticket(&mut self, remaining: usize) -> Ticket {
+        let t = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        self.tickets.insert(
+            t,
+            TicketState {
+                remaining,
+                ..Default::default()
+            },
+        );
+        if remaining == 0 {
+            self.finish(t);
+        }
+        t
+    }
+
+    fn finish(&mut self, t: Ticket) {
+        if let Some(st) = self.tickets.remove(&t) {
+            let outcome = if let Some(uid) = st.appended {
+                Outcome::Appended {
+                    uidvalidity: st.uidvalidity,
+                    uid,
+                }
+            } else if !st.copied.is_empty() {
+                Outcome::Copied {
+                    uidvalidity: st.uidvalidity,
+                    uids: st.copied,
+                }
+            } else {
+                Outcome::Done
+            };
+            self.out.push(Output::Done { ticket: t, outcome });
+        }
+    }
+
+    /// Writes an op of this replica: encrypts it, logs it, persists it and
+    /// gossips it.
+    fn write_op<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        log: LogId,
+        uids: u32,
+        plaintext: &[u8],
+    ) -> Result<Op, ReplicaError> {
+        let me = self.cfg.me;
+        let hlc = self.hlc.now(now);
+        let u = self.users.get_mut(&user).ok_or(ReplicaError::NoSuchUser)?;
+        let un = u.unlocked.as_ref().ok_or(ReplicaError::Locked)?;
+        let seq = u.logs.log(&log).map_or(0, |l| l.version().get(&me)) + 1;
+        let id = OpId { origin: me, seq };
+        let payload =
+            un.secrets
+                .master
+                .encrypt(rng, &Place::Op { user, log, op: id }, plaintext)?;
+        let op = Op {
+            user,
+            log,
+            id,
+            hlc,
+            uids,
+            payload,
+        };
+        self.store.put_op(&op)?;
+        u.logs.insert(op.clone())?;
+        for msg in SyncMsg::gossip(vec![op.clone()]) {
+            self.out.push(Output::Broadcast {
+                user,
+                msg: PeerMsg::Sync(msg),
+            });
+        }
+        Ok(op)
+    }
+
+    fn write_tree_op<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        t: TreeOp,
+    ) -> Result<(), ReplicaError> {
+        let bytes =
+            postcard::to_allocvec(&t).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let op = self.write_op(now, rng, user, LogId::Mailboxes, 0, &bytes)?;
+        let un = self
+            .users
+            .get_mut(&user)
+            .and_then(|u| u.unlocked.as_mut())
+            .ok_or(ReplicaError::Locked)?;
+        apply_tree(un, &op, &t);
+        self.out.push(Output::MailboxesChanged { user });
+        Ok(())
+    }
+
+    /// Writes a mailbox op and submits it for sequencing.
+    fn write_mailbox_op<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        mb: MailboxId,
+        m: MailboxOp,
+        pending: Option<Pending>,
+    ) -> Result<OpId, ReplicaError> {
+        let uids = matches!(m, MailboxOp::Add { .. }) as u32;
+        let bytes =
+            postcard::to_allocvec(&m).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let op = self.write_op(now, rng, user, LogId::Mailbox(mb), uids, &bytes)?;
+        if let Some(p) = pending {
+            self.waiting.insert(op.id, p);
+        }
+        if let Some(v) = self.view_mut(&user, &mb) {
+            v.on_op(op.id, m, None);
+        }
+        self.seq_mut(&user, mb).submit(now, op.id, uids);
+        self.pump(now, user, mb);
+        Ok(op.id)
+    }
+
+    fn seq_mut(&mut self, user: &UserId, mb: MailboxId) -> &mut Sequencer {
+        let (me, members, params) = (self.cfg.me, self.cfg.members.clone(), self.cfg.seq.clone());
+        let key = seq_key(user, &mb);
+        self.user_mut(user)
+            .seqs
+            .entry(mb)
+            .or_insert_with(|| Sequencer::new(me, &members, key, params))
+    }
+
+    fn existing_mailbox(&self, user: &UserId, mb: &MailboxId) -> Result<(), ReplicaError> {
+        let un = self.unlocked(user)?;
+        if un.tree.exists(mb) && un.boxes.contains_key(mb) {
+            Ok(())
+        } else {
+            Err(ReplicaError::NoSuchMailbox)
+        }
+    }
+
+    /// CREATE.
+    pub fn create_mailbox<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<MailboxId, ReplicaError> {
+        crate::mailbox::tree::validate_name(name)?;
+        if self.lookup(&user, name).is_ok() {
+            return Err(ReplicaError::AlreadyExists);
+        }
+        let id = MailboxId::random(rng);
+        self.write_tree_op(
+            now,
+            rng,
+            user,
+            TreeOp::Create {
+                id,
+                name: name.to_owned(),
+                special_use,
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// RENAME.
+    pub fn rename_mailbox<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        id: MailboxId,
+        name: &str,
+    ) -> Result<(), ReplicaError> {
+        crate::mailbox::tree::validate_name(name)?;
+        self.existing_mailbox(&user, &id)?;
+        if self.lookup(&user, name).is_ok() {
+            return Err(ReplicaError::AlreadyExists);
+        }
+        self.write_tree_op(
+            now,
+            rng,
+            user,
+            TreeOp::Rename {
+                id,
+                name: name.to_owned(),
+            },
+        )
+    }
+
+    /// SUBSCRIBE / UNSUBSCRIBE.
+    pub fn subscribe<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        id: MailboxId,
+        subscribed: bool,
+    ) -> Result<(), ReplicaError> {
+        self.existing_mailbox(&user, &id)?;
+        self.write_tree_op(now, rng, user, TreeOp::Subscribe { id, subscribed })
+    }
+
+    /// DELETE: expunges the messages this replica sees, then deletes the
+    /// mailbox. A message appended concurrently elsewhere was not seen, so
+    /// the mailbox comes back holding it (nothing acknowledged is lost).
+    pub fn delete_mailbox<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        id: MailboxId,
+    ) -> Result<(), ReplicaError> {
+        self.existing_mailbox(&user, &id)?;
+        let entries: Vec<EntryId> = self
+            .mailbox(&user, &id)?
+            .state()
+            .live_entries()
+            .copied()
+            .collect();
+        if !entries.is_empty() {
+            let m = self.mailbox(&user, &id)?.state().expunge(&entries);
+            self.write_mailbox_op(now, rng, user, id, m, None)?;
+        }
+        self.write_tree_op(now, rng, user, TreeOp::Delete { id })
+    }
+
+    /// APPEND (and local delivery): stores the blob in encrypted chunks,
+    /// announces it, adds an entry. Done when the message has a UID here.
+    pub fn append<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        mailbox: MailboxId,
+        message: NewMessage<'_>,
+    ) -> Result<Ticket, ReplicaError> {
+        let NewMessage {
+            raw,
+            flags,
+            internal_date_ms,
+        } = message;
+        if raw.len() > MAX_MESSAGE_SIZE {
+            return Err(ReplicaError::TooLarge);
+        }
+        self.existing_mailbox(&user, &mailbox)?;
+        let blob = self.write_blob(now, rng, user, raw)?;
+        let entry = EntryId::random(rng);
+        let add = MailboxOp::Add {
+            entry,
+            blob,
+            flags,
+            internal_date_ms,
+            size: raw.len() as u32,
+        };
+        let ticket = self.new_ticket(1);
+        self.write_mailbox_op(
+            now,
+            rng,
+            user,
+            mailbox,
+            add,
+            Some(Pending::Append { ticket }),
+        )?;
+        Ok(ticket)
+    }
+
+    fn write_blob<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        raw: &[u8],
+    ) -> Result<BlobId, ReplicaError> {
+        let blob = BlobId::random(rng);
+        let mut len = 0u64;
+        let master = &self.unlocked(&user)?.secrets.master;
+        let mut chunks = Vec::new();
+        for (i, piece) in raw.chunks(CHUNK_PLAINTEXT).enumerate() {
+            let place = Place::Blob {
+                user,
+                blob,
+                chunk: i as u32,
+            };
+            let bytes = master.encrypt(rng, &place, piece)?;
+            len += bytes.len() as u64;
+            chunks.push(BlobChunk {
+                user,
+                blob,
+                index: i as u32,
+                bytes,
+            });
+        }
+        let sealed = master.encrypt(
+            rng,
+            &Place::Summary { user, blob },
+            &postcard::to_allocvec(&BlobMeta {
+                size: raw.len() as u64,
+            })
+            .unwrap_or_default(),
+        )?;
+        for c in chunks {
+            self.store.put_chunk(&c)?;
+            self.out.push(Output::Broadcast {
+                user,
+                msg: PeerMsg::Sync(SyncMsg::Chunk(c)),
+            });
+        }
+        let announce = BlobAnnounce { blob, len, sealed }.encode();
+        let me = self.cfg.me;
+        let hlc = self.hlc.now(now);
+        let u = self.users.get_mut(&user).ok_or(ReplicaError::NoSuchUser)?;
+        let seq = u
+            .logs
+            .log(&LogId::Blobs)
+            .map_or(0, |l| l.version().get(&me))
+            + 1;
+        let op = Op {
+            user,
+            log: LogId::Blobs,
+            id: OpId { origin: me, seq },
+            hlc,
+            uids: 0,
+            payload: announce,
+        };
+        self.store.put_op(&op)?;
+        u.logs.insert(op.clone())?;
+        for msg in SyncMsg::gossip(vec![op]) {
+            self.out.push(Output::Broadcast {
+                user,
+                msg: PeerMsg::Sync(msg),
+            });
+        }
+        Ok(blob)
+    }
+
+    fn entries_of(
+        &self,
+        user: &UserId,
+        mb: &MailboxId,
+        uids: &[u32],
+    ) -> Result<Vec<(u32, EntryId)>, ReplicaError> {
+        let v = self.mailbox(user, mb)?;
+        uids.iter()
+            .map(|u| {
+                v.message(*u)
+                    .map(|m| (*u, m.entry))
+                    .ok_or(ReplicaError::NoSuchMessage(*u))
+            })
+            .collect()
+    }
+
+    /// STORE: `mode` adds, removes or replaces `flags` on each UID.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_flags<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        mailbox: MailboxId,
+        uids: &[u32],
+        mode: FlagMode,
+        flags: &[Flag],
+    ) -> Result<Ticket, ReplicaError> {
+        let entries = self.entries_of(&user, &mailbox, uids)?;
+        let mut ops = Vec::new();
+        {
+            let st = self.mailbox(&user, &mailbox)?.state();
+            for (_, e) in entries {
+                let op = match mode {
+                    FlagMode::Add => st.add_flags(e, flags),
+                    FlagMode::Remove => st.remove_flags(e, flags),
+                    FlagMode::Replace => st.replace_flags(e, flags),
+                };
+                if !op.is_noop() {
+                    ops.push(op);
+                }
+            }
+        }
+        let ticket = self.new_ticket(ops.len());
+        for m in ops {
+            self.write_mailbox_op(now, rng, user, mailbox, m, Some(Pending::Change { ticket }))?;
+        }
+        Ok(ticket)
+    }
+
+    /// EXPUNGE / UID EXPUNGE of these UIDs.
+    pub fn expunge<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        mailbox: MailboxId,
+        uids: &[u32],
+    ) -> Result<Ticket, ReplicaError> {
+        let entries: Vec<EntryId> = self
+            .entries_of(&user, &mailbox, uids)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        if entries.is_empty() {
+            return Ok(self.new_ticket(0));
+        }
+        let m = self.mailbox(&user, &mailbox)?.state().expunge(&entries);
+        let ticket = self.new_ticket(1);
+        self.write_mailbox_op(now, rng, user, mailbox, m, Some(Pending::Change { ticket }))?;
+        Ok(ticket)
+    }
+
+    /// COPY: new entries in `to` referencing the same blobs.
+    pub fn copy<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<Ticket, ReplicaError> {
+        self.copy_inner(now, rng, user, from, uids, to, false)
+    }
+
+    /// MOVE: COPY, then expunge the sources; done when both are.
+    pub fn move_messages<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+    ) -> Result<Ticket, ReplicaError> {
+        self.copy_inner(now, rng, user, from, uids, to, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_inner<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+        expunge: bool,
+    ) -> Result<Ticket, ReplicaError> {
+        self.existing_mailbox(&user, &to)?;
+        let entries = self.entries_of(&user, &from, uids)?;
+        let mut adds = Vec::new();
+        {
+            let v = self.mailbox(&user, &from)?;
+            for (uid, e) in &entries {
+                let Some(m) = v.message(*uid) else { continue };
+                adds.push((
+                    *uid,
+                    MailboxOp::Add {
+                        entry: EntryId::random(rng),
+                        blob: m.view.blob,
+                        flags: m.view.flags.clone(),
+                        internal_date_ms: m.view.internal_date_ms,
+                        size: m.view.size,
+                    },
+                    *e,
+                ));
+            }
+        }
+        let ticket = self.new_ticket(adds.len() + (expunge && !adds.is_empty()) as usize);
+        let uidvalidity = self.mailbox(&user, &to)?.uidvalidity();
+        if let Some(st) = self.tickets.get_mut(&ticket) {
+            st.uidvalidity = uidvalidity;
+        }
+        let sources: Vec<EntryId> = adds.iter().map(|(_, _, e)| *e).collect();
+        for (uid, add, _) in adds {
+            self.write_mailbox_op(
+                now,
+                rng,
+                user,
+                to,
+                add,
+                Some(Pending::Copy {
+                    ticket,
+                    src_uid: uid,
+                }),
+            )?;
+        }
+        if expunge && !sources.is_empty() {
+            let m = self.mailbox(&user, &from)?.state().expunge(&sources);
+            self.write_mailbox_op(now, rng, user, from, m, Some(Pending::Change { ticket }))?;
+        }
+        Ok(ticket)
+    }
+
+    // ----- peers and time --------------------------------------------------
+
+    /// A message from replica `from`.
+    pub fn handle(&mut self, now: u64, from: ReplicaId, msg: PeerMsg) {
+        if from == self.cfg.me || !self.cfg.members.contains(&from) {
+            self.dropped += 1;
+            return;
+        }
+        match msg {
+            PeerMsg::Seq { user, mailbox, msg } => {
+                self.seq_mut(&user, mailbox).handle(now, from, msg);
+                self.pump(now, user, mailbox);
+            }
+            PeerMsg::Sync(m) => {
+                // Peer input is untrusted: what fails is dropped and counted.
+                if self.on_sync(now, from, m).is_err() {
+                    self.dropped += 1;
+                }
+            }
+        }
+    }
+
+    fn on_sync(&mut self, now: u64, from: ReplicaId, m: SyncMsg) -> Result<(), ReplicaError> {
+        m.validate()
+            .map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        match m {
+            SyncMsg::Have {
+                user,
+                logs,
+                account_version,
+            } => {
+                let u = self.user_mut(&user);
+                let answer = u.logs.answer(&logs, account_version, PAGE_BYTES);
+                let ask_back = u.logs.needs(&logs, account_version);
+                let have = u.logs.have();
+                for msg in answer {
+                    self.out.push(Output::Send {
+                        to: from,
+                        msg: PeerMsg::Sync(msg),
+                    });
+                }
+                if ask_back {
+                    self.out.push(Output::Send {
+                        to: from,
+                        msg: PeerMsg::Sync(have),
+                    });
+                }
+            }
+            SyncMsg::WantChunks { user, chunks } => {
+                for msg in answer_want_chunks(&self.store, &user, &chunks)? {
+                    self.out.push(Output::Send {
+                        to: from,
+                        msg: PeerMsg::Sync(msg),
+                    });
+                }
+            }
+            SyncMsg::Chunk(c) => {
+                let user = c.user;
+                let u = self.user_mut(&user);
+                if u.logs.chunk_fits(&c) && !self.store.has_chunk(&c.user, &c.blob, c.index)? {
+                    self.store.put_chunk(&c)?;
+                }
+            }
+            other => {
+                let Some(user) = other.user() else {
+                    return Ok(());
+                };
+                let received = self
+                    .user_mut(&user)
+                    .logs
+                    .receive(other)
+                    .map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+                self.dropped += received.rejected.len() as u64;
+                if let Some((version, record)) = &received.account {
+                    self.store.put_account(&user, *version, record)?;
+                }
+                let mut blobs = false;
+                for op in received.new_ops {
+                    self.store.put_op(&op)?;
+                    if let Err(_e) = self.hlc.observe(op.hlc, now) {
+                        // A peer clock far ahead: the op is kept (it is data),
+                        // our clock is not dragged forward.
+                    }
+                    match op.log {
+                        LogId::Blobs => blobs = true,
+                        LogId::Mailboxes => self.feed_tree_op(user, &op),
+                        LogId::Mailbox(mb) => {
+                            self.seq_mut(&user, mb).note_op(op.id, op.uids);
+                            self.feed_mailbox_op(now, user, mb, &op);
+                        }
+                    }
+                }
+                if blobs {
+                    let store = &self.store;
+                    let wanted = self.users[&user].logs.wanted_chunks(
+                        |b, i| store.has_chunk(&user, b, i).unwrap_or(false),
+                        MAX_WANT_CHUNKS,
+                    );
+                    if !wanted.is_empty() {
+                        self.out.push(Output::Send {
+                            to: from,
+                            msg: PeerMsg::Sync(SyncMsg::WantChunks {
+                                user,
+                                chunks: wanted,
+                            }),
+                        });
+                    }
+                }
+                if received.send_have {
+                    let have = self.users[&user].logs.have();
+                    self.out.push(Output::Send {
+                        to: from,
+                        msg: PeerMsg::Sync(have),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn feed_tree_op(&mut self, user: UserId, op: &Op) {
+        let Some(un) = self.users.get_mut(&user).and_then(|u| u.unlocked.as_mut()) else {
+            return;
+        };
+        match decrypt_tree_op(&un.secrets, op) {
+            Ok(t) => {
+                apply_tree(un, op, &t);
+                self.out.push(Output::MailboxesChanged { user });
+            }
+            Err(_) => self.dropped += 1,
+        }
+    }
+
+    fn feed_mailbox_op(&mut self, now: u64, user: UserId, mb: MailboxId, op: &Op) {
+        let decision = self
+            .users
+            .get(&user)
+            .and_then(|u| u.seqs.get(&mb))
+            .and_then(|s| s.final_of(&op.id).cloned());
+        let Some(un) = self.users.get_mut(&user).and_then(|u| u.unlocked.as_mut()) else {
+            return;
+        };
+        let payload = match decrypt_mailbox_op(&un.secrets, op) {
+            Ok(p) => p,
+            Err(_) => {
+                self.dropped += 1;
+                return;
+            }
+        };
+        let view = view_for(un, mb);
+        let fx = view.on_op(op.id, payload, decision.map(|a| (a, Fate::Final)));
+        self.effects(now, user, mb, fx);
+        self.pump(now, user, mb);
+    }
+
+    /// Time passes: sequencer timers, anti-entropy.
+    pub fn tick(&mut self, now: u64) {
+        let boxes: Vec<(UserId, MailboxId)> = self
+            .users
+            .iter()
+            .flat_map(|(u, us)| us.seqs.keys().map(move |m| (*u, *m)))
+            .collect();
+        for (user, mb) in boxes {
+            let marks = self.users[&user].marks.get(&mb).copied().unwrap_or((0, 0));
+            self.seq_mut(&user, mb).tick(now, marks);
+            self.pump(now, user, mb);
+        }
+        if now.saturating_sub(self.last_sync) >= self.cfg.anti_entropy_ms {
+            self.last_sync = now;
+            let peers: Vec<ReplicaId> = self
+                .cfg
+                .members
+                .iter()
+                .copied()
+                .filter(|m| *m != self.cfg.me)
+                .collect();
+            if !peers.is_empty() {
+                let to = peers[self.peer_turn % peers.len()];
+                self.peer_turn += 1;
+                let haves: Vec<SyncMsg> = self.users.values().map(|u| u.logs.have()).collect();
+                for have in haves {
+                    self.out.push(Output::Send {
+                        to,
+                        msg: PeerMsg::Sync(have),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs a mailbox's sequencer outputs to completion.
+    fn pump(&mut self, now: u64, user: UserId, mb: MailboxId) {
+        loop {
+            let outs = match self.users.get_mut(&user).and_then(|u| u.seqs.get_mut(&mb)) {
+                Some(s) => s.drain(),
+                None => return,
+            };
+            if outs.is_empty() {
+                return;
+            }
+            for o in outs {
+                match o {
+                    SeqOutput::Persist(r) => {
+                        let bytes = postcard::to_allocvec(&r).unwrap_or_default();
+                        self.put_record(TAG_SEQ, user, mb, &bytes);
+                    }
+                    SeqOutput::Send { to, msg } => self.out.push(Output::Send {
+                        to,
+                        msg: PeerMsg::Seq {
+                            user,
+                            mailbox: mb,
+                            msg,
+                        },
+                    }),
+                    SeqOutput::Broadcast(msg) => self.out.push(Output::Broadcast {
+                        user,
+                        msg: PeerMsg::Seq {
+                            user,
+                            mailbox: mb,
+                            msg,
+                        },
+                    }),
+                    SeqOutput::Decided { op, assign, fate } => {
+                        let fx = match self.view_mut(&user, &mb) {
+                            Some(v) => v.on_decided(op, assign, fate),
+                            None => Vec::new(),
+                        };
+                        self.effects(now, user, mb, fx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn put_record(&mut self, tag: u8, user: UserId, mb: MailboxId, bytes: &[u8]) {
+        let mut k = prefix(tag, &user, Some(&mb));
+        k.extend_from_slice(&self.record_no.to_be_bytes());
+        self.record_no += 1;
+        // A failed write surfaces at the driver's flush, which then does not
+        // release this batch's outputs.
+        let _ = self.store.put_meta(&k, bytes);
+    }
+
+    fn effects(&mut self, now: u64, user: UserId, mb: MailboxId, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::Event(event) => self.out.push(Output::Event {
+                    user,
+                    mailbox: mb,
+                    event,
+                }),
+                Effect::Resequence { op, above } => {
+                    self.seq_mut(&user, mb)
+                        .request_resequence(now, op, above.0, above.1);
+                }
+                Effect::Persist(p) => {
+                    if let Persisted::Marks(a, b) = p {
+                        self.user_mut(&user).marks.insert(mb, (a, b));
+                    }
+                    let bytes = postcard::to_allocvec(&p).unwrap_or_default();
+                    self.put_record(TAG_VIEW, user, mb, &bytes);
+                }
+                Effect::Shown { op, assign } => {
+                    let Some(p) = self.waiting.remove(&op) else {
+                        continue;
+                    };
+                    let t = p.ticket();
+                    let uidvalidity = self
+                        .mailbox(&user, &mb)
+                        .map(|v| v.uidvalidity())
+                        .unwrap_or(1);
+                    if let Some(st) = self.tickets.get_mut(&t) {
+                        match p {
+                            Pending::Append { .. } => {
+                                st.uidvalidity = uidvalidity;
+                                st.appended = assign.uids.first().copied();
+                            }
+                            Pending::Copy { src_uid, .. } => {
+                                if let Some(&u) = assign.uids.first() {
+                                    st.copied.push((src_uid, u));
+                                }
+                            }
+                            Pending::Change { .. } => {}
+                        }
+                        st.remaining = st.remaining.saturating_sub(1);
+                        if st.remaining == 0 {
+                            self.finish(t);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A message to append.
+#[derive(Clone, Debug)]
+pub struct NewMessage<'a> {
+    /// The full RFC 5322 bytes.
+    pub raw: &'a [u8],
+    /// Initial flags.
+    pub flags: Vec<Flag>,
+    /// INTERNALDATE, ms since the Unix epoch.
+    pub internal_date_ms: i64,
+}
+
+/// How STORE changes flags.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FlagMode {
+    /// +FLAGS
+    Add,
+    /// -FLAGS
+    Remove,
+    /// FLAGS
+    Replace,
+}
+
+fn record_no(key: &[u8]) -> u64 {
+    key.len()
+        .checked_sub(8)
+        .and_then(|i| key.get(i..))
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn key_mailbox(key: &[u8]) -> Option<MailboxId> {
+    key.get(17..33)
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .map(MailboxId)
+}
+
+fn decrypt_tree_op(secrets: &UserSecrets, op: &Op) -> Result<TreeOp, ReplicaError> {
+    let plain = secrets.master.decrypt(
+        &Place::Op {
+            user: op.user,
+            log: op.log,
+            op: op.id,
+        },
+        &op.payload,
+    )?;
+    postcard::from_bytes(&plain).map_err(|e| ReplicaError::Malformed(e.to_string()))
+}
+
+fn decrypt_mailbox_op(secrets: &UserSecrets, op: &Op) -> Result<MailboxOp, ReplicaError> {
+    let plain = secrets.master.decrypt(
+        &Place::Op {
+            user: op.user,
+            log: op.log,
+            op: op.id,
+        },
+        &op.payload,
+    )?;
+    postcard::from_bytes(&plain).map_err(|e| ReplicaError::Malformed(e.to_string()))
+}
+
+/// UIDVALIDITY of a mailbox: the second it was created (RFC 3501's advice),
+/// so a mailbox deleted and created again under the same name gets a new one.
+fn uidvalidity_of(created: Timestamp) -> u32 {
+    ((created.wall_ms() / 1000).min(u32::MAX as u64) as u32).max(1)
+}
+
+fn view_for(un: &mut Unlocked, mb: MailboxId) -> &mut MailboxView {
+    let uv = un.created.get(&mb).map_or(1, |t| uidvalidity_of(*t));
+    un.boxes.entry(mb).or_insert_with(|| MailboxView::new(uv))
+}
+
+fn apply_tree(un: &mut Unlocked, op: &Op, t: &TreeOp) {
+    if un.tree.apply((op.hlc, op.id), t).is_err() {
+        return;
+    }
+    if let TreeOp::Create { id, .. } = t {
+        let first = un.created.get(id).is_none_or(|c| op.hlc < *c);
+        if first {
+            un.created.insert(*id, op.hlc);
+        }
+        let fresh = un
+            .boxes
+            .get(id)
+            .is_none_or(|v| v.exists() == 0 && v.highest_modseq() == 0);
+        if fresh {
+            let uv = uidvalidity_of(un.created[id]);
+            let v = un.boxes.remove(id).unwrap_or_default().with_uidvalidity(uv);
+            un.boxes.insert(*id, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

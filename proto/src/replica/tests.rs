@@ -1,0 +1,574 @@
+//! Replicas on a small in-memory network (FIFO links, cuttable): the
+//! concurrency table end to end, keys, restarts. The simulator (`sim/`)
+//! runs the same replicas at scale under every fault.
+
+use super::*;
+use crate::crypto::UserSecrets;
+use crate::mailbox::Flag;
+use crate::store::MemStore;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::collections::{HashSet, VecDeque};
+
+struct World {
+    nodes: Vec<Option<Replica<MemStore>>>,
+    ids: Vec<ReplicaId>,
+    queue: VecDeque<(ReplicaId, ReplicaId, PeerMsg)>,
+    cut: HashSet<(ReplicaId, ReplicaId)>,
+    now: u64,
+    rng: ChaCha20Rng,
+    done: Vec<(ReplicaId, Ticket, Outcome)>,
+}
+
+fn params() -> SeqParams {
+    SeqParams {
+        heartbeat_ms: 20,
+        election_timeout_ms: 100,
+        forward_timeout_ms: 200,
+        ..SeqParams::default()
+    }
+}
+
+impl World {
+    fn new(n: u64) -> World {
+        let ids: Vec<ReplicaId> = (1..=n).map(ReplicaId).collect();
+        let nodes = ids
+            .iter()
+            .map(|id| {
+                let mut cfg = Config::new(*id, ids.clone());
+                cfg.seq = params();
+                cfg.anti_entropy_ms = 100;
+                Some(Replica::new(cfg, MemStore::new()))
+            })
+            .collect();
+        World {
+            nodes,
+            ids,
+            queue: VecDeque::new(),
+            cut: HashSet::new(),
+            now: 1_000_000,
+            rng: ChaCha20Rng::seed_from_u64(5),
+            done: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, i: usize) -> &mut Replica<MemStore> {
+        self.nodes[i].as_mut().expect("node is up")
+    }
+
+    fn flush(&mut self, i: usize) {
+        let Some(r) = self.nodes[i].as_mut() else {
+            return;
+        };
+        r.store_mut().flush().expect("flush");
+        let me = r.id();
+        for o in r.drain() {
+            match o {
+                Output::Send { to, msg } => self.queue.push_back((me, to, msg)),
+                Output::Broadcast { msg, .. } => {
+                    for to in &self.ids {
+                        if *to != me {
+                            self.queue.push_back((me, *to, msg.clone()));
+                        }
+                    }
+                }
+                Output::Done { ticket, outcome } => self.done.push((me, ticket, outcome)),
+                Output::Event { .. } | Output::MailboxesChanged { .. } => {}
+            }
+        }
+    }
+
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now += 1;
+            let n = self.queue.len();
+            for _ in 0..n {
+                let Some((from, to, msg)) = self.queue.pop_front() else {
+                    break;
+                };
+                let t = (to.0 - 1) as usize;
+                if self.cut.contains(&(from, to)) || self.nodes[t].is_none() {
+                    continue;
+                }
+                // Every message crosses the wire encoding.
+                let msg = PeerMsg::decode(&msg.encode()).expect("own messages decode");
+                let now = self.now;
+                self.node(t).handle(now, from, msg);
+                self.flush(t);
+            }
+            if self.now.is_multiple_of(5) {
+                for i in 0..self.nodes.len() {
+                    let now = self.now;
+                    if let Some(r) = self.nodes[i].as_mut() {
+                        r.tick(now);
+                    }
+                    self.flush(i);
+                }
+            }
+        }
+    }
+
+    fn partition(&mut self, side: &[usize]) {
+        for a in 0..self.ids.len() {
+            for b in 0..self.ids.len() {
+                if side.contains(&a) != side.contains(&b) {
+                    self.cut.insert((self.ids[a], self.ids[b]));
+                }
+            }
+        }
+    }
+
+    /// One user, unlocked everywhere (its secrets reach the other nodes the
+    /// way a login does: the node unwraps the replicated account record).
+    fn user(&mut self) -> (UserId, MailboxId) {
+        let user = UserId::random(&mut self.rng);
+        let seed = 77;
+        let secrets = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(seed));
+        let now = self.now;
+        let mut rng = self.rng.clone();
+        let inbox = self
+            .node(0)
+            .create_account(now, &mut rng, user, b"record".to_vec(), secrets)
+            .unwrap();
+        self.flush(0);
+        for i in 1..self.nodes.len() {
+            let s = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(seed));
+            self.node(i).unlock(now, user, s).unwrap();
+            self.flush(i);
+        }
+        self.run(300);
+        (user, inbox)
+    }
+
+    fn append(&mut self, i: usize, user: UserId, mb: MailboxId, body: &str) -> Ticket {
+        let now = self.now;
+        let mut rng = ChaCha20Rng::seed_from_u64(self.now ^ i as u64);
+        let raw = format!("Subject: {body}\r\n\r\n{body}\r\n");
+        let t = self
+            .node(i)
+            .append(
+                now,
+                &mut rng,
+                user,
+                mb,
+                NewMessage {
+                    raw: raw.as_bytes(),
+                    flags: vec![],
+                    internal_date_ms: 0,
+                },
+            )
+            .unwrap();
+        self.flush(i);
+        t
+    }
+
+    fn uid_maps(&self, user: UserId, mb: MailboxId) -> Vec<BTreeMap<u32, EntryId>> {
+        self.nodes
+            .iter()
+            .flatten()
+            .map(|r| {
+                r.mailbox(&user, &mb)
+                    .map(|v| v.uid_map())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn assert_converged(&self, user: UserId, mb: MailboxId) {
+        let maps = self.uid_maps(user, mb);
+        for m in &maps[1..] {
+            assert_eq!(m, &maps[0], "replicas show different UID maps");
+        }
+        let views: Vec<_> = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(|r| r.mailbox(&user, &mb).unwrap())
+            .collect();
+        for v in &views[1..] {
+            assert_eq!(v.uidvalidity(), views[0].uidvalidity());
+            assert_eq!(
+                v.highest_modseq(),
+                views[0].highest_modseq(),
+                "MODSEQs differ"
+            );
+            for uid in views[0].uids() {
+                assert_eq!(
+                    v.message(uid).map(|m| (m.view, m.modseq)),
+                    views[0].message(uid).map(|m| (m.view, m.modseq))
+                );
+            }
+        }
+    }
+
+    fn appended_uid(&self, node: usize, t: Ticket) -> u32 {
+        let id = self.ids[node];
+        self.done
+            .iter()
+            .find_map(|(r, tt, o)| match o {
+                Outcome::Appended { uid, .. } if *r == id && *tt == t => Some(*uid),
+                _ => None,
+            })
+            .expect("append acknowledged")
+    }
+}
+
+#[test]
+fn append_is_acknowledged_with_a_uid_and_replicates() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    let mut last = 0;
+    for k in 0..10 {
+        let t = w.append(k % 3, user, inbox, &format!("m{k}"));
+        w.run(100);
+        let uid = w.appended_uid(k % 3, t);
+        assert!(uid > last, "UIDs ascend across writers");
+        last = uid;
+    }
+    w.run(500);
+    w.assert_converged(user, inbox);
+    let v = w.nodes[2].as_ref().unwrap().mailbox(&user, &inbox).unwrap();
+    assert_eq!(v.exists(), 10);
+    let m = v.message(last).unwrap();
+    let body = w.nodes[2]
+        .as_ref()
+        .unwrap()
+        .read_blob(&user, &m.view.blob)
+        .unwrap();
+    assert_eq!(body, b"Subject: m9\r\n\r\nm9\r\n");
+}
+
+#[test]
+fn add_flag_vs_remove_flag_add_wins_across_replicas() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    let t = w.append(0, user, inbox, "x");
+    w.run(200);
+    let uid = w.appended_uid(0, t);
+    let now = w.now;
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    w.node(0)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &[uid],
+            FlagMode::Add,
+            &[Flag::Seen],
+        )
+        .unwrap();
+    w.flush(0);
+    w.run(200);
+    // Concurrently: node 0 removes \Seen, node 1 adds it again.
+    w.partition(&[0]);
+    let now = w.now;
+    w.node(0)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &[uid],
+            FlagMode::Remove,
+            &[Flag::Seen],
+        )
+        .unwrap();
+    w.flush(0);
+    w.node(1)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &[uid],
+            FlagMode::Add,
+            &[Flag::Seen],
+        )
+        .unwrap();
+    w.flush(1);
+    w.run(500);
+    w.cut.clear();
+    w.run(2_000);
+    w.assert_converged(user, inbox);
+    let v = w.nodes[0].as_ref().unwrap().mailbox(&user, &inbox).unwrap();
+    assert_eq!(v.message(uid).unwrap().view.flags, vec![Flag::Seen]);
+}
+
+#[test]
+fn expunge_vs_flag_change_expunge_wins_and_copy_survives() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    let now = w.now;
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let archive = w
+        .node(0)
+        .create_mailbox(now, &mut rng, user, "Archive", None)
+        .unwrap();
+    w.flush(0);
+    let t = w.append(0, user, inbox, "x");
+    w.run(300);
+    let uid = w.appended_uid(0, t);
+    w.partition(&[0]);
+    let now = w.now;
+    w.node(0)
+        .expunge(now, &mut rng, user, inbox, &[uid])
+        .unwrap();
+    w.flush(0);
+    w.node(1)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &[uid],
+            FlagMode::Add,
+            &[Flag::Flagged],
+        )
+        .unwrap();
+    w.flush(1);
+    w.node(2)
+        .copy(now, &mut rng, user, inbox, &[uid], archive)
+        .unwrap();
+    w.flush(2);
+    w.run(500);
+    w.cut.clear();
+    w.run(2_000);
+    w.assert_converged(user, inbox);
+    w.assert_converged(user, archive);
+    let r = w.nodes[1].as_ref().unwrap();
+    assert_eq!(
+        r.mailbox(&user, &inbox).unwrap().exists(),
+        0,
+        "expunge wins"
+    );
+    let a = r.mailbox(&user, &archive).unwrap();
+    assert_eq!(a.exists(), 1, "the copy survives");
+    let m = a.message(a.uids().next().unwrap()).unwrap();
+    assert!(
+        r.read_blob(&user, &m.view.blob).is_ok(),
+        "its blob is still there"
+    );
+}
+
+#[test]
+fn delete_vs_append_loses_nothing_and_renames_agree() {
+    let mut w = World::new(3);
+    let (user, _) = w.user();
+    let now = w.now;
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let work = w
+        .node(0)
+        .create_mailbox(now, &mut rng, user, "Work", None)
+        .unwrap();
+    w.flush(0);
+    w.run(300);
+    w.partition(&[0]);
+    let now = w.now;
+    w.node(0).delete_mailbox(now, &mut rng, user, work).unwrap();
+    w.flush(0);
+    w.append(1, user, work, "late");
+    w.node(2)
+        .rename_mailbox(now, &mut rng, user, work, "Job")
+        .unwrap();
+    w.flush(2);
+    w.run(500);
+    w.cut.clear();
+    w.run(2_000);
+    let lists: Vec<Vec<String>> = w
+        .nodes
+        .iter()
+        .flatten()
+        .map(|r| {
+            r.mailboxes(&user)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.name)
+                .collect()
+        })
+        .collect();
+    assert!(lists.iter().all(|l| l == &lists[0]), "{lists:?}");
+    let r = w.nodes[0].as_ref().unwrap();
+    let listed = r.mailboxes(&user).unwrap();
+    let back = listed
+        .iter()
+        .find(|m| m.id == work)
+        .expect("the mailbox survives with the appended message");
+    assert!(back.resurrected);
+    assert_eq!(r.mailbox(&user, &work).unwrap().exists(), 1);
+}
+
+#[test]
+fn same_name_created_on_two_replicas_both_survive() {
+    let mut w = World::new(3);
+    let (user, _) = w.user();
+    w.partition(&[0]);
+    let now = w.now;
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let a = w
+        .node(0)
+        .create_mailbox(now, &mut rng, user, "Projects", None)
+        .unwrap();
+    w.flush(0);
+    let b = w
+        .node(1)
+        .create_mailbox(now + 1, &mut rng, user, "Projects", None)
+        .unwrap();
+    w.flush(1);
+    w.run(300);
+    w.cut.clear();
+    w.run(1_000);
+    for r in w.nodes.iter().flatten() {
+        let l = r.mailboxes(&user).unwrap();
+        let names: Vec<&str> = l
+            .iter()
+            .filter(|m| m.id == a || m.id == b)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"Projects"));
+        assert_ne!(names[0], names[1]);
+    }
+}
+
+#[test]
+fn partition_keeps_appending_on_both_sides_and_converges() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    w.append(0, user, inbox, "before");
+    w.run(300);
+    w.partition(&[0]);
+    let mut tickets = Vec::new();
+    for k in 0..4 {
+        tickets.push((0, w.append(0, user, inbox, &format!("a{k}"))));
+        tickets.push((1, w.append(1, user, inbox, &format!("b{k}"))));
+        w.run(50);
+    }
+    w.run(1_000);
+    // L1: both sides acknowledged their appends with UIDs.
+    for (node, t) in &tickets {
+        w.appended_uid(*node, *t);
+    }
+    w.cut.clear();
+    w.run(5_000);
+    w.assert_converged(user, inbox);
+    assert_eq!(
+        w.nodes[0]
+            .as_ref()
+            .unwrap()
+            .mailbox(&user, &inbox)
+            .unwrap()
+            .exists(),
+        9
+    );
+}
+
+#[test]
+fn restart_keeps_uids_and_marks() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    for k in 0..5 {
+        w.append(k % 3, user, inbox, &format!("m{k}"));
+        w.run(100);
+    }
+    w.run(500);
+    let before = w.uid_maps(user, inbox)[1].clone();
+    let uidnext = w.nodes[1]
+        .as_ref()
+        .unwrap()
+        .mailbox(&user, &inbox)
+        .unwrap()
+        .uidnext();
+    // Crash node 1: unflushed writes are lost, flushed ones kept.
+    let mut store = w.nodes[1].take().unwrap().into_store();
+    let id1 = w.ids[1];
+    w.done.retain(|(r, _, _)| *r != id1);
+    store.crash();
+    let mut cfg = Config::new(w.ids[1], w.ids.clone());
+    cfg.seq = params();
+    let mut r = Replica::restore(cfg, store).unwrap();
+    let now = w.now;
+    r.unlock(
+        now,
+        user,
+        UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77)),
+    )
+    .unwrap();
+    w.nodes[1] = Some(r);
+    w.flush(1);
+    let v = w.nodes[1].as_ref().unwrap().mailbox(&user, &inbox).unwrap();
+    assert_eq!(v.uid_map(), before, "same UIDs after restart");
+    assert_eq!(v.uidnext(), uidnext, "S2 across restart");
+    let t = w.append(1, user, inbox, "after");
+    w.run(500);
+    assert!(w.appended_uid(1, t) >= uidnext);
+    w.assert_converged(user, inbox);
+}
+
+#[test]
+fn replica_without_the_key_stores_and_forwards_but_cannot_read() {
+    let mut w = World::new(3);
+    let user = UserId::random(&mut w.rng);
+    let now = w.now;
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let secrets = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(10));
+    let inbox = w
+        .node(0)
+        .create_account(now, &mut rng, user, b"rec".to_vec(), secrets)
+        .unwrap();
+    w.flush(0);
+    // Node 1 holds the key too; node 2 never does.
+    w.node(1)
+        .unlock(
+            now,
+            user,
+            UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(10)),
+        )
+        .unwrap();
+    w.flush(1);
+    w.run(300);
+    // Node 0 can only reach node 2: node 2 must carry the op to node 1.
+    w.cut.insert((w.ids[0], w.ids[1]));
+    w.cut.insert((w.ids[1], w.ids[0]));
+    let t = w.append(0, user, inbox, "relayed");
+    w.run(3_000);
+    let uid = w.appended_uid(0, t);
+    let r1 = w.nodes[1].as_ref().unwrap();
+    assert!(
+        r1.mailbox(&user, &inbox).unwrap().message(uid).is_some(),
+        "relayed through the keyless node"
+    );
+    let r2 = w.nodes[2].as_ref().unwrap();
+    assert!(matches!(
+        r2.mailbox(&user, &inbox),
+        Err(ReplicaError::Locked)
+    ));
+    let log = r2.users[&user]
+        .logs
+        .log(&LogId::Mailbox(inbox))
+        .expect("node 2 stores the log");
+    let op = log.iter().next().unwrap();
+    let wrong = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(11));
+    assert!(matches!(
+        decrypt_mailbox_op(&wrong, op),
+        Err(ReplicaError::Crypto(_))
+    ));
+}
+
+#[test]
+fn garbage_from_a_peer_is_dropped() {
+    let mut w = World::new(2);
+    assert!(PeerMsg::decode(&[]).is_err());
+    assert!(PeerMsg::decode(&[7, 1, 2]).is_err());
+    assert!(PeerMsg::decode(&[1, 0xff, 0xff, 0xff]).is_err());
+    let now = w.now;
+    w.node(0).handle(
+        now,
+        ReplicaId(99),
+        PeerMsg::Sync(SyncMsg::WantChunks {
+            user: UserId([0; 16]),
+            chunks: vec![],
+        }),
+    );
+    assert_eq!(w.node(0).dropped(), 1, "a stranger's message is dropped");
+}

@@ -1,0 +1,382 @@
+//! One mailbox as this replica shows it to IMAP sessions: the CRDT state
+//! joined with the values the sequencer gave each op, under the exposure rule
+//! that keeps S2 (ARCHITECTURE.md §4): an op becomes visible only with values
+//! above everything this replica has shown, and what it shows is persisted
+//! before a client can see it.
+
+use crate::ids::{EntryId, OpId};
+use crate::mailbox::{EntryView, MailboxOp, MailboxState};
+use crate::seq::{Assign, Fate, Spaces};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What a session sees change in a mailbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message became visible with this UID.
+    Exists {
+        /// Its UID.
+        uid: u32,
+    },
+    /// A UID was expunged (also when its message is re-announced).
+    Expunged {
+        /// The UID.
+        uid: u32,
+    },
+    /// A message's flags changed.
+    Flags {
+        /// Its UID.
+        uid: u32,
+        /// Its new MODSEQ.
+        modseq: u64,
+    },
+}
+
+/// What the view asks of the replica after an input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Tell sessions.
+    Event(Event),
+    /// These values cannot be shown here: ask the owner for new ones.
+    Resequence { op: OpId, above: (u64, u64) },
+    /// Persist before any output of this batch leaves the node.
+    Persist(Persisted),
+    /// An op became visible (local actions wait for this).
+    Shown { op: OpId, assign: Assign },
+}
+
+/// The view's durable part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Persisted {
+    /// High-water marks: highest UID and MODSEQ shown.
+    Marks(u64, u64),
+    /// The values an op is shown with.
+    Shown(OpId, Assign),
+}
+
+/// One message as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// UID.
+    pub uid: u32,
+    /// Entry (stable id of this placement).
+    pub entry: EntryId,
+    /// Blob, flags, date, size.
+    pub view: EntryView,
+    /// MODSEQ of the last change.
+    pub modseq: u64,
+}
+
+/// One mailbox as shown by this replica.
+#[derive(Clone, Debug, Default)]
+pub struct MailboxView {
+    state: MailboxState,
+    /// Decrypted ops not shown yet.
+    held: HashMap<OpId, MailboxOp>,
+    /// Ops shown, with their values.
+    shown: HashMap<OpId, Assign>,
+    /// The entry an `Add` op created.
+    added: HashMap<OpId, EntryId>,
+    /// The entries a flag change or expunge targets (its MODSEQ may be
+    /// replaced later).
+    targets: HashMap<OpId, Vec<EntryId>>,
+    /// Live UIDs, ascending (sequence numbers are positions here).
+    uids: BTreeMap<u32, EntryId>,
+    /// UID and MODSEQ of each entry that has a UID.
+    meta: HashMap<EntryId, (u32, u64)>,
+    /// Expunged UIDs by the MODSEQ of their expunge (for QRESYNC VANISHED).
+    vanished: BTreeMap<u64, Vec<u32>>,
+    /// Highest UID and MODSEQ shown.
+    marks: (u64, u64),
+    uidvalidity: u32,
+}
+
+impl MailboxView {
+    /// An empty view of a mailbox with this UIDVALIDITY.
+    pub fn new(uidvalidity: u32) -> Self {
+        MailboxView {
+            uidvalidity: uidvalidity.max(1),
+            ..Default::default()
+        }
+    }
+
+    /// The same view under the UIDVALIDITY its mailbox's creation gives
+    /// (ops may arrive before the mailbox's Create; nothing is shown then).
+    pub(crate) fn with_uidvalidity(mut self, uidvalidity: u32) -> Self {
+        self.uidvalidity = uidvalidity.max(1);
+        self
+    }
+
+    /// UIDVALIDITY.
+    pub fn uidvalidity(&self) -> u32 {
+        self.uidvalidity
+    }
+
+    /// UIDNEXT: every UID shown later is at least this.
+    pub fn uidnext(&self) -> u32 {
+        (self.marks.0 + 1).min(u32::MAX as u64) as u32
+    }
+
+    /// HIGHESTMODSEQ.
+    pub fn highest_modseq(&self) -> u64 {
+        self.marks.1
+    }
+
+    /// Number of messages shown.
+    pub fn exists(&self) -> usize {
+        self.uids.len()
+    }
+
+    /// UIDs shown, ascending.
+    pub fn uids(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
+        self.uids.keys().copied()
+    }
+
+    /// A message by UID.
+    pub fn message(&self, uid: u32) -> Option<Message> {
+        let entry = *self.uids.get(&uid)?;
+        let view = self.state.entry(&entry)?;
+        let modseq = self.meta.get(&entry).map_or(0, |m| m.1);
+        Some(Message {
+            uid,
+            entry,
+            view,
+            modseq,
+        })
+    }
+
+    /// The UID of an entry, if shown.
+    pub fn uid_of(&self, entry: &EntryId) -> Option<u32> {
+        self.meta
+            .get(entry)
+            .map(|m| m.0)
+            .filter(|u| self.uids.contains_key(u))
+    }
+
+    /// The CRDT state (for building ops).
+    pub fn state(&self) -> &MailboxState {
+        &self.state
+    }
+
+    /// Ops received but not shown yet.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Changes since a client's MODSEQ `x`: UIDs whose MODSEQ is above
+    /// `floor(x)` and UIDs expunged above it. `floor(x)` is `x` for a value of
+    /// the owner's counter and the reservation's floor for a value inside a
+    /// reservation (ARCHITECTURE.md §4.4): it may over-report, never miss.
+    pub fn changed_since(&self, x: u64, spaces: &Spaces) -> (Vec<u32>, Vec<u32>) {
+        let floor = match spaces.modseq_owner(x) {
+            Some(r) => r.floor_modseq.min(x),
+            None if x > self.marks.1 => 0, // the client is ahead of us: report everything
+            None => x,
+        };
+        let changed = self
+            .uids
+            .iter()
+            .filter(|(_, e)| self.meta.get(*e).is_some_and(|m| m.1 > floor))
+            .map(|(u, _)| *u)
+            .collect();
+        let vanished = self
+            .vanished
+            .range(floor + 1..)
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        (changed, vanished)
+    }
+
+    /// Restores what was persisted (before ops are fed again).
+    pub(crate) fn restore(
+        &mut self,
+        records: impl IntoIterator<Item = Persisted>,
+    ) -> Vec<(OpId, Assign)> {
+        let mut shown = Vec::new();
+        for r in records {
+            match r {
+                Persisted::Marks(u, m) => self.marks = (self.marks.0.max(u), self.marks.1.max(m)),
+                Persisted::Shown(op, a) => shown.push((op, a)),
+            }
+        }
+        shown
+    }
+
+    /// Re-shows an op exactly as it was shown before a restart.
+    pub(crate) fn reshow(&mut self, op: OpId, assign: Assign) {
+        let mut sink = Vec::new();
+        if let Some(payload) = self.held.remove(&op) {
+            self.show(op, payload, &assign, &mut sink);
+        } else if self.shown.get(&op).is_some_and(|a| *a != assign) {
+            self.reannounce(op, &assign, &mut sink);
+        } else if !self.shown.contains_key(&op) {
+            return; // the op itself is not here
+        }
+        self.shown.insert(op, assign);
+    }
+
+    /// A decrypted op arrived; `decision` is what the sequencer already says.
+    pub(crate) fn on_op(
+        &mut self,
+        op: OpId,
+        payload: MailboxOp,
+        decision: Option<(Assign, Fate)>,
+    ) -> Vec<Effect> {
+        if self.shown.contains_key(&op) || self.held.contains_key(&op) {
+            return Vec::new();
+        }
+        self.held.insert(op, payload);
+        match decision {
+            Some((a, f)) => self.on_decided(op, a, f),
+            None => Vec::new(),
+        }
+    }
+
+    /// The sequencer decided values for an op.
+    pub(crate) fn on_decided(&mut self, op: OpId, assign: Assign, fate: Fate) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.shown.get(&op) == Some(&assign) {
+            return fx;
+        }
+        let known = self.shown.contains_key(&op) || self.held.contains_key(&op);
+        if !known {
+            return fx; // the op itself has not arrived: decided again when it does
+        }
+        let above =
+            assign.modseq > self.marks.1 && assign.uids.iter().all(|&u| u as u64 > self.marks.0);
+        if !above {
+            if fate == Fate::Final {
+                fx.push(Effect::Resequence {
+                    op,
+                    above: self.marks,
+                });
+            }
+            return fx;
+        }
+        if self.shown.contains_key(&op) {
+            self.reannounce(op, &assign, &mut fx);
+        } else if let Some(payload) = self.held.remove(&op) {
+            self.show(op, payload, &assign, &mut fx);
+        }
+        for &u in &assign.uids {
+            self.marks.0 = self.marks.0.max(u as u64);
+        }
+        self.marks.1 = self.marks.1.max(assign.modseq);
+        fx.push(Effect::Persist(Persisted::Marks(
+            self.marks.0,
+            self.marks.1,
+        )));
+        fx.push(Effect::Persist(Persisted::Shown(op, assign.clone())));
+        self.shown.insert(op, assign.clone());
+        fx.push(Effect::Shown { op, assign });
+        fx
+    }
+
+    /// Applies an op to the state and gives UIDs and MODSEQs to what it touched.
+    fn show(&mut self, op: OpId, payload: MailboxOp, assign: &Assign, fx: &mut Vec<Effect>) {
+        let touched = self.state.apply(op, &payload);
+        let modseq = assign.modseq;
+        match &payload {
+            MailboxOp::Add { entry, .. } => {
+                self.added.insert(op, *entry);
+                if let Some(&uid) = assign.uids.first() {
+                    self.meta.insert(*entry, (uid, modseq));
+                    if self.state.is_expunged(entry) {
+                        self.vanished.entry(modseq).or_default().push(uid);
+                    } else {
+                        self.uids.insert(uid, *entry);
+                        fx.push(Effect::Event(Event::Exists { uid }));
+                    }
+                }
+            }
+            MailboxOp::Flags { entry, .. } => {
+                self.targets.insert(op, vec![*entry]);
+                // The MODSEQ rises whether or not the flags visibly changed,
+                // so that it does not depend on the order ops arrived in.
+                if let Some(m) = self.meta.get_mut(entry) {
+                    m.1 = m.1.max(modseq);
+                    if self.uids.get(&m.0) == Some(entry) && touched.contains(entry) {
+                        fx.push(Effect::Event(Event::Flags {
+                            uid: m.0,
+                            modseq: m.1,
+                        }));
+                    }
+                }
+            }
+            MailboxOp::Expunge { entries } => {
+                self.targets.insert(op, entries.clone());
+                for e in entries {
+                    if let Some(m) = self.meta.get_mut(e) {
+                        m.1 = m.1.max(modseq);
+                        let uid = m.0;
+                        if self.uids.get(&uid) == Some(e) && self.state.is_expunged(e) {
+                            self.uids.remove(&uid);
+                            self.vanished.entry(modseq).or_default().push(uid);
+                            fx.push(Effect::Event(Event::Expunged { uid }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// An op shown before gets new values: its old UID is expunged and the
+    /// message shown again under the new one (S4).
+    fn reannounce(&mut self, op: OpId, assign: &Assign, fx: &mut Vec<Effect>) {
+        let Some(entry) = self.added.get(&op).copied() else {
+            // A flag change or expunge with a new MODSEQ: raise the entries'.
+            for e in self.targets.get(&op).into_iter().flatten() {
+                if let Some(m) = self.meta.get_mut(e) {
+                    m.1 = m.1.max(assign.modseq);
+                    if self.uids.get(&m.0) == Some(e) {
+                        fx.push(Effect::Event(Event::Flags {
+                            uid: m.0,
+                            modseq: m.1,
+                        }));
+                    } else if self.state.is_expunged(e) {
+                        self.vanished.entry(assign.modseq).or_default().push(m.0);
+                    }
+                }
+            }
+            return;
+        };
+        let Some(&(old, _)) = self.meta.get(&entry) else {
+            return;
+        };
+        let Some(&uid) = assign.uids.first() else {
+            return;
+        };
+        if self.uids.get(&old) == Some(&entry) {
+            self.uids.remove(&old);
+            fx.push(Effect::Event(Event::Expunged { uid: old }));
+        }
+        self.vanished.entry(assign.modseq).or_default().push(old);
+        self.meta.insert(entry, (uid, assign.modseq));
+        if self.state.is_expunged(&entry) {
+            self.vanished.entry(assign.modseq).or_default().push(uid);
+        } else {
+            self.uids.insert(uid, entry);
+            fx.push(Effect::Event(Event::Exists { uid }));
+        }
+    }
+
+    /// Ops shown (for tests and the simulator's checks).
+    pub fn shown_ops(&self) -> impl Iterator<Item = (&OpId, &Assign)> + '_ {
+        self.shown.iter()
+    }
+
+    /// Whether an op is shown.
+    pub fn is_shown(&self, op: &OpId) -> bool {
+        self.shown.contains_key(op)
+    }
+
+    /// Entries that have a UID, mapped to it (for checks).
+    pub fn uid_map(&self) -> BTreeMap<u32, EntryId> {
+        self.uids.clone()
+    }
+
+    /// Ops currently held (for diagnostics).
+    pub fn held_ops(&self) -> HashSet<OpId> {
+        self.held.keys().copied().collect()
+    }
+}
