@@ -55,6 +55,8 @@ pub struct Config {
     pub max_skew_ms: u64,
     /// Period of anti-entropy rounds (one peer per round, in turn).
     pub anti_entropy_ms: u64,
+    /// A mailbox gets a new checkpoint after this many newly shown ops.
+    pub checkpoint_every: u64,
 }
 
 impl Config {
@@ -66,6 +68,7 @@ impl Config {
             seq: SeqParams::default(),
             max_skew_ms: 60_000,
             anti_entropy_ms: 1_000,
+            checkpoint_every: 10_000,
         }
     }
 }
@@ -230,6 +233,15 @@ pub enum Output {
     },
 }
 
+/// A mailbox view as of a view record number, and the ops it covers.
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    record_no: u64,
+    prefix: crdts::VClock<ReplicaId>,
+    beyond: Vec<OpId>,
+    view: MailboxView,
+}
+
 /// Encrypted metadata of a blob.
 #[derive(Serialize, Deserialize)]
 struct BlobMeta {
@@ -237,6 +249,8 @@ struct BlobMeta {
 }
 
 struct Unlocked {
+    /// Ops shown per mailbox since its last checkpoint.
+    since_checkpoint: HashMap<MailboxId, u64>,
     secrets: UserSecrets,
     tree: MailboxTree,
     created: HashMap<MailboxId, Timestamp>,
@@ -478,11 +492,29 @@ impl<S: Store> Replica<S> {
         user: UserId,
         secrets: UserSecrets,
     ) -> Result<(), ReplicaError> {
-        let u = self.user_mut(&user);
-        if u.unlocked.is_some() {
+        if self.is_unlocked(&user) {
             return Ok(());
         }
+        // Checkpoints first: they bound what must be replayed.
+        let logs: Vec<LogId> = self.user_mut(&user).logs.logs().map(|l| *l.log()).collect();
+        let mut checkpoints: HashMap<MailboxId, Checkpoint> = HashMap::new();
+        for log in &logs {
+            let LogId::Mailbox(mb) = log else { continue };
+            if let Some((upto, bytes)) = self.store.latest_checkpoint(&user, log)? {
+                let place = Place::Checkpoint {
+                    user,
+                    log: *log,
+                    upto,
+                };
+                let plain = secrets.master.decrypt(&place, &bytes)?;
+                let cp: Checkpoint = postcard::from_bytes(&plain)
+                    .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?;
+                checkpoints.insert(*mb, cp);
+            }
+        }
+        let u = self.user_mut(&user);
         let mut un = Unlocked {
+            since_checkpoint: HashMap::new(),
             secrets,
             tree: MailboxTree::new(),
             created: HashMap::new(),
@@ -496,36 +528,53 @@ impl<S: Store> Replica<S> {
                 }
             }
         }
-        // Each mailbox's ops, held until their values are known.
-        let logs: Vec<LogId> = u.logs.logs().map(|l| *l.log()).collect();
+        // Each mailbox: its checkpoint, then the ops it does not cover, held
+        // until their values are known.
+        let mut replay_after: HashMap<MailboxId, u64> = HashMap::new();
         for log in logs {
             let LogId::Mailbox(mb) = log else { continue };
+            let cp = checkpoints.remove(&mb);
             let ops: Vec<(OpId, MailboxOp)> = u
                 .logs
                 .log(&log)
                 .map(|l| {
                     l.iter()
+                        .filter(|op| {
+                            cp.as_ref().is_none_or(|c| {
+                                op.id.seq > c.prefix.get(&op.id.origin)
+                                    && !c.beyond.contains(&op.id)
+                            })
+                        })
                         .filter_map(|op| {
                             decrypt_mailbox_op(&un.secrets, op).ok().map(|p| (op.id, p))
                         })
                         .collect()
                 })
                 .unwrap_or_default();
+            if let Some(c) = cp {
+                replay_after.insert(mb, c.record_no);
+                let uv = un.created.get(&mb).map_or(1, |t| uidvalidity_of(*t));
+                un.boxes.insert(mb, c.view.with_uidvalidity(uv));
+            }
             let view = view_for(&mut un, mb);
             for (id, payload) in ops {
                 view.on_op(id, payload, None);
             }
         }
         u.unlocked = Some(un);
-        // What was shown before, exactly as it was shown.
+        // What was shown since the checkpoint, exactly as it was shown.
         let boxes: Vec<MailboxId> = self.users[&user]
             .unlocked
             .as_ref()
             .map(|un| un.boxes.keys().copied().collect())
             .unwrap_or_default();
         for mb in &boxes {
+            let after = replay_after.get(mb).copied();
             let mut recs = Vec::new();
-            for (_, v) in self.store.scan_meta(&prefix(TAG_VIEW, &user, Some(mb)))? {
+            for (k, v) in self.store.scan_meta(&prefix(TAG_VIEW, &user, Some(mb)))? {
+                if after.is_some_and(|a| record_no(&k) <= a) {
+                    continue;
+                }
                 if let Ok(p) = postcard::from_bytes::<Persisted>(&v) {
                     recs.push(p);
                 }
@@ -553,6 +602,68 @@ impl<S: Store> Replica<S> {
             self.pump(now, user, mb);
         }
         self.out.push(Output::MailboxesChanged { user });
+        Ok(())
+    }
+
+    /// Writes an encrypted checkpoint of every unlocked mailbox that showed
+    /// `checkpoint_every` ops since its last one (the driver calls this as
+    /// time passes; it needs randomness for nonces). Returns how many.
+    pub fn checkpoint<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<usize, ReplicaError> {
+        let every = self.cfg.checkpoint_every;
+        let due: Vec<(UserId, MailboxId)> = self
+            .users
+            .iter()
+            .filter_map(|(u, us)| us.unlocked.as_ref().map(|un| (u, un)))
+            .flat_map(|(u, un)| {
+                un.since_checkpoint
+                    .iter()
+                    .filter(|(_, n)| **n >= every)
+                    .map(move |(m, _)| (*u, *m))
+            })
+            .collect();
+        for (user, mb) in &due {
+            self.write_checkpoint(rng, *user, *mb)?;
+        }
+        Ok(due.len())
+    }
+
+    fn write_checkpoint<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        user: UserId,
+        mb: MailboxId,
+    ) -> Result<(), ReplicaError> {
+        let log = LogId::Mailbox(mb);
+        let upto = self.record_no;
+        self.record_no += 1;
+        let u = self.users.get_mut(&user).ok_or(ReplicaError::NoSuchUser)?;
+        let (prefix, beyond) = match u.logs.log(&log) {
+            Some(l) => (l.version().clone(), l.beyond().collect()),
+            None => (crdts::VClock::new(), Vec::new()),
+        };
+        let un = u.unlocked.as_mut().ok_or(ReplicaError::Locked)?;
+        let view = un
+            .boxes
+            .get(&mb)
+            .cloned()
+            .ok_or(ReplicaError::NoSuchMailbox)?;
+        let cp = Checkpoint {
+            record_no: upto,
+            prefix,
+            beyond,
+            view,
+        };
+        let plain =
+            postcard::to_allocvec(&cp).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let bytes =
+            un.secrets
+                .master
+                .encrypt(rng, &Place::Checkpoint { user, log, upto }, &plain)?;
+        un.since_checkpoint.insert(mb, 0);
+        self.store.put_checkpoint(&user, &log, upto, &bytes)?;
         Ok(())
     }
 
@@ -1409,8 +1520,15 @@ impl<S: Store> Replica<S> {
                         .request_resequence(now, op, above.0, above.1);
                 }
                 Effect::Persist(p) => {
-                    if let Persisted::Marks(a, b) = p {
-                        self.user_mut(&user).marks.insert(mb, (a, b));
+                    match p {
+                        Persisted::Marks(a, b) => {
+                            self.user_mut(&user).marks.insert(mb, (a, b));
+                        }
+                        Persisted::Shown(..) => {
+                            if let Some(un) = self.user_mut(&user).unlocked.as_mut() {
+                                *un.since_checkpoint.entry(mb).or_insert(0) += 1;
+                            }
+                        }
                     }
                     let bytes = postcard::to_allocvec(&p).unwrap_or_default();
                     self.put_record(TAG_VIEW, user, mb, &bytes);

@@ -572,3 +572,67 @@ fn garbage_from_a_peer_is_dropped() {
     );
     assert_eq!(w.node(0).dropped(), 1, "a stranger's message is dropped");
 }
+
+#[test]
+fn checkpoint_then_restart_shows_the_same_mailbox() {
+    let mut w = World::new(3);
+    for n in w.nodes.iter_mut().flatten() {
+        n.cfg.checkpoint_every = 4;
+    }
+    let (user, inbox) = w.user();
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    for k in 0..10 {
+        w.append(k % 2, user, inbox, &format!("m{k}"));
+        w.run(100);
+        w.node(1).checkpoint(&mut rng).unwrap();
+        w.flush(1);
+    }
+    let now = w.now;
+    let uid = w.nodes[1]
+        .as_ref()
+        .unwrap()
+        .mailbox(&user, &inbox)
+        .unwrap()
+        .uids()
+        .next()
+        .unwrap();
+    w.node(1)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &[uid],
+            FlagMode::Add,
+            &[Flag::Answered],
+        )
+        .unwrap();
+    w.flush(1);
+    w.run(500);
+    let before = w.nodes[1]
+        .as_ref()
+        .unwrap()
+        .mailbox(&user, &inbox)
+        .unwrap()
+        .clone();
+    let store = w.nodes[1].take().unwrap().into_store();
+    assert!(store
+        .latest_checkpoint(&user, &LogId::Mailbox(inbox))
+        .unwrap()
+        .is_some());
+    let mut cfg = Config::new(w.ids[1], w.ids.clone());
+    cfg.seq = params();
+    let mut r = Replica::restore(cfg, store).unwrap();
+    r.unlock(
+        now,
+        user,
+        UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77)),
+    )
+    .unwrap();
+    let after = r.mailbox(&user, &inbox).unwrap();
+    assert_eq!(after.uid_map(), before.uid_map());
+    assert_eq!(after.highest_modseq(), before.highest_modseq());
+    for u in before.uids() {
+        assert_eq!(after.message(u), before.message(u));
+    }
+}

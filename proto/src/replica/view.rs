@@ -67,8 +67,9 @@ pub struct Message {
     pub modseq: u64,
 }
 
-/// One mailbox as shown by this replica.
-#[derive(Clone, Debug, Default)]
+/// One mailbox as shown by this replica. Serializable: an encrypted
+/// checkpoint of it bounds the replay at unlock.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MailboxView {
     state: MailboxState,
     /// Decrypted ops not shown yet.
