@@ -1,8 +1,8 @@
 //! The user's symmetric master key and its place-bound ciphertexts.
 
 use super::{
-    aead_open, aead_seal, hkdf32, take_array, CryptoError, KeyBytes, Place, FINGERPRINT_LEN,
-    FORMAT_VERSION, KEY_LEN, KIND_DATA, NONCE_LEN, TAG_LEN,
+    aead_open, aead_seal, hkdf32, take_array, CryptoError, Place, FINGERPRINT_LEN, FORMAT_VERSION,
+    KEY_LEN, KIND_DATA, NONCE_LEN, TAG_LEN,
 };
 use crate::{CryptoRng, RngCore};
 use orion::hazardous::mac::blake2b::{self, Blake2b};
@@ -25,6 +25,10 @@ const INFO_FINGERPRINT: &[u8] = b"place fingerprint";
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MasterKey {
     key: [u8; KEY_LEN],
+    /// Derived once, at construction: deriving per message costs more than
+    /// the encryption of a small op.
+    data_key: [u8; KEY_LEN],
+    fp_key: [u8; KEY_LEN],
 }
 
 impl fmt::Debug for MasterKey {
@@ -48,15 +52,35 @@ impl MasterKey {
 
     /// A fresh key from the caller's randomness.
     pub fn generate<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut key = Self { key: [0; KEY_LEN] };
-        rng.fill_bytes(&mut key.key);
-        key
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        rng.fill_bytes(&mut key[..]);
+        Self::with_subkeys(*key)
+    }
+
+    fn with_subkeys(key: [u8; KEY_LEN]) -> Self {
+        let mut k = Self {
+            key,
+            data_key: [0; KEY_LEN],
+            fp_key: [0; KEY_LEN],
+        };
+        // HKDF over a 32-byte key and short constant labels cannot fail; the
+        // fallback keeps the all-zero subkeys unreachable in practice and is
+        // not a panic.
+        if let (Ok(d), Ok(f)) = (
+            hkdf32(HKDF_SALT, &k.key, INFO_DATA),
+            hkdf32(HKDF_SALT, &k.key, INFO_FINGERPRINT),
+        ) {
+            k.data_key.copy_from_slice(&d[..]);
+            k.fp_key.copy_from_slice(&f[..]);
+        }
+        k
     }
 
     /// A key from its 32 raw bytes; [`CryptoError::InvalidKey`] on any other length.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let key = <[u8; KEY_LEN]>::try_from(bytes).map_err(|_| CryptoError::InvalidKey)?;
-        Ok(Self { key })
+        let key =
+            Zeroizing::new(<[u8; KEY_LEN]>::try_from(bytes).map_err(|_| CryptoError::InvalidKey)?);
+        Ok(Self::with_subkeys(*key))
     }
 
     /// The raw key bytes (zeroized when the returned value is dropped).
@@ -130,11 +154,8 @@ impl MasterKey {
     }
 
     /// (data-encryption key, fingerprint key).
-    fn subkeys(&self) -> Result<(KeyBytes, KeyBytes), CryptoError> {
-        Ok((
-            hkdf32(HKDF_SALT, &self.key, INFO_DATA)?,
-            hkdf32(HKDF_SALT, &self.key, INFO_FINGERPRINT)?,
-        ))
+    fn subkeys(&self) -> Result<(&[u8; KEY_LEN], &[u8; KEY_LEN]), CryptoError> {
+        Ok((&self.data_key, &self.fp_key))
     }
 }
 

@@ -612,7 +612,23 @@ impl<S: Store> Replica<S> {
         &mut self,
         rng: &mut R,
     ) -> Result<usize, ReplicaError> {
-        let every = self.cfg.checkpoint_every;
+        self.checkpoint_above(rng, self.cfg.checkpoint_every)
+    }
+
+    /// Checkpoints every unlocked mailbox that changed (before a shutdown or
+    /// a lock, so that the next unlock replays little).
+    pub fn checkpoint_all<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<usize, ReplicaError> {
+        self.checkpoint_above(rng, 1)
+    }
+
+    fn checkpoint_above<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        every: u64,
+    ) -> Result<usize, ReplicaError> {
         let due: Vec<(UserId, MailboxId)> = self
             .users
             .iter()
