@@ -101,7 +101,7 @@ impl MasterKey {
     ) -> Result<Vec<u8>, CryptoError> {
         let (data_key, fp_key) = self.subkeys()?;
         let place_ad = place.associated_data()?;
-        let fingerprint = fingerprint(&fp_key, &place_ad)?;
+        let fingerprint = fingerprint(fp_key, &place_ad)?;
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill_bytes(&mut nonce);
 
@@ -111,7 +111,7 @@ impl MasterKey {
         out.extend_from_slice(&fingerprint);
         let ad = associated_data(&out, &place_ad);
         out.extend_from_slice(&nonce);
-        aead_seal(&data_key, &nonce, &ad, plaintext, &mut out)?;
+        aead_seal(data_key, &nonce, &ad, plaintext, &mut out)?;
         Ok(out)
     }
 
@@ -140,10 +140,10 @@ impl MasterKey {
         let (data_key, fp_key) = self.subkeys()?;
         let place_ad = place.associated_data()?;
         let ad = associated_data(header, &place_ad);
-        match aead_open(&data_key, nonce, &ad, sealed) {
+        match aead_open(data_key, nonce, &ad, sealed) {
             Some(plaintext) => Ok(plaintext),
             None => {
-                let expected = fingerprint(&fp_key, &place_ad)?;
+                let expected = fingerprint(fp_key, &place_ad)?;
                 if orion::util::secure_cmp(&expected, stored_fp).is_ok() {
                     Err(CryptoError::Tampered)
                 } else {
