@@ -280,7 +280,20 @@ impl MailboxView {
         match &payload {
             MailboxOp::Add { entry, .. } => {
                 self.added.insert(op, *entry);
-                if let Some(&uid) = assign.uids.first() {
+                if let Some(&(uid, _)) = self
+                    .meta
+                    .get(entry)
+                    .filter(|m| self.uids.contains_key(&m.0))
+                {
+                    // Entry ids are 128 random bits: a second Add of a shown
+                    // entry comes from a broken peer. The entry keeps its UID;
+                    // the other is never shown.
+                    for &u in &assign.uids {
+                        if u != uid {
+                            self.vanished.entry(modseq).or_default().push(u);
+                        }
+                    }
+                } else if let Some(&uid) = assign.uids.first() {
                     self.meta.insert(*entry, (uid, modseq));
                     if self.state.is_expunged(entry) {
                         self.vanished.entry(modseq).or_default().push(uid);
