@@ -1,28 +1,39 @@
 //! `aerogramme`: the node daemon and its command line.
 
 mod cli;
+mod commands;
+mod password;
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match cli.command {
-        cli::Command::Dev(args) => dev(&args),
-    }
-}
-
-/// `aerogramme dev`: until the IMAP server lands, say honestly what the
-/// command will do and that it does not serve yet.
-fn dev(args: &cli::DevArgs) -> ExitCode {
-    println!("aerogramme dev — one node with a demo user, for a mail client");
-    println!("  data directory : {}", args.data.display());
-    println!("  IMAP           : {} (not yet served)", args.imap);
-    println!("  LMTP           : {} (not yet served)", args.lmtp);
-    println!("  demo user      : {} / {}", args.user, args.password);
-    eprintln!(
-        "aerogramme: not yet serving: this build has the protocol core only; \
-         the IMAP and LMTP servers are not implemented yet"
-    );
-    ExitCode::from(2)
+    // RUST_LOG overrides; by default the daemon reports what it does and
+    // one-shot commands only warnings (their result goes to stdout).
+    let default = match cli.command {
+        cli::Command::Serve(_) | cli::Command::Dev(_) => "warn,aerogramme=info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .compact()
+        .init();
+    let result = match &cli.command {
+        cli::Command::Dev(args) => return commands::dev(args),
+        cli::Command::Init(args) => commands::init(args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Serve(args) => commands::serve(args).map(|()| ExitCode::SUCCESS),
+        cli::Command::User(args) => commands::user(&args.command),
+        cli::Command::Status(args) => commands::status(args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("aerogramme: {e:#}");
+        ExitCode::FAILURE
+    })
 }

@@ -81,6 +81,19 @@ random_id!(
     EntryId, "e:"
 );
 
+impl MailboxId {
+    /// The user's INBOX: one id every replica derives alike, so that a node
+    /// can deliver to it without the user's keys (it cannot read the
+    /// mailbox list), and two nodes creating it at once create one mailbox.
+    pub fn inbox_of(user: &UserId) -> MailboxId {
+        let mut b = user.0;
+        for (i, x) in b.iter_mut().enumerate() {
+            *x ^= 0x49 ^ (i as u8).wrapping_mul(0x3b);
+        }
+        MailboxId(b)
+    }
+}
+
 /// Identifies one operation of one log: the replica that made it and that
 /// replica's sequence number in the log (1, 2, 3, …, gap-free per origin).
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

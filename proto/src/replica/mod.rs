@@ -18,7 +18,10 @@ mod view;
 
 pub use view::{Event, MailboxView, Message};
 
-use crate::crypto::{CryptoError, Place, UserSecrets, FINGERPRINT_LEN, NONCE_LEN, TAG_LEN};
+use crate::crypto::{
+    seal, CryptoError, Place, PublicKey, UserSecrets, FINGERPRINT_LEN, KIND_SEALED, NONCE_LEN,
+    TAG_LEN,
+};
 use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{BlobId, EntryId, LogId, MailboxId, OpId, ReplicaId, UserId};
 use crate::mailbox::{Flag, MailboxOp, MailboxTree, NameError, SpecialUse, TreeOp};
@@ -296,6 +299,8 @@ pub struct Replica<S: Store> {
     hlc: Hlc,
     users: BTreeMap<UserId, User>,
     waiting: HashMap<OpId, Pending>,
+    /// Deliveries made while the user is locked here: done when sequenced.
+    sealed_waiting: HashMap<OpId, (UserId, MailboxId)>,
     tickets: BTreeMap<Ticket, TicketState>,
     next_ticket: u64,
     record_no: u64,
@@ -335,6 +340,7 @@ impl<S: Store> Replica<S> {
             hlc,
             users: BTreeMap::new(),
             waiting: HashMap::new(),
+            sealed_waiting: HashMap::new(),
             tickets: BTreeMap::new(),
             next_ticket: 1,
             record_no: 0,
@@ -460,7 +466,161 @@ impl<S: Store> Replica<S> {
         let version = self.account(&user).map_or(1, |(v, _)| v + 1);
         self.set_account(user, version, record)?;
         self.unlock(now, user, secrets)?;
-        self.create_mailbox(now, rng, user, "INBOX", None)
+        self.ensure_inbox(now, rng, user)
+    }
+
+    /// Creates the user's INBOX (with its well-known id) if this replica
+    /// does not know it yet; a creation elsewhere merges with it.
+    pub fn ensure_inbox<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+    ) -> Result<MailboxId, ReplicaError> {
+        let id = MailboxId::inbox_of(&user);
+        if !self.unlocked(&user)?.tree.exists(&id) {
+            self.write_tree_op(
+                now,
+                rng,
+                user,
+                TreeOp::Create {
+                    id,
+                    name: "INBOX".into(),
+                    special_use: None,
+                },
+            )?;
+        }
+        Ok(id)
+    }
+
+    /// Creates the special-use mailboxes a mail client expects (Sent,
+    /// Drafts, Trash, Junk, Archive) where none has that use or name yet.
+    pub fn ensure_special_use<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+    ) -> Result<(), ReplicaError> {
+        let defaults = [
+            ("Sent", SpecialUse::Sent),
+            ("Drafts", SpecialUse::Drafts),
+            ("Trash", SpecialUse::Trash),
+            ("Junk", SpecialUse::Junk),
+            ("Archive", SpecialUse::Archive),
+        ];
+        for (name, use_) in defaults {
+            let present = self
+                .mailboxes(&user)?
+                .iter()
+                .any(|m| m.special_use == Some(use_) || m.name == name);
+            if !present {
+                self.create_mailbox(now, rng, user, name, Some(use_))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers a message without the user's keys (LMTP): the message and
+    /// its entry are sealed to the user's public key, so this node cannot
+    /// read them back. The entry is an op of the mailbox's log like any
+    /// other: it gets its UID from the mailbox's ledger, exactly once, and
+    /// every replica holding the keys shows it (ARCHITECTURE.md §7). Done
+    /// when it is durable and sequenced here.
+    pub fn deliver<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        public: &PublicKey,
+        mailbox: MailboxId,
+        message: NewMessage<'_>,
+    ) -> Result<Ticket, ReplicaError> {
+        let NewMessage {
+            raw,
+            flags,
+            internal_date_ms,
+        } = message;
+        if raw.len() > MAX_MESSAGE_SIZE {
+            return Err(ReplicaError::TooLarge);
+        }
+        // The blob: one sealed box, stored in chunks.
+        let blob = BlobId::random(rng);
+        let sealed = seal(rng, public, &Place::Sealed { user, blob }, raw)?;
+        let meta = seal(
+            rng,
+            public,
+            &Place::Summary { user, blob },
+            &postcard::to_allocvec(&BlobMeta {
+                size: raw.len() as u64,
+            })
+            .unwrap_or_default(),
+        )?;
+        for (i, piece) in sealed.chunks(CHUNK_BYTES).enumerate() {
+            let c = BlobChunk {
+                user,
+                blob,
+                index: i as u32,
+                bytes: piece.to_vec(),
+            };
+            self.store.put_chunk(&c)?;
+            self.out.push(Output::Broadcast {
+                user,
+                msg: PeerMsg::Sync(SyncMsg::Chunk(c)),
+            });
+        }
+        self.announce_blob(now, user, blob, sealed.len() as u64, meta)?;
+        // The entry, sealed too.
+        let entry = EntryId::random(rng);
+        let add = MailboxOp::Add {
+            entry,
+            blob,
+            flags,
+            internal_date_ms,
+            size: raw.len() as u32,
+        };
+        let bytes =
+            postcard::to_allocvec(&add).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let me = self.cfg.me;
+        let hlc = self.hlc.now(now);
+        let log = LogId::Mailbox(mailbox);
+        let seq = self
+            .user_mut(&user)
+            .logs
+            .log(&log)
+            .map_or(0, |l| l.version().get(&me))
+            + 1;
+        let id = OpId { origin: me, seq };
+        let payload = seal(rng, public, &Place::Op { user, log, op: id }, &bytes)?;
+        let op = Op {
+            user,
+            log,
+            id,
+            hlc,
+            uids: 1,
+            payload,
+        };
+        self.store.put_op(&op)?;
+        self.user_mut(&user).logs.insert(op.clone())?;
+        for msg in SyncMsg::gossip(vec![op]) {
+            self.out.push(Output::Broadcast {
+                user,
+                msg: PeerMsg::Sync(msg),
+            });
+        }
+        let ticket = self.new_ticket(1);
+        self.waiting.insert(id, Pending::Append { ticket });
+        match self.view_mut(&user, &mailbox) {
+            Some(v) => {
+                v.on_op(id, add, None);
+            }
+            None => {
+                // No view here (locked): done once the ledger gives the UID.
+                self.sealed_waiting.insert(id, (user, mailbox));
+            }
+        }
+        self.seq_mut(&user, mailbox).submit(now, id, 1);
+        self.pump(now, user, mailbox);
+        Ok(ticket)
     }
 
     /// Replaces the account record (a password change re-wraps the keys).
@@ -752,16 +912,34 @@ impl<S: Store> Replica<S> {
             .get(blob)
             .ok_or(ReplicaError::BlobMissing)?;
         let n = crate::oplog::chunk_count(len);
-        let mut out = Vec::new();
+        let mut chunks = Vec::new();
         for i in 0..n.min(u32::MAX as u64) as u32 {
-            let c = self
-                .store
-                .get_chunk(user, blob, i)?
-                .ok_or(ReplicaError::BlobMissing)?;
+            chunks.push(
+                self.store
+                    .get_chunk(user, blob, i)?
+                    .ok_or(ReplicaError::BlobMissing)?,
+            );
+        }
+        if chunks
+            .first()
+            .is_some_and(|c| c.bytes.get(1) == Some(&KIND_SEALED))
+        {
+            // Delivered sealed: the chunks are the pieces of one sealed box.
+            let sealed: Vec<u8> = chunks.into_iter().flat_map(|c| c.bytes).collect();
+            return Ok(un.secrets.keypair.open_sealed(
+                &Place::Sealed {
+                    user: *user,
+                    blob: *blob,
+                },
+                &sealed,
+            )?);
+        }
+        let mut out = Vec::new();
+        for c in chunks {
             let place = Place::Blob {
                 user: *user,
                 blob: *blob,
-                chunk: i,
+                chunk: c.index,
             };
             out.extend(un.secrets.master.decrypt(&place, &c.bytes)?);
         }
@@ -1096,10 +1274,29 @@ impl<S: Store> Replica<S> {
                 msg: PeerMsg::Sync(SyncMsg::Chunk(c)),
             });
         }
-        let announce = BlobAnnounce { blob, len, sealed }.encode();
+        self.announce_blob(now, user, blob, len, sealed)?;
+        Ok(blob)
+    }
+
+    /// Announces a blob in the user's `Blobs` log (id and stored length in
+    /// clear, metadata sealed), so that replicas fetch its chunks.
+    fn announce_blob(
+        &mut self,
+        now: u64,
+        user: UserId,
+        blob: BlobId,
+        len: u64,
+        meta: Vec<u8>,
+    ) -> Result<(), ReplicaError> {
+        let announce = BlobAnnounce {
+            blob,
+            len,
+            sealed: meta,
+        }
+        .encode();
         let me = self.cfg.me;
         let hlc = self.hlc.now(now);
-        let u = self.users.get_mut(&user).ok_or(ReplicaError::NoSuchUser)?;
+        let u = self.user_mut(&user);
         let seq = u
             .logs
             .log(&LogId::Blobs)
@@ -1114,14 +1311,14 @@ impl<S: Store> Replica<S> {
             payload: announce,
         };
         self.store.put_op(&op)?;
-        u.logs.insert(op.clone())?;
+        self.user_mut(&user).logs.insert(op.clone())?;
         for msg in SyncMsg::gossip(vec![op]) {
             self.out.push(Output::Broadcast {
                 user,
                 msg: PeerMsg::Sync(msg),
             });
         }
-        Ok(blob)
+        Ok(())
     }
 
     fn entries_of(
@@ -1505,7 +1702,10 @@ impl<S: Store> Replica<S> {
                     SeqOutput::Decided { op, assign, fate } => {
                         let fx = match self.view_mut(&user, &mb) {
                             Some(v) => v.on_decided(op, assign, fate),
-                            None => Vec::new(),
+                            None => match self.sealed_waiting.remove(&op) {
+                                Some(_) => vec![Effect::Shown { op, assign }],
+                                None => Vec::new(),
+                            },
                         };
                         self.effects(now, user, mb, fx);
                     }
@@ -1631,14 +1831,23 @@ fn decrypt_tree_op(secrets: &UserSecrets, op: &Op) -> Result<TreeOp, ReplicaErro
 }
 
 fn decrypt_mailbox_op(secrets: &UserSecrets, op: &Op) -> Result<MailboxOp, ReplicaError> {
-    let plain = secrets.master.decrypt(
-        &Place::Op {
-            user: op.user,
-            log: op.log,
-            op: op.id,
-        },
-        &op.payload,
-    )?;
+    let place = Place::Op {
+        user: op.user,
+        log: op.log,
+        op: op.id,
+    };
+    let plain = if op.payload.get(1) == Some(&KIND_SEALED) {
+        // A delivery made without the user's keys: only an Add may be sealed.
+        let plain = secrets.keypair.open_sealed(&place, &op.payload)?;
+        return match postcard::from_bytes(&plain) {
+            Ok(m @ MailboxOp::Add { .. }) => Ok(m),
+            _ => Err(ReplicaError::Malformed(
+                "sealed op is not a delivery".into(),
+            )),
+        };
+    } else {
+        secrets.master.decrypt(&place, &op.payload)?
+    };
     postcard::from_bytes(&plain).map_err(|e| ReplicaError::Malformed(e.to_string()))
 }
 

@@ -838,7 +838,12 @@ fn a_replica_away_for_long_catches_up_without_resends() {
     cfg.anti_entropy_ms = 100;
     let mut r = Replica::restore(cfg, away).unwrap();
     let now = w.now;
-    r.unlock(now, user, UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77))).unwrap();
+    r.unlock(
+        now,
+        user,
+        UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77)),
+    )
+    .unwrap();
     w.nodes[2] = Some(r);
     w.flush(2);
     // Count the ops sent to node 2 that it already held.
@@ -847,7 +852,9 @@ fn a_replica_away_for_long_catches_up_without_resends() {
         w.now += 1;
         let n = w.queue.len();
         for _ in 0..n {
-            let Some((from, to, msg)) = w.queue.pop_front() else { break };
+            let Some((from, to, msg)) = w.queue.pop_front() else {
+                break;
+            };
             if to == w.ids[2] {
                 if let PeerMsg::Sync(SyncMsg::Ops { ops, .. } | SyncMsg::Gossip { ops }) = &msg {
                     let logs = &w.nodes[2].as_ref().unwrap().users[&user].logs;
@@ -866,9 +873,59 @@ fn a_replica_away_for_long_catches_up_without_resends() {
         }
     }
     w.assert_converged(user, inbox);
-    assert_eq!(w.nodes[2].as_ref().unwrap().mailbox(&user, &inbox).unwrap().exists(), 301);
-    assert!(sent >= 600, "the missing ops (blob announces and adds) were sent: {sent}");
+    assert_eq!(
+        w.nodes[2]
+            .as_ref()
+            .unwrap()
+            .mailbox(&user, &inbox)
+            .unwrap()
+            .exists(),
+        301
+    );
+    assert!(
+        sent >= 600,
+        "the missing ops (blob announces and adds) were sent: {sent}"
+    );
     // Anti-entropy runs against one peer at a time: at most a page in flight
     // from a second peer may overlap.
     assert!(resent * 10 <= sent, "{resent} of {sent} ops were re-sent");
+}
+
+#[test]
+fn sealed_delivery_by_a_node_without_the_keys() {
+    let mut w = World::new(3);
+    let user = UserId::random(&mut w.rng);
+    let now = w.now;
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let secrets = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(22));
+    let public = *secrets.keypair.public();
+    let inbox = w.node(0).create_account(now, &mut rng, user, b"rec".to_vec(), secrets).unwrap();
+    assert_eq!(inbox, MailboxId::inbox_of(&user));
+    w.flush(0);
+    w.node(1).unlock(now, user, UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(22))).unwrap();
+    w.flush(1);
+    w.run(300);
+    // Node 2 never holds the keys: it delivers sealed mail.
+    let raw = b"From: a@example.org\r\nSubject: sealed\r\n\r\nfor your eyes only\r\n";
+    let now = w.now;
+    let t = w
+        .node(2)
+        .deliver(now, &mut rng, user, &public, inbox, NewMessage { raw, flags: vec![], internal_date_ms: 5 })
+        .unwrap();
+    w.flush(2);
+    w.run(500);
+    let uid = w.appended_uid(2, t);
+    for n in [0, 1] {
+        let r = w.nodes[n].as_ref().unwrap();
+        let m = r.mailbox(&user, &inbox).unwrap().message(uid).expect("shown where the keys are");
+        assert_eq!(r.read_blob(&user, &m.view.blob).unwrap(), raw);
+    }
+    let r2 = w.nodes[2].as_ref().unwrap();
+    assert!(matches!(r2.mailbox(&user, &inbox), Err(ReplicaError::Locked)));
+    // A node that unlocks later (a login) shows it too.
+    let now = w.now;
+    w.node(2).unlock(now, user, UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(22))).unwrap();
+    w.flush(2);
+    w.run(300);
+    w.assert_converged(user, inbox);
 }

@@ -1,0 +1,322 @@
+//! What each subcommand does.
+
+use crate::cli::{DataArgs, DevArgs, InitArgs, UserCommand};
+use crate::password::PasswordSource;
+use aerogramme::admin::{self, ErrorKind, Request, Response};
+use aerogramme::config::{Config, ConfigFile};
+use aerogramme::identity::{self, NodeIdentity};
+use aerogramme::node::{Node, NodeError};
+use aerogramme::store::{OpenError, SledStore};
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// How long the CLI waits for the node's answer (Argon2 may take a while).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default network key file name in the data directory.
+const NETWORK_KEY: &str = "network.key";
+
+/// `aerogramme dev`: sets up (or reuses) the data directory with a demo
+/// user; until the IMAP server lands, says honestly what it will do and that
+/// it does not serve yet.
+pub fn dev(args: &DevArgs) -> ExitCode {
+    let config = match dev_setup(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("aerogramme: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("aerogramme dev — one node with a demo user, for a mail client");
+    println!("  data directory : {}", args.data.display());
+    println!("  IMAP           : {} (not yet served)", config.imap);
+    println!("  LMTP           : {} (not yet served)", config.lmtp);
+    println!("  demo user      : {} / {}", args.user, args.password);
+    eprintln!(
+        "aerogramme: not yet serving: this build has the protocol core only; \
+         the IMAP and LMTP servers are not implemented yet"
+    );
+    ExitCode::from(2)
+}
+
+/// Creates or reuses the dev data directory and its demo user; returns the
+/// configuration in force (an existing directory's file wins over the
+/// command-line addresses).
+fn dev_setup(args: &DevArgs) -> Result<Config> {
+    let dir = &args.data;
+    if Config::file_path(dir).exists() {
+        tracing::info!("reusing data directory {}", dir.display());
+        let config = Config::load(dir)?;
+        if config.imap != args.imap || config.lmtp != args.lmtp {
+            tracing::warn!(
+                "{} sets IMAP {} and LMTP {}: it wins over --imap and --lmtp",
+                Config::file_path(dir).display(),
+                config.imap,
+                config.lmtp
+            );
+        }
+    } else {
+        let mut file = ConfigFile {
+            name: "dev".into(),
+            ..ConfigFile::default()
+        };
+        file.imap.listen = args.imap.to_string();
+        file.lmtp.listen = args.lmtp.to_string();
+        // Peers on loopback only, on a free port.
+        file.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        let created = create_data_dir(dir, file, None)?;
+        tracing::info!(peer_id = %created.peer_id, "created data directory {}", dir.display());
+    }
+    let request = Request::UserAdd {
+        name: args.user.clone(),
+        password: Zeroizing::new(args.password.clone()),
+    };
+    match run_admin(dir, request)? {
+        Response::Done { .. } => tracing::info!("demo user {} created", args.user),
+        Response::Error {
+            kind: ErrorKind::Exists,
+            ..
+        } => tracing::info!("demo user {} exists; its password is unchanged", args.user),
+        Response::Error { message, .. } => bail!("creating the demo user: {message}"),
+        other => bail!("unexpected answer from the node: {other:?}"),
+    }
+    Ok(Config::load(dir)?)
+}
+
+/// What `create_data_dir` made.
+struct Created {
+    peer_id: String,
+    replica: String,
+    network_key: PathBuf,
+    network_key_created: bool,
+}
+
+/// Creates a data directory: `file` (validated) as its configuration, the
+/// node key, the network key (created if missing) and the store. The
+/// configuration is written last, so a failed `init` can simply be re-run.
+fn create_data_dir(
+    dir: &Path,
+    mut file: ConfigFile,
+    network_key: Option<&Path>,
+) -> Result<Created> {
+    let config_path = Config::file_path(dir);
+    if config_path.exists() {
+        bail!(
+            "{} already exists: this data directory is initialised",
+            config_path.display()
+        );
+    }
+    if let Some(path) = network_key {
+        file.p2p.network_key = std::path::absolute(path)
+            .with_context(|| format!("{}: cannot resolve", path.display()))?;
+    } else {
+        file.p2p.network_key = NETWORK_KEY.into();
+    }
+    let config = file.validate(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("{}: cannot create the data directory", dir.display()))?;
+    let (identity, _) = NodeIdentity::load_or_create(dir)?;
+    let (_, network_key_created) = identity::load_or_create_network_key(&config.network_key)?;
+    drop(SledStore::open(Node::store_path(dir))?);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&config_path)
+        .with_context(|| format!("{}: cannot create", config_path.display()))?;
+    f.write_all(file.to_toml().as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("{}: cannot write", config_path.display()))?;
+    Ok(Created {
+        peer_id: identity.peer_id(),
+        replica: identity.replica_id().to_string(),
+        network_key: config.network_key,
+        network_key_created,
+    })
+}
+
+/// `aerogramme init`.
+pub fn init(args: &InitArgs) -> Result<()> {
+    let file = ConfigFile {
+        name: args.name.clone(),
+        imap: aerogramme::config::ImapSection {
+            listen: args.imap.to_string(),
+        },
+        lmtp: aerogramme::config::LmtpSection {
+            listen: args.lmtp.to_string(),
+        },
+        p2p: aerogramme::config::P2pSection {
+            listen: args.p2p.iter().map(|a| a.to_string()).collect(),
+            join: args.join.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        },
+        ..ConfigFile::default()
+    };
+    let created = create_data_dir(&args.data, file, args.network_key.as_deref())?;
+    println!("initialised {}", args.data.display());
+    println!("peer id     : {}", created.peer_id);
+    println!("replica id  : {}", created.replica);
+    println!(
+        "network key : {} ({})",
+        created.network_key.display(),
+        if created.network_key_created {
+            "created; copy it to every node of the community"
+        } else {
+            "reused"
+        }
+    );
+    Ok(())
+}
+
+/// `aerogramme serve`.
+pub fn serve(args: &DataArgs) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    let node = Node::open(&args.data).map_err(|e| match e {
+        NodeError::Store(OpenError::Locked { .. }) => {
+            anyhow::anyhow!("{e} (is another `aerogramme serve` running on this directory?)")
+        }
+        e => e.into(),
+    })?;
+    identity::load_network_key(&node.config.network_key)?;
+    if node.config.tls.is_some() {
+        tracing::warn!("tls is configured but not used yet: the IMAP server is not implemented");
+    }
+    let node = Arc::new(node);
+    let socket = node.config.admin_socket.clone();
+    let server = admin::AdminServer::start(&socket, node.clone())
+        .with_context(|| format!("{}: cannot start the admin socket", socket.display()))?;
+    let users = node.accounts.list().map(|l| l.len()).unwrap_or(0);
+    tracing::info!(
+        name = %node.config.name,
+        peer_id = %node.peer_id,
+        users,
+        admin = %socket.display(),
+        "serving: admin socket ready; IMAP ({}) and LMTP ({}) listeners and peer-to-peer \
+         replication are not implemented yet",
+        node.config.imap,
+        node.config.lmtp,
+    );
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "stopping");
+    server.stop();
+    node.store().flush().context("flushing the store")?;
+    Ok(())
+}
+
+/// Sends `request` to the running node, or runs it on the store directly
+/// when no node answers on the admin socket.
+fn run_admin(dir: &Path, request: Request) -> Result<Response> {
+    let config = Config::load(dir)?;
+    if let Some(mut client) = admin::connect(&config.admin_socket, ADMIN_TIMEOUT)? {
+        tracing::debug!("sending the command to the running node");
+        return Ok(client.request(&request)?);
+    }
+    let node = Node::open(dir).map_err(|e| match e {
+        NodeError::Store(OpenError::Locked { .. }) => anyhow::anyhow!(
+            "{e}, but no node answers on {}: is `aerogramme serve` starting or stopping? Retry in a moment",
+            config.admin_socket.display()
+        ),
+        e => e.into(),
+    })?;
+    Ok(admin::handle(&node, request, false))
+}
+
+/// Prints a response; the exit status says whether it was a success.
+fn report(response: Response) -> ExitCode {
+    match response {
+        Response::Pong { name } => println!("node {name} is running"),
+        Response::Done { message } => println!("{message}"),
+        Response::Users { users } => {
+            for u in users {
+                println!("{}\t{}", u.name, u.id);
+            }
+        }
+        Response::Status(s) => {
+            println!("node        : {}", s.name);
+            println!(
+                "running     : {}",
+                if s.running {
+                    "yes"
+                } else {
+                    "no (read from the store)"
+                }
+            );
+            println!("peer id     : {}", s.peer_id);
+            println!("replica id  : {}", s.replica_id);
+            println!("users       : {}", s.users);
+            if s.peers.is_empty() {
+                println!("peers       : none yet");
+            } else {
+                println!("peers       : {}", s.peers.join(", "));
+            }
+        }
+        Response::Error { message, .. } => {
+            eprintln!("aerogramme: {message}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `aerogramme user ...`.
+pub fn user(command: &UserCommand) -> Result<ExitCode> {
+    let mut pw = PasswordSource::new();
+    let (dir, request) = match command {
+        UserCommand::Add(a) => {
+            let password = pw.read_new(&format!("Password for {}: ", a.name))?;
+            (
+                &a.data,
+                Request::UserAdd {
+                    name: a.name.clone(),
+                    password,
+                },
+            )
+        }
+        UserCommand::Passwd(a) => {
+            let old_password = pw.read(&format!("Current password of {}: ", a.name))?;
+            let new_password = pw.read_new(&format!("New password for {}: ", a.name))?;
+            (
+                &a.data,
+                Request::UserPasswd {
+                    name: a.name.clone(),
+                    old_password,
+                    new_password,
+                },
+            )
+        }
+        UserCommand::Remove(a) => (
+            &a.data,
+            Request::UserRemove {
+                name: a.name.clone(),
+            },
+        ),
+        UserCommand::List(a) => (&a.data, Request::UserList),
+        UserCommand::Check(a) => {
+            let password = pw.read(&format!("Password of {}: ", a.name))?;
+            (
+                &a.data,
+                Request::CheckPassword {
+                    name: a.name.clone(),
+                    password,
+                },
+            )
+        }
+    };
+    Ok(report(run_admin(dir, request)?))
+}
+
+/// `aerogramme status`.
+pub fn status(args: &DataArgs) -> Result<ExitCode> {
+    Ok(report(run_admin(&args.data, Request::Status)?))
+}
