@@ -637,6 +637,9 @@ fn checkpoint_then_restart_shows_the_same_mailbox() {
     }
 }
 
+/// One replica's last UID map, highest UID ever shown, and UIDs expunged.
+type Seen = (BTreeMap<u32, EntryId>, u32, HashSet<u32>);
+
 /// What the checker remembers of what replicas showed.
 #[derive(Default)]
 struct Checker {
@@ -644,7 +647,7 @@ struct Checker {
     named: BTreeMap<u32, EntryId>,
     /// Per replica: the last UID map seen, the highest UID ever shown, and
     /// UIDs that were expunged there.
-    last: BTreeMap<usize, (BTreeMap<u32, EntryId>, u32, HashSet<u32>)>,
+    last: BTreeMap<usize, Seen>,
     uidvalidity: BTreeMap<usize, u32>,
 }
 
