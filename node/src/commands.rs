@@ -179,19 +179,22 @@ pub fn init(args: &InitArgs) -> Result<()> {
 
 /// `aerogramme serve`.
 pub fn serve(args: &DataArgs) -> Result<()> {
+    serve_dir(&args.data, None)
+}
+
+/// Runs the node of data directory `dir` until SIGINT or SIGTERM; `banner`
+/// is printed once the listeners are up (for `dev`).
+fn serve_dir(dir: &Path, banner: Option<String>) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("installing signal handlers")?;
-    let node = Node::open(&args.data).map_err(|e| match e {
+    let node = Node::open(dir).map_err(|e| match e {
         NodeError::Store(OpenError::Locked { .. }) => {
             anyhow::anyhow!("{e} (is another `aerogramme serve` running on this directory?)")
         }
         e => e.into(),
     })?;
     identity::load_network_key(&node.config.network_key)?;
-    if node.config.tls.is_some() {
-        tracing::warn!("tls is configured but not used yet: the IMAP server is not implemented");
-    }
     let node = Arc::new(node);
     let socket = node.config.admin_socket.clone();
     let server = admin::AdminServer::start(&socket, node.clone())
@@ -202,16 +205,28 @@ pub fn serve(args: &DataArgs) -> Result<()> {
         peer_id = %node.peer_id,
         users,
         admin = %socket.display(),
-        "serving: admin socket ready; IMAP ({}) and LMTP ({}) listeners and peer-to-peer \
-         replication are not implemented yet",
-        node.config.imap,
-        node.config.lmtp,
+        "starting"
     );
-    let signal = signals.forever().next();
-    tracing::info!(?signal, "stopping");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let waiter = std::thread::spawn(move || {
+        let signal = signals.forever().next();
+        tracing::info!(?signal, "signal");
+        let _ = stop_tx.send(());
+    });
+    let result = runtime.block_on(aerogramme::serve::run(node.clone(), async move {
+        if let Some(b) = banner {
+            println!("{b}");
+        }
+        let _ = stop_rx.await;
+    }));
+    drop(waiter);
     server.stop();
     node.store().flush().context("flushing the store")?;
-    Ok(())
+    result
 }
 
 /// Sends `request` to the running node, or runs it on the store directly

@@ -5,8 +5,12 @@
 pub mod accounts;
 pub mod admin;
 pub mod config;
+pub mod core;
 pub mod identity;
+pub mod imap;
+pub mod lmtp;
 pub mod multiaddr;
 pub mod node;
+pub mod serve;
 pub mod store;
 pub mod unlock;

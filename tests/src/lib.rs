@@ -1,1 +1,258 @@
+//! Harness for end-to-end tests: starts the real `aerogramme` binary on
+//! loopback ports in a temporary data directory, and runs real clients
+//! (Python's imaplib and smtplib, swaks, curl) against it.
 
+use base64::Engine;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `aerogramme` binary built alongside the tests.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/aerogramme
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("aerogramme");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (`cargo test --workspace` builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running node in a temporary data directory.
+pub struct Node {
+    /// The data directory.
+    pub dir: tempfile::TempDir,
+    /// IMAP address.
+    pub imap: SocketAddr,
+    /// LMTP address.
+    pub lmtp: SocketAddr,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    /// `aerogramme init` in a fresh directory, cheap Argon2 for tests, and
+    /// `serve` started.
+    pub fn start() -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (imap, lmtp) = (free_port(), free_port());
+        let out = Command::new(binary())
+            .args(["init", "--data"])
+            .arg(dir.path())
+            .args([
+                "--imap",
+                &format!("127.0.0.1:{imap}"),
+                "--lmtp",
+                &format!("127.0.0.1:{lmtp}"),
+            ])
+            .output()
+            .expect("run init");
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Cheap Argon2 keeps tests fast; the format is the same.
+        let cfg = dir.path().join("aerogramme.toml");
+        let text = std::fs::read_to_string(&cfg).expect("config");
+        let text = text
+            .replace("iterations = 3", "iterations = 1")
+            .replace("memory_kib = 65536", "memory_kib = 64");
+        std::fs::write(&cfg, text).expect("write config");
+        let log = dir.path().join("node.log");
+        let mut node = Node {
+            imap: format!("127.0.0.1:{imap}").parse().expect("addr"),
+            lmtp: format!("127.0.0.1:{lmtp}").parse().expect("addr"),
+            dir,
+            child: None,
+            log,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(binary())
+            .args(["serve", "--data"])
+            .arg(self.dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run serve");
+        self.child = Some(child);
+        wait_for(self.lmtp);
+    }
+
+    /// Stops the node (SIGTERM) and starts it again on the same directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Stops the node with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Adds a user through the CLI (the admin socket of the running node).
+    pub fn add_user(&self, name: &str, password: &str) {
+        let mut child = Command::new(binary())
+            .args(["user", "add", name, "--data"])
+            .arg(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("password");
+        let out = child.wait_with_output().expect("user add");
+        assert!(
+            out.status.success(),
+            "user add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `tests/py/NAME` with Python 3 and these arguments; panics with
+    /// its output unless it exits 0.
+    pub fn python(&self, script: &str, args: &[&str]) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("py")
+            .join(script);
+        let out = Command::new("python3")
+            .arg(&path)
+            .args(args)
+            .output()
+            .expect("python3");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{text}\n--- node log ---\n{}",
+            self.log()
+        );
+        text
+    }
+
+    /// Every file under the data directory, with its bytes.
+    pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(mut f) = std::fs::File::open(&p) {
+                    let mut b = Vec::new();
+                    if f.read_to_end(&mut b).is_ok() {
+                        out.push((p, b));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until `addr` accepts connections (the node is up).
+pub fn wait_for(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let mut line = String::new();
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = BufReader::new(s).read_line(&mut line);
+            if !line.is_empty() {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing answers on {addr}");
+}
+
+/// `needle` as it could appear in a file: raw, UTF-16 (LE and BE), base64.
+pub fn encodings(needle: &str) -> Vec<Vec<u8>> {
+    let utf16le: Vec<u8> = needle
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let utf16be: Vec<u8> = needle
+        .encode_utf16()
+        .flat_map(|u| u.to_be_bytes())
+        .collect();
+    // Base64 at the three alignments; the middle part is stable.
+    let b64: Vec<Vec<u8>> = (0..3)
+        .map(|pad| {
+            let mut s = vec![b'x'; pad];
+            s.extend(needle.as_bytes());
+            let enc = base64::engine::general_purpose::STANDARD.encode(&s);
+            let skip = (pad * 4).div_ceil(3) + 2;
+            enc.as_bytes()[skip.min(enc.len())..enc.len().saturating_sub(4)].to_vec()
+        })
+        .filter(|v| v.len() >= 8)
+        .collect();
+    let mut v = vec![needle.as_bytes().to_vec(), utf16le, utf16be];
+    v.extend(b64);
+    v
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,492 @@
+//! The IMAP layer's backend over the core.
+
+use super::{CoreGone, CoreHandle, CoreState};
+use crate::accounts::Accounts;
+use crate::imap::backend::{
+    AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
+    Mailboxes, MessageMeta, MessageState, Selected, Snapshot, StoreOutcome,
+};
+use crate::unlock::{UnlockError, Unlocker};
+use aerogramme_proto::ids::{MailboxId, UserId};
+use aerogramme_proto::mailbox::{Flag, SpecialUse};
+use aerogramme_proto::replica::{FlagMode, MailboxView, NewMessage, Outcome, ReplicaError, Ticket};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+impl From<CoreGone> for BackendError {
+    fn from(e: CoreGone) -> Self {
+        BackendError::Unavailable(e.to_string())
+    }
+}
+
+fn backend_error(e: ReplicaError) -> BackendError {
+    match e {
+        ReplicaError::NoSuchMailbox => BackendError::NoSuchMailbox,
+        ReplicaError::AlreadyExists => BackendError::AlreadyExists,
+        ReplicaError::Name(n) => BackendError::InvalidName(n.to_string()),
+        ReplicaError::TooLarge => BackendError::TooLarge,
+        ReplicaError::Locked | ReplicaError::Store(_) | ReplicaError::BlobMissing => {
+            BackendError::Unavailable(e.to_string())
+        }
+        other => BackendError::Internal(other.to_string()),
+    }
+}
+
+/// Authentication for IMAP sessions: checks the password (Argon2 off the
+/// core thread, cached by the unlocker) and gives the keys to the replica.
+#[derive(Clone)]
+pub struct ImapBackend {
+    core: CoreHandle,
+    accounts: Accounts,
+    unlocker: Arc<Unlocker>,
+}
+
+impl ImapBackend {
+    /// A backend over `core`.
+    pub fn new(core: CoreHandle, accounts: Accounts, unlocker: Arc<Unlocker>) -> Self {
+        ImapBackend {
+            core,
+            accounts,
+            unlocker,
+        }
+    }
+}
+
+impl Backend for ImapBackend {
+    type Mailboxes = UserMailboxes;
+
+    async fn authenticate(
+        &self,
+        user: &str,
+        password: &[u8],
+        peer: SocketAddr,
+    ) -> Result<UserMailboxes, AuthError> {
+        let (unlocker, accounts) = (self.unlocker.clone(), self.accounts.clone());
+        let (name, pw, source) = (
+            user.to_owned(),
+            zeroize::Zeroizing::new(password.to_vec()),
+            peer.ip().to_string(),
+        );
+        let unlocked = tokio::task::spawn_blocking(move || {
+            let secrets = unlocker.unlock(&name, &pw, &source)?;
+            let id = accounts
+                .lookup(&name)
+                .ok()
+                .flatten()
+                .ok_or(UnlockError::Denied)?;
+            Ok::<_, UnlockError>((id, secrets))
+        })
+        .await
+        .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        let (id, secrets) = match unlocked {
+            Ok(v) => v,
+            Err(UnlockError::Denied) => return Err(AuthError::InvalidCredentials),
+            Err(e) => return Err(AuthError::Unavailable(e.to_string())),
+        };
+        let opened = self
+            .core
+            .call(move |st| -> Result<(), ReplicaError> {
+                let now = CoreState::now();
+                st.replica.unlock(now, id, (*secrets).clone())?;
+                st.replica.ensure_inbox(now, &mut st.rng, id)?;
+                st.replica.ensure_special_use(now, &mut st.rng, id)?;
+                st.session_opened(id);
+                Ok(())
+            })
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        opened.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        Ok(UserMailboxes {
+            core: self.core.clone(),
+            user: id,
+        })
+    }
+}
+
+/// One logged-in session's view of its user's mailboxes.
+pub struct UserMailboxes {
+    core: CoreHandle,
+    user: UserId,
+}
+
+impl Drop for UserMailboxes {
+    fn drop(&mut self) {
+        let user = self.user;
+        let _ = self.core.run(move |st| st.session_closed(user));
+    }
+}
+
+fn snapshot_of(v: &MailboxView) -> Snapshot {
+    Snapshot {
+        uidvalidity: v.uidvalidity(),
+        uidnext: v.uidnext(),
+        highest_modseq: v.highest_modseq(),
+        messages: v
+            .uids()
+            .filter_map(|uid| v.message(uid))
+            .map(|m| MessageState {
+                uid: m.uid,
+                flags: m.view.flags,
+                modseq: m.modseq,
+            })
+            .collect(),
+    }
+}
+
+impl UserMailboxes {
+    /// Runs a read or a synchronous change on the core; answers once durable.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut CoreState, UserId) -> Result<T, ReplicaError> + Send + 'static,
+    ) -> BackendResult<T> {
+        let user = self.user;
+        self.core
+            .call(move |st| f(st, user))
+            .await?
+            .map_err(backend_error)
+    }
+
+    /// Starts an action that completes with a ticket; answers with `done`'s
+    /// value once the action is durable and visible.
+    async fn act<T: Send + 'static>(
+        &self,
+        start: impl FnOnce(&mut CoreState, UserId) -> Result<Ticket, ReplicaError> + Send + 'static,
+        done: impl FnOnce(&mut CoreState, UserId, Outcome) -> T + Send + 'static,
+    ) -> BackendResult<T> {
+        let user = self.user;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.core.run(move |st| match start(st, user) {
+            Ok(ticket) => st.on_done(ticket, move |st, r| {
+                let _ = tx.send(
+                    r.map(|o| done(st, user, o))
+                        .map_err(BackendError::Unavailable),
+                );
+            }),
+            Err(e) => {
+                let e = backend_error(e);
+                st.after_flush(move |_| {
+                    let _ = tx.send(Err(e));
+                });
+            }
+        })?;
+        rx.await.map_err(|_| BackendError::from(CoreGone))?
+    }
+}
+
+impl Mailboxes for UserMailboxes {
+    async fn list(&self) -> BackendResult<Vec<MailboxInfo>> {
+        self.with(|st, user| {
+            Ok(st
+                .replica
+                .mailboxes(&user)?
+                .into_iter()
+                .map(|m| MailboxInfo {
+                    name: m.name,
+                    special_use: m.special_use,
+                    subscribed: m.subscribed,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn create(&self, name: &str, special_use: Option<SpecialUse>) -> BackendResult<()> {
+        let name = name.to_owned();
+        self.with(move |st, user| {
+            st.replica
+                .create_mailbox(CoreState::now(), &mut st.rng, user, &name, special_use)
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &str) -> BackendResult<()> {
+        let name = name.to_owned();
+        self.with(move |st, user| {
+            let id = st.replica.lookup(&user, &name)?;
+            st.replica
+                .delete_mailbox(CoreState::now(), &mut st.rng, user, id)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> BackendResult<()> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.with(move |st, user| {
+            let id = st.replica.lookup(&user, &from)?;
+            st.replica
+                .rename_mailbox(CoreState::now(), &mut st.rng, user, id, &to)
+        })
+        .await
+    }
+
+    async fn subscribe(&self, name: &str, subscribed: bool) -> BackendResult<()> {
+        let name = name.to_owned();
+        self.with(move |st, user| {
+            let id = st.replica.lookup(&user, &name)?;
+            st.replica
+                .subscribe(CoreState::now(), &mut st.rng, user, id, subscribed)
+        })
+        .await
+    }
+
+    async fn status(&self, name: &str) -> BackendResult<MailboxStatus> {
+        let name = name.to_owned();
+        self.with(move |st, user| {
+            let id = st.replica.lookup(&user, &name)?;
+            let v = st.replica.mailbox(&user, &id)?;
+            let mut s = MailboxStatus {
+                uidnext: v.uidnext(),
+                uidvalidity: v.uidvalidity(),
+                highest_modseq: v.highest_modseq(),
+                ..Default::default()
+            };
+            for m in v.uids().filter_map(|u| v.message(u)) {
+                s.messages += 1;
+                s.size += m.view.size as u64;
+                if !m.view.flags.contains(&Flag::Seen) {
+                    s.unseen += 1;
+                }
+                if m.view.flags.contains(&Flag::Deleted) {
+                    s.deleted += 1;
+                }
+            }
+            Ok(s)
+        })
+        .await
+    }
+
+    async fn select(&self, name: &str) -> BackendResult<Selected> {
+        let name = name.to_owned();
+        self.with(move |st, user| {
+            let id = st.replica.lookup(&user, &name)?;
+            let events = st.subscribe(user, id);
+            let snapshot = snapshot_of(st.replica.mailbox(&user, &id)?);
+            Ok(Selected {
+                id,
+                snapshot,
+                events,
+            })
+        })
+        .await
+    }
+
+    async fn snapshot(&self, mailbox: &MailboxId) -> BackendResult<Snapshot> {
+        let id = *mailbox;
+        self.with(move |st, user| Ok(snapshot_of(st.replica.mailbox(&user, &id)?)))
+            .await
+    }
+
+    async fn fetch_meta(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+    ) -> BackendResult<Vec<MessageMeta>> {
+        let (id, uids) = (*mailbox, uids.to_vec());
+        self.with(move |st, user| {
+            let v = st.replica.mailbox(&user, &id)?;
+            Ok(uids
+                .iter()
+                .filter_map(|u| v.message(*u))
+                .map(|m| MessageMeta {
+                    uid: m.uid,
+                    flags: m.view.flags,
+                    internal_date_ms: m.view.internal_date_ms,
+                    size: m.view.size,
+                    modseq: m.modseq,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn fetch_raw(&self, mailbox: &MailboxId, uid: u32) -> BackendResult<Option<Vec<u8>>> {
+        let id = *mailbox;
+        self.with(move |st, user| {
+            let Some(m) = st.replica.mailbox(&user, &id)?.message(uid) else {
+                return Ok(None);
+            };
+            st.replica.read_blob(&user, &m.view.blob).map(Some)
+        })
+        .await
+    }
+
+    async fn append(
+        &self,
+        name: &str,
+        flags: Vec<Flag>,
+        internal_date_ms: i64,
+        raw: Vec<u8>,
+    ) -> BackendResult<(u32, u32)> {
+        let name = name.to_owned();
+        self.act(
+            move |st, user| {
+                let id = st.replica.lookup(&user, &name)?;
+                let msg = NewMessage {
+                    raw: &raw,
+                    flags,
+                    internal_date_ms,
+                };
+                st.replica
+                    .append(CoreState::now(), &mut st.rng, user, id, msg)
+            },
+            |_, _, outcome| match outcome {
+                Outcome::Appended { uidvalidity, uid } => (uidvalidity, uid),
+                _ => (0, 0),
+            },
+        )
+        .await
+    }
+
+    async fn store(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+        mode: FlagMode,
+        flags: &[Flag],
+        unchanged_since: Option<u64>,
+    ) -> BackendResult<StoreOutcome> {
+        let (id, uids, flags) = (*mailbox, uids.to_vec(), flags.to_vec());
+        let (tx, rx) = tokio::sync::oneshot::channel::<(Vec<u32>, Vec<u32>)>();
+        let outcome = self
+            .act(
+                move |st, user| {
+                    let v = st.replica.mailbox(&user, &id)?;
+                    let (mut ok, mut modified) = (Vec::new(), Vec::new());
+                    for u in uids {
+                        match v.message(u) {
+                            Some(m) if unchanged_since.is_some_and(|s| m.modseq > s) => {
+                                modified.push(u)
+                            }
+                            Some(_) => ok.push(u),
+                            None => {}
+                        }
+                    }
+                    let _ = tx.send((ok.clone(), modified));
+                    st.replica.store_flags(
+                        CoreState::now(),
+                        &mut st.rng,
+                        user,
+                        id,
+                        &ok,
+                        mode,
+                        &flags,
+                    )
+                },
+                move |st, user, _| {
+                    st.replica.mailbox(&user, &id).map(|v| {
+                        v.uids()
+                            .filter_map(|u| v.message(u))
+                            .map(|m| (m.uid, m.view.flags, m.modseq))
+                            .collect::<Vec<_>>()
+                    })
+                },
+            )
+            .await?;
+        let (ok, modified) = rx.await.map_err(|_| BackendError::from(CoreGone))?;
+        let ok: std::collections::HashSet<u32> = ok.into_iter().collect();
+        let states = outcome.map_err(backend_error)?;
+        let updated = states
+            .into_iter()
+            .filter(|(u, _, _)| ok.contains(u))
+            .map(|(uid, flags, modseq)| MessageState { uid, flags, modseq })
+            .collect();
+        Ok(StoreOutcome { updated, modified })
+    }
+
+    async fn expunge(&self, mailbox: &MailboxId, uids: &[u32]) -> BackendResult<Vec<u32>> {
+        let (id, uids) = (*mailbox, uids.to_vec());
+        let (tx, rx) = tokio::sync::oneshot::channel::<Vec<u32>>();
+        self.act(
+            move |st, user| {
+                let v = st.replica.mailbox(&user, &id)?;
+                let present: Vec<u32> = uids
+                    .into_iter()
+                    .filter(|u| v.message(*u).is_some())
+                    .collect();
+                let _ = tx.send(present.clone());
+                st.replica
+                    .expunge(CoreState::now(), &mut st.rng, user, id, &present)
+            },
+            |_, _, _| (),
+        )
+        .await?;
+        rx.await.map_err(|_| BackendError::from(CoreGone))
+    }
+
+    async fn copy(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+        dest: &str,
+    ) -> BackendResult<CopyOutcome> {
+        self.transfer(mailbox, uids, dest, false).await
+    }
+
+    async fn move_messages(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+        dest: &str,
+    ) -> BackendResult<CopyOutcome> {
+        self.transfer(mailbox, uids, dest, true).await
+    }
+
+    async fn changed_since(
+        &self,
+        mailbox: &MailboxId,
+        modseq: u64,
+    ) -> BackendResult<(Vec<u32>, Vec<u32>)> {
+        let id = *mailbox;
+        self.with(move |st, user| {
+            let v = st.replica.mailbox(&user, &id)?;
+            let empty = aerogramme_proto::seq::Spaces::new();
+            let spaces = st.replica.spaces(&user, &id).unwrap_or(&empty);
+            Ok(v.changed_since(modseq, spaces))
+        })
+        .await
+    }
+}
+
+impl UserMailboxes {
+    async fn transfer(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+        dest: &str,
+        moving: bool,
+    ) -> BackendResult<CopyOutcome> {
+        let (id, uids, dest) = (*mailbox, uids.to_vec(), dest.to_owned());
+        self.act(
+            move |st, user| {
+                let to = st.replica.lookup(&user, &dest)?;
+                let v = st.replica.mailbox(&user, &id)?;
+                let present: Vec<u32> = uids
+                    .into_iter()
+                    .filter(|u| v.message(*u).is_some())
+                    .collect();
+                let now = CoreState::now();
+                if moving {
+                    st.replica
+                        .move_messages(now, &mut st.rng, user, id, &present, to)
+                } else {
+                    st.replica.copy(now, &mut st.rng, user, id, &present, to)
+                }
+            },
+            |_, _, outcome| match outcome {
+                Outcome::Copied {
+                    uidvalidity,
+                    mut uids,
+                } => {
+                    uids.sort();
+                    CopyOutcome {
+                        uidvalidity,
+                        pairs: uids,
+                    }
+                }
+                _ => CopyOutcome::default(),
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,288 @@
+//! The node's core: one thread owns the [`Replica`] and its sled store and
+//! runs every change to them, in batches. A batch is run, the store is
+//! flushed **once**, and only then are the batch's answers released: this is
+//! the group commit that makes an APPEND OK or an LMTP 250 durable without
+//! one fsync per message. IMAP sessions, LMTP sessions and (later) the
+//! network talk to the core through a cloneable [`CoreHandle`].
+
+mod imap_backend;
+mod lmtp_backend;
+
+pub use imap_backend::{ImapBackend, UserMailboxes};
+pub use lmtp_backend::{LmtpBackend, LmtpRecipient};
+
+use crate::store::SledStore;
+use aerogramme_proto::ids::{MailboxId, ReplicaId, UserId};
+use aerogramme_proto::replica::{Config as ReplicaConfig, Event, Outcome, Output, Replica, Ticket};
+use aerogramme_proto::store::Store;
+use rand_chacha::rand_core::{OsRng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+
+/// How often the replica's timers run.
+const TICK: Duration = Duration::from_millis(20);
+/// Most jobs run in one batch (between two flushes).
+const MAX_BATCH: usize = 512;
+/// How long a user's keys stay unlocked after their last session ended.
+const LOCK_GRACE: Duration = Duration::from_secs(60);
+/// Events buffered per selected mailbox before a slow session must resync.
+const EVENT_BUFFER: usize = 4096;
+
+/// A unit of work run on the core thread.
+type Job = Box<dyn FnOnce(&mut CoreState) + Send>;
+
+/// What a job leaves to run once the batch is durable.
+type AfterFlush = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// What waits for a local action's outcome.
+type OnDone = Box<dyn FnOnce(&mut CoreState, Result<Outcome, String>) + Send>;
+
+/// The state the core thread owns.
+pub struct CoreState {
+    /// The replica.
+    pub replica: Replica<SledStore>,
+    /// Randomness for the replica (seeded from the OS at start).
+    pub rng: ChaCha20Rng,
+    after_flush: Vec<AfterFlush>,
+    on_done: HashMap<Ticket, OnDone>,
+    events: HashMap<(UserId, MailboxId), broadcast::Sender<Event>>,
+    sessions: HashMap<UserId, usize>,
+    idle_since: HashMap<UserId, Instant>,
+    stopping: bool,
+}
+
+impl CoreState {
+    /// Milliseconds since the Unix epoch (the replica's `now`).
+    pub fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Runs `f` once the current batch is durable (with the flush's result).
+    pub fn after_flush(&mut self, f: impl FnOnce(Result<(), String>) + Send + 'static) {
+        self.after_flush.push(Box::new(f));
+    }
+
+    /// Runs `f` when the action `ticket` is done (after the flush that made
+    /// it durable), or failed.
+    pub fn on_done(
+        &mut self,
+        ticket: Ticket,
+        f: impl FnOnce(&mut CoreState, Result<Outcome, String>) + Send + 'static,
+    ) {
+        self.on_done.insert(ticket, Box::new(f));
+    }
+
+    /// A receiver of a mailbox's events (subscribe before reading a snapshot).
+    pub fn subscribe(&mut self, user: UserId, mailbox: MailboxId) -> broadcast::Receiver<Event> {
+        self.events
+            .entry((user, mailbox))
+            .or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
+            .subscribe()
+    }
+
+    /// A session of `user` began.
+    pub fn session_opened(&mut self, user: UserId) {
+        *self.sessions.entry(user).or_insert(0) += 1;
+        self.idle_since.remove(&user);
+    }
+
+    /// A session of `user` ended; its keys are dropped after a grace period
+    /// once no session is left.
+    pub fn session_closed(&mut self, user: UserId) {
+        let n = self.sessions.entry(user).or_insert(1);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.sessions.remove(&user);
+            self.idle_since.insert(user, Instant::now());
+        }
+    }
+
+    fn lock_idle_users(&mut self) {
+        let now = Instant::now();
+        let idle: Vec<UserId> = self
+            .idle_since
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= LOCK_GRACE)
+            .map(|(u, _)| *u)
+            .collect();
+        for user in idle {
+            self.idle_since.remove(&user);
+            // Checkpoint first, so that the next login replays little.
+            if let Err(e) = self.replica.checkpoint_all(&mut self.rng) {
+                tracing::warn!("checkpoint before lock: {e}");
+            }
+            self.replica.lock(&user);
+            self.events
+                .retain(|(u, _), tx| *u != user || tx.receiver_count() > 0);
+            tracing::debug!(%user, "keys dropped");
+        }
+    }
+}
+
+/// A cloneable handle to the core.
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+/// The core is gone (the node is stopping).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the node is shutting down")]
+pub struct CoreGone;
+
+impl CoreHandle {
+    /// Runs `job` on the core thread.
+    pub fn run(&self, job: impl FnOnce(&mut CoreState) + Send + 'static) -> Result<(), CoreGone> {
+        self.tx.send(Box::new(job)).map_err(|_| CoreGone)
+    }
+
+    /// Runs `f` on the core thread and returns its answer once the batch it
+    /// ran in is durable.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut CoreState) -> T + Send + 'static,
+    ) -> Result<T, CoreGone> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.run(move |st| {
+            let v = f(st);
+            st.after_flush(move |flushed| {
+                let _ = tx.send(flushed.map(|()| v));
+            });
+        })?;
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            _ => Err(CoreGone),
+        }
+    }
+}
+
+/// The running core.
+pub struct Core {
+    handle: CoreHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Core {
+    /// Starts the core thread over `store` (every user locked).
+    pub fn start(
+        me: ReplicaId,
+        store: SledStore,
+    ) -> Result<Core, aerogramme_proto::replica::ReplicaError> {
+        let cfg = ReplicaConfig::new(me, vec![me]);
+        let replica = Replica::restore(cfg, store)?;
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        let state = CoreState {
+            replica,
+            rng: ChaCha20Rng::from_seed(seed),
+            after_flush: Vec::new(),
+            on_done: HashMap::new(),
+            events: HashMap::new(),
+            sessions: HashMap::new(),
+            idle_since: HashMap::new(),
+            stopping: false,
+        };
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("aerogramme-core".into())
+            .spawn(move || run(state, rx))
+            .map_err(|e| aerogramme_proto::replica::ReplicaError::Malformed(e.to_string()))?;
+        Ok(Core {
+            handle: CoreHandle { tx },
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for sessions.
+    pub fn handle(&self) -> CoreHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the core after the jobs already queued, with a last
+    /// checkpoint and flush.
+    pub fn stop(mut self) {
+        let _ = self.handle.run(|st| st.stopping = true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(mut st: CoreState, rx: mpsc::Receiver<Job>) {
+    let mut last_tick = Instant::now() - TICK;
+    let mut batch: Vec<Job> = Vec::new();
+    loop {
+        match rx.recv_timeout(TICK) {
+            Ok(job) => batch.push(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        for job in batch.drain(..) {
+            job(&mut st);
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            st.replica.tick(CoreState::now());
+            if let Err(e) = st.replica.checkpoint(&mut st.rng) {
+                tracing::warn!("checkpoint: {e}");
+            }
+            st.lock_idle_users();
+        }
+        finish_batch(&mut st);
+        if st.stopping {
+            break;
+        }
+    }
+    let _ = st.replica.checkpoint_all(&mut st.rng);
+    finish_batch(&mut st);
+    tracing::debug!("core stopped");
+}
+
+/// Flushes once, then releases the batch's outputs: events first (so a
+/// session sees its own change before its command completes), then the
+/// answers.
+fn finish_batch(st: &mut CoreState) {
+    let flushed = st.replica.store_mut().flush().map_err(|e| e.to_string());
+    if let Err(e) = &flushed {
+        tracing::error!("flush failed, answers of this batch are errors: {e}");
+    }
+    let outputs = st.replica.drain();
+    let mut done = Vec::new();
+    for o in outputs {
+        match o {
+            Output::Event {
+                user,
+                mailbox,
+                event,
+            } => {
+                if let Some(tx) = st.events.get(&(user, mailbox)) {
+                    let _ = tx.send(event);
+                }
+            }
+            Output::Done { ticket, outcome } => done.push((ticket, outcome)),
+            // A one-node community for now: nothing leaves the node.
+            Output::Send { .. } | Output::Broadcast { .. } | Output::MailboxesChanged { .. } => {}
+        }
+    }
+    for (ticket, outcome) in done {
+        if let Some(f) = st.on_done.remove(&ticket) {
+            let r = flushed.clone().map(|()| outcome);
+            f(st, r);
+        }
+    }
+    for f in std::mem::take(&mut st.after_flush) {
+        f(flushed.clone());
+    }
+}

@@ -1,0 +1,574 @@
+//! Commands on the selected mailbox's messages: FETCH (CHANGEDSINCE,
+//! VANISHED), STORE (UNCHANGEDSINCE), SEARCH, COPY/MOVE (COPYUID),
+//! EXPUNGE/UID EXPUNGE, CLOSE/UNSELECT, and the untagged updates from other
+//! sessions (EXISTS, EXPUNGE or VANISHED, FETCH FLAGS).
+
+use super::backend::{Backend, BackendError, Event, FlagMode, Mailboxes, MessageMeta};
+use super::cmd_mailbox::now_ms;
+use super::convert;
+use super::fetch;
+use super::search::{self, Candidate, Scope};
+use super::selected::{ranges, to_set};
+use super::session::{backend_err, Reply, Session};
+use super::summary::Summary;
+use aerogramme_proto::mailbox::Flag;
+use imap_codec::imap_types::{
+    command::{FetchModifier, StoreModifier},
+    core::{Charset, Vec1},
+    extensions::uidplus::{UidElement, UidSet},
+    fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
+    flag::{Flag as IFlag, StoreResponse, StoreType},
+    mailbox::Mailbox,
+    response::{Code, Data, StatusKind},
+    search::SearchKey,
+    sequence::SequenceSet,
+    IntoStatic,
+};
+use std::num::{NonZeroU32, NonZeroU64};
+
+fn nz32(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+fn nz64(n: u64) -> NonZeroU64 {
+    NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN)
+}
+
+/// COPYUID sets: runs where both sides are consecutive become ranges.
+fn uid_sets(pairs: &[(u32, u32)]) -> Option<(UidSet, UidSet)> {
+    let mut src = Vec::new();
+    let mut dst = Vec::new();
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i;
+        while j + 1 < pairs.len()
+            && pairs[j + 1].0 == pairs[j].0 + 1
+            && pairs[j + 1].1 == pairs[j].1 + 1
+        {
+            j += 1;
+        }
+        let el = |a: u32, b: u32| {
+            if a == b {
+                UidElement::Single(nz32(a))
+            } else {
+                UidElement::Range(nz32(a), nz32(b))
+            }
+        };
+        src.push(el(pairs[i].0, pairs[j].0));
+        dst.push(el(pairs[i].1, pairs[j].1));
+        i = j + 1;
+    }
+    Some((
+        UidSet(Vec1::try_from(src).ok()?),
+        UidSet(Vec1::try_from(dst).ok()?),
+    ))
+}
+
+impl<B: Backend> Session<B> {
+    /// Tells the client what changed in the selected mailbox.
+    pub(crate) async fn announce(&mut self, allow_expunge: bool) {
+        let (Some(sel), Some(user)) = (self.selected.as_mut(), self.user.as_ref()) else {
+            return;
+        };
+        sel.drain();
+        if sel.needs_resync() {
+            match user.snapshot(&sel.id).await {
+                Ok(s) => sel.resync_from(&s),
+                Err(BackendError::NoSuchMailbox) => sel.expunge_all(),
+                Err(_) => {}
+            }
+        }
+        let upd = sel.process(allow_expunge);
+        if upd.is_empty() {
+            return;
+        }
+        let id = sel.id;
+        let metas = if upd.flags.is_empty() {
+            Vec::new()
+        } else {
+            user.fetch_meta(&id, &upd.flags).await.unwrap_or_default()
+        };
+        if self.qresync {
+            let uids: Vec<u32> = upd.expunged.iter().map(|e| e.1).collect();
+            if let Some(set) = to_set(&uids) {
+                self.data(Data::Vanished {
+                    earlier: false,
+                    known_uids: set,
+                });
+            }
+        } else {
+            for (seq, _) in &upd.expunged {
+                self.data(Data::Expunge(nz32(*seq)));
+            }
+        }
+        if let Some(n) = upd.exists {
+            self.data(Data::Exists(n));
+        }
+        for m in metas {
+            self.flags_update(&m, self.qresync);
+        }
+    }
+
+    /// An untagged FETCH of a message's flags.
+    fn flags_update(&mut self, m: &MessageMeta, with_uid: bool) {
+        let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
+            return;
+        };
+        let mut items = Vec::new();
+        if with_uid {
+            items.push(MessageDataItem::Uid(nz32(m.uid)));
+        }
+        items.push(MessageDataItem::Flags(convert::flags_fetch(&m.flags)));
+        if self.condstore {
+            items.push(MessageDataItem::ModSeq(nz64(m.modseq)));
+        }
+        if let Ok(d) = Data::fetch(seq, items) {
+            self.data(d);
+        }
+    }
+
+    /// UIDs of a set in the selected mailbox.
+    fn uids_of(&self, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, Reply> {
+        let sel = self
+            .selected
+            .as_ref()
+            .ok_or_else(|| Reply::bad("No mailbox selected"))?;
+        let idx = sel.resolve(set, uid).map_err(Reply::bad)?;
+        Ok(idx.into_iter().map(|i| sel.uids()[i]).collect())
+    }
+
+    // ----- CLOSE / UNSELECT / EXPUNGE --------------------------------------
+
+    pub(crate) async fn close(&mut self, expunge: bool) -> Reply {
+        let Some(sel) = self.selected.take() else {
+            return Reply::bad("No mailbox selected");
+        };
+        if expunge && !sel.read_only {
+            if let Ok(user) = self.mailboxes() {
+                let metas = user
+                    .fetch_meta(&sel.id, sel.uids())
+                    .await
+                    .unwrap_or_default();
+                let deleted: Vec<u32> = metas
+                    .iter()
+                    .filter(|m| m.flags.contains(&Flag::Deleted))
+                    .map(|m| m.uid)
+                    .collect();
+                if !deleted.is_empty() {
+                    if let Err(e) = user.expunge(&sel.id, &deleted).await {
+                        return backend_err(e);
+                    }
+                }
+            }
+        }
+        Reply::ok(if expunge {
+            "CLOSE completed"
+        } else {
+            "UNSELECT completed"
+        })
+    }
+
+    pub(crate) async fn expunge(&mut self, set: Option<SequenceSet>) -> Reply {
+        let (id, read_only) = match self.selected.as_ref() {
+            Some(s) => (s.id, s.read_only),
+            None => return Reply::bad("No mailbox selected"),
+        };
+        if read_only {
+            return Reply::no("Mailbox is read-only");
+        }
+        let uids = match &set {
+            Some(s) => match self.uids_of(s, true) {
+                Ok(u) => u,
+                Err(r) => return r,
+            },
+            None => self
+                .selected
+                .as_ref()
+                .map(|s| s.uids().to_vec())
+                .unwrap_or_default(),
+        };
+        let user = match self.mailboxes() {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let metas = match user.fetch_meta(&id, &uids).await {
+            Ok(m) => m,
+            Err(e) => return backend_err(e),
+        };
+        let deleted: Vec<u32> = metas
+            .iter()
+            .filter(|m| m.flags.contains(&Flag::Deleted))
+            .map(|m| m.uid)
+            .collect();
+        if deleted.is_empty() {
+            return Reply::ok("EXPUNGE completed");
+        }
+        match user.expunge(&id, &deleted).await {
+            Ok(done) => {
+                if let Some(sel) = self.selected.as_mut() {
+                    for uid in done {
+                        sel.push(Event::Expunged { uid });
+                    }
+                }
+                Reply::ok("EXPUNGE completed")
+            }
+            Err(e) => backend_err(e),
+        }
+    }
+
+    // ----- SEARCH ------------------------------------------------------------
+
+    pub(crate) async fn search(
+        &mut self,
+        charset: Option<Charset<'_>>,
+        criteria: Vec<SearchKey<'_>>,
+        uid: bool,
+    ) -> Reply {
+        if let Some(c) = &charset {
+            let c = c.as_ref();
+            if !c.eq_ignore_ascii_case("UTF-8") && !c.eq_ignore_ascii_case("US-ASCII") {
+                let allowed = ["UTF-8", "US-ASCII"]
+                    .into_iter()
+                    .filter_map(|s| Charset::try_from(s).ok())
+                    .collect();
+                return Reply::No(
+                    Some(Code::BadCharset { allowed }),
+                    "Unsupported charset".into(),
+                );
+            }
+        }
+        let key = match Vec1::try_from(criteria) {
+            Ok(v) => SearchKey::And(v).into_static(),
+            Err(_) => return Reply::bad("Empty search"),
+        };
+        let with_modseq = search::uses_modseq(&key);
+        if with_modseq {
+            self.condstore = true;
+        }
+        let needs = search::needs(&key);
+        let Some(sel) = self.selected.as_ref() else {
+            return Reply::bad("No mailbox selected");
+        };
+        let id = sel.id;
+        let uids = sel.uids().to_vec();
+        let scope = Scope {
+            exists: uids.len() as u32,
+            max_uid: uids.last().copied().unwrap_or(0),
+            now_ms: now_ms(),
+        };
+        let user = match self.mailboxes() {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let metas = match user.fetch_meta(&id, &uids).await {
+            Ok(m) => m,
+            Err(e) => return backend_err(e),
+        };
+        let mut found = Vec::new();
+        let mut highest = 0;
+        for m in &metas {
+            let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
+                continue;
+            };
+            let raw = if needs.raw {
+                user.fetch_raw(&id, m.uid).await.ok().flatten()
+            } else {
+                None
+            };
+            let summary = match (&raw, needs.summary) {
+                (Some(r), true) => Some(Summary::parse(r)),
+                (None, true) => user.fetch_summary(&id, m.uid).await.ok().flatten(),
+                _ => None,
+            };
+            let c = Candidate {
+                seq,
+                meta: m,
+                raw: raw.as_deref(),
+                summary: summary.as_ref(),
+            };
+            if search::matches(&key, &c, &scope) {
+                found.push(nz32(if uid { m.uid } else { seq }));
+                highest = highest.max(m.modseq);
+            }
+        }
+        let modseq = (with_modseq && !found.is_empty()).then(|| nz64(highest));
+        self.data(Data::Search(found, modseq));
+        Reply::ok("SEARCH completed")
+    }
+
+    // ----- FETCH -------------------------------------------------------------
+
+    pub(crate) async fn fetch(
+        &mut self,
+        set: SequenceSet,
+        names: MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+        modifiers: Vec<FetchModifier>,
+    ) -> Reply {
+        let mut changed_since = None;
+        let mut vanished = false;
+        for m in modifiers {
+            match m {
+                FetchModifier::ChangedSince(m) => changed_since = Some(m.get()),
+                FetchModifier::Vanished => vanished = true,
+            }
+        }
+        if vanished && (!uid || !self.qresync || changed_since.is_none()) {
+            return Reply::bad("VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE");
+        }
+        if changed_since.is_some() {
+            self.condstore = true;
+        }
+        let names: Vec<MessageDataItemName<'static>> = match names {
+            MacroOrMessageDataItemNames::Macro(m) => m.expand().into_static(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(n) => n.into_static(),
+        };
+        let mut plan = match fetch::plan(names, uid, changed_since.is_some()) {
+            Ok(p) => p,
+            Err(e) => return Reply::bad(e),
+        };
+        let uids = match self.uids_of(&set, uid) {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let Some(sel) = self.selected.as_ref() else {
+            return Reply::bad("No mailbox selected");
+        };
+        let (id, read_only) = (sel.id, sel.read_only);
+        let max_uid = sel.uids().last().copied().unwrap_or(0);
+        let user = match self.mailboxes() {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let mut metas = match user.fetch_meta(&id, &uids).await {
+            Ok(m) => m,
+            Err(e) => return backend_err(e),
+        };
+        if let Some(since) = changed_since {
+            metas.retain(|m| m.modseq > since);
+            if vanished {
+                let gone = match user.changed_since(&id, since).await {
+                    Ok((_, v)) => v,
+                    Err(e) => return backend_err(e),
+                };
+                let r = ranges(&set, max_uid.max(1));
+                let gone: Vec<u32> = gone
+                    .into_iter()
+                    .filter(|u| r.iter().any(|&(a, b)| a <= *u && *u <= b))
+                    .collect();
+                if let Some(s) = to_set(&gone) {
+                    self.data(Data::Vanished {
+                        earlier: true,
+                        known_uids: s,
+                    });
+                }
+            }
+        }
+        if plan.sets_seen && !read_only {
+            let unseen: Vec<u32> = metas
+                .iter()
+                .filter(|m| !m.flags.contains(&Flag::Seen))
+                .map(|m| m.uid)
+                .collect();
+            if !unseen.is_empty() {
+                let user = match self.mailboxes() {
+                    Ok(u) => u,
+                    Err(r) => return r,
+                };
+                if let Ok(out) = user
+                    .store(&id, &unseen, FlagMode::Add, &[Flag::Seen], None)
+                    .await
+                {
+                    for st in out.updated {
+                        if let Some(m) = metas.iter_mut().find(|m| m.uid == st.uid) {
+                            m.flags = st.flags;
+                            m.modseq = st.modseq;
+                        }
+                        if let Some(sel) = self.selected.as_mut() {
+                            sel.note_modseq(st.uid, st.modseq);
+                        }
+                    }
+                    if !plan.items.contains(&MessageDataItemName::Flags) {
+                        plan.items.push(MessageDataItemName::Flags);
+                    }
+                }
+            }
+        }
+        for m in metas {
+            let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
+                continue;
+            };
+            let user = match self.mailboxes() {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            let raw = if plan.raw {
+                match user.fetch_raw(&id, m.uid).await {
+                    Ok(Some(r)) => Some(r),
+                    Ok(None) => continue,
+                    Err(e) => return backend_err(e),
+                }
+            } else {
+                None
+            };
+            let summary = match (&raw, plan.summary) {
+                (Some(r), true) => Some(Summary::parse(r)),
+                (None, true) => match user.fetch_summary(&id, m.uid).await {
+                    Ok(Some(s)) => Some(s),
+                    Ok(None) => continue,
+                    Err(e) => return backend_err(e),
+                },
+                _ => None,
+            };
+            let items = fetch::items(&plan, &m, raw.as_deref(), summary.as_ref());
+            if let Ok(d) = Data::fetch(seq, items) {
+                self.data(d);
+            }
+            if self.maybe_flush().await.is_err() {
+                return Reply::no("Connection lost");
+            }
+        }
+        Reply::ok("FETCH completed")
+    }
+
+    // ----- STORE ---------------------------------------------------------------
+
+    pub(crate) async fn store(
+        &mut self,
+        set: SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: &[IFlag<'_>],
+        uid: bool,
+        modifiers: Vec<StoreModifier>,
+    ) -> Reply {
+        let mut unchanged_since = None;
+        for m in modifiers {
+            let StoreModifier::UnchangedSince(u) = m;
+            unchanged_since = Some(u);
+            self.condstore = true;
+        }
+        let flags = match convert::flags_from(flags) {
+            Ok(f) => f,
+            Err(e) => return Reply::Bad(format!("Invalid flag: {e}")),
+        };
+        let Some(sel) = self.selected.as_ref() else {
+            return Reply::bad("No mailbox selected");
+        };
+        if sel.read_only {
+            return Reply::no("Mailbox is read-only");
+        }
+        let id = sel.id;
+        let uids = match self.uids_of(&set, uid) {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let mode = match kind {
+            StoreType::Add => FlagMode::Add,
+            StoreType::Remove => FlagMode::Remove,
+            StoreType::Replace => FlagMode::Replace,
+        };
+        let user = match self.mailboxes() {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let out = match user.store(&id, &uids, mode, &flags, unchanged_since).await {
+            Ok(o) => o,
+            Err(e) => return backend_err(e),
+        };
+        for st in &out.updated {
+            if let Some(sel) = self.selected.as_mut() {
+                sel.note_modseq(st.uid, st.modseq);
+            }
+            if response == StoreResponse::Answer {
+                let m = MessageMeta {
+                    uid: st.uid,
+                    flags: st.flags.clone(),
+                    internal_date_ms: 0,
+                    size: 0,
+                    modseq: st.modseq,
+                };
+                self.flags_update(&m, uid || self.qresync);
+            }
+        }
+        if !out.modified.is_empty() {
+            let ids: Vec<u32> = if uid {
+                out.modified.clone()
+            } else {
+                let sel = self.selected.as_ref();
+                out.modified
+                    .iter()
+                    .filter_map(|u| sel.and_then(|s| s.seq_of(*u)))
+                    .collect()
+            };
+            if let Some(s) = to_set(&ids) {
+                return Reply::Ok(Some(Code::Modified(s)), "Conditional STORE failed".into());
+            }
+        }
+        Reply::ok("STORE completed")
+    }
+
+    // ----- COPY / MOVE ---------------------------------------------------------
+
+    pub(crate) async fn copy(
+        &mut self,
+        set: SequenceSet,
+        dest: &Mailbox<'_>,
+        uid: bool,
+        is_move: bool,
+    ) -> Reply {
+        let name = match self.name_of(dest) {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        let Some(sel) = self.selected.as_ref() else {
+            return Reply::bad("No mailbox selected");
+        };
+        if is_move && sel.read_only {
+            return Reply::no("Mailbox is read-only");
+        }
+        let (id, same) = (sel.id, sel.name == name);
+        let uids = match self.uids_of(&set, uid) {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let user = match self.mailboxes() {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let res = if is_move {
+            user.move_messages(&id, &uids, &name).await
+        } else {
+            user.copy(&id, &uids, &name).await
+        };
+        let out = match res {
+            Ok(o) => o,
+            Err(BackendError::NoSuchMailbox) => {
+                return Reply::No(Some(Code::TryCreate), "No such mailbox".into());
+            }
+            Err(e) => return backend_err(e),
+        };
+        let copyuid = uid_sets(&out.pairs).map(|(source, destination)| Code::CopyUid {
+            uid_validity: nz32(out.uidvalidity),
+            source,
+            destination,
+        });
+        if let Some(sel) = self.selected.as_mut() {
+            for &(src, dst) in &out.pairs {
+                if is_move {
+                    sel.push(Event::Expunged { uid: src });
+                }
+                if same {
+                    sel.push(Event::Exists { uid: dst });
+                }
+            }
+        }
+        if is_move {
+            if let Some(c) = copyuid {
+                self.untagged(StatusKind::Ok, Some(c), "Moved UIDs");
+            }
+            return Reply::ok("MOVE completed");
+        }
+        Reply::Ok(copyuid, "COPY completed".into())
+    }
+}

@@ -1,0 +1,286 @@
+//! FETCH: which data a request needs, and the data items of one message
+//! (BODY[section]<partial> for every section form, from the raw bytes and
+//! the part ranges of its [`Summary`]).
+
+use super::backend::MessageMeta;
+use super::convert;
+use super::header;
+use super::summary::{BodyPart, PartKind, Summary};
+use imap_codec::imap_types::{
+    core::AString,
+    fetch::{MessageDataItem, MessageDataItemName, Section},
+};
+use std::num::{NonZeroU32, NonZeroU64};
+
+/// A FETCH request, analysed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Items, in request order (UID first for UID FETCH).
+    pub items: Vec<MessageDataItemName<'static>>,
+    /// Whether the raw message is needed.
+    pub raw: bool,
+    /// Whether the summary is needed.
+    pub summary: bool,
+    /// Whether `\Seen` is set by this FETCH.
+    pub sets_seen: bool,
+}
+
+/// Analyses the requested items. `modseq` adds MODSEQ (CHANGEDSINCE).
+pub fn plan(
+    names: Vec<MessageDataItemName<'static>>,
+    uid: bool,
+    modseq: bool,
+) -> Result<Plan, &'static str> {
+    let mut items = Vec::new();
+    if uid {
+        items.push(MessageDataItemName::Uid);
+    }
+    let mut p = Plan {
+        items: Vec::new(),
+        raw: false,
+        summary: false,
+        sets_seen: false,
+    };
+    for n in names {
+        match &n {
+            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
+                return Err("BINARY is not supported");
+            }
+            MessageDataItemName::Body
+            | MessageDataItemName::BodyStructure
+            | MessageDataItemName::Envelope => p.summary = true,
+            MessageDataItemName::BodyExt { section, peek, .. } => {
+                p.raw = true;
+                p.summary |= section.is_some();
+                p.sets_seen |= !peek;
+            }
+            MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text => {
+                p.raw = true;
+                p.summary = true;
+                p.sets_seen = true;
+            }
+            MessageDataItemName::Rfc822Header => {
+                p.raw = true;
+                p.summary = true;
+            }
+            _ => {}
+        }
+        if !items.contains(&n) {
+            items.push(n);
+        }
+    }
+    if modseq && !items.contains(&MessageDataItemName::ModSeq) {
+        items.push(MessageDataItemName::ModSeq);
+    }
+    p.items = items;
+    Ok(p)
+}
+
+fn slice(raw: &[u8], r: (u32, u32)) -> Vec<u8> {
+    let a = (r.0 as usize).min(raw.len());
+    let b = (r.1 as usize).clamp(a, raw.len());
+    raw[a..b].to_vec()
+}
+
+fn names(list: &[AString<'_>]) -> Vec<Vec<u8>> {
+    list.iter().map(|n| n.as_ref().to_vec()).collect()
+}
+
+/// The header and body ranges of the message a section is about: the top
+/// level without a part, else a `message/rfc822` part's encapsulated
+/// message.
+fn message_of<'s>(s: &'s Summary, part: Option<&[u32]>) -> Option<&'s BodyPart> {
+    match part {
+        None => Some(&s.root),
+        Some(p) => match &s.part(p)?.kind {
+            PartKind::Message(_, inner) => Some(inner),
+            _ => None,
+        },
+    }
+}
+
+/// The bytes of `BODY[section]` (empty when the part does not exist).
+pub fn section_bytes(raw: &[u8], s: &Summary, section: Option<&Section<'_>>) -> Vec<u8> {
+    let path = |p: &imap_codec::imap_types::fetch::Part| -> Vec<u32> {
+        p.0.as_ref().iter().map(|n| n.get()).collect()
+    };
+    let got = match section {
+        None => Some(raw.to_vec()),
+        Some(Section::Part(p)) => s.part(&path(p)).map(|b| slice(raw, b.body)),
+        Some(Section::Mime(p)) => s.part(&path(p)).map(|b| slice(raw, b.header)),
+        Some(Section::Header(p)) => {
+            let p = p.as_ref().map(path);
+            message_of(s, p.as_deref()).map(|m| slice(raw, m.header))
+        }
+        Some(Section::Text(p)) => {
+            let p = p.as_ref().map(path);
+            message_of(s, p.as_deref()).map(|m| slice(raw, m.body))
+        }
+        Some(Section::HeaderFields(p, list)) | Some(Section::HeaderFieldsNot(p, list)) => {
+            let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
+            let p = p.as_ref().map(path);
+            message_of(s, p.as_deref())
+                .map(|m| header::filter(&slice(raw, m.header), &names(list.as_ref()), not))
+        }
+    };
+    got.unwrap_or_default()
+}
+
+/// The data items of one message.
+pub fn items(
+    plan: &Plan,
+    meta: &MessageMeta,
+    raw: Option<&[u8]>,
+    summary: Option<&Summary>,
+) -> Vec<MessageDataItem<'static>> {
+    let mut out = Vec::with_capacity(plan.items.len());
+    let empty = Summary::parse(b"");
+    let s = summary.unwrap_or(&empty);
+    let raw = raw.unwrap_or_default();
+    for name in &plan.items {
+        let item = match name {
+            MessageDataItemName::Uid => match NonZeroU32::new(meta.uid) {
+                Some(u) => MessageDataItem::Uid(u),
+                None => continue,
+            },
+            MessageDataItemName::Flags => MessageDataItem::Flags(convert::flags_fetch(&meta.flags)),
+            MessageDataItemName::InternalDate => {
+                MessageDataItem::InternalDate(convert::datetime(meta.internal_date_ms))
+            }
+            MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(meta.size),
+            MessageDataItemName::ModSeq => match NonZeroU64::new(meta.modseq.max(1)) {
+                Some(m) => MessageDataItem::ModSeq(m),
+                None => continue,
+            },
+            MessageDataItemName::Envelope => {
+                MessageDataItem::Envelope(convert::envelope(&s.envelope))
+            }
+            MessageDataItemName::Body => {
+                MessageDataItem::Body(convert::body_structure(&s.root, false))
+            }
+            MessageDataItemName::BodyStructure => {
+                MessageDataItem::BodyStructure(convert::body_structure(&s.root, true))
+            }
+            MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(convert::literal(raw.to_vec())),
+            MessageDataItemName::Rfc822Header => {
+                MessageDataItem::Rfc822Header(convert::literal(slice(raw, s.root.header)))
+            }
+            MessageDataItemName::Rfc822Text => {
+                MessageDataItem::Rfc822Text(convert::literal(slice(raw, s.root.body)))
+            }
+            MessageDataItemName::BodyExt {
+                section, partial, ..
+            } => {
+                let mut data = section_bytes(raw, s, section.as_ref());
+                let origin = partial.map(|(o, n)| {
+                    let a = (o as usize).min(data.len());
+                    let b = a.saturating_add(n.get() as usize).min(data.len());
+                    data = data[a..b].to_vec();
+                    o
+                });
+                MessageDataItem::BodyExt {
+                    section: section.clone(),
+                    origin,
+                    data: convert::literal(data),
+                }
+            }
+            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => continue,
+        };
+        out.push(item);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::command::CommandBody;
+    use imap_codec::imap_types::fetch::MacroOrMessageDataItemNames;
+    use imap_codec::imap_types::IntoStatic;
+    use imap_codec::CommandCodec;
+
+    const RAW: &[u8] = b"From: a@x\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\none\r\n--B\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nX-A: 1\r\n\r\ninner body\r\n--B--\r\n";
+
+    fn names(s: &str) -> Vec<MessageDataItemName<'static>> {
+        let cmd = format!("a FETCH 1 {s}\r\n");
+        let (_, c) = CommandCodec::default().decode(cmd.as_bytes()).unwrap();
+        let CommandBody::Fetch {
+            macro_or_item_names,
+            ..
+        } = c.body
+        else {
+            panic!()
+        };
+        match macro_or_item_names.into_static() {
+            MacroOrMessageDataItemNames::Macro(m) => m.expand().into_static(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(n) => n,
+        }
+    }
+
+    fn section(s: &str) -> String {
+        let n = names(&format!("BODY.PEEK[{s}]"));
+        let MessageDataItemName::BodyExt { section, .. } = &n[0] else {
+            panic!()
+        };
+        let sum = Summary::parse(RAW);
+        String::from_utf8(section_bytes(RAW, &sum, section.as_ref())).unwrap()
+    }
+
+    #[test]
+    fn sections() {
+        assert_eq!(section(""), String::from_utf8(RAW.to_vec()).unwrap());
+        assert_eq!(
+            section("HEADER"),
+            "From: a@x\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        );
+        assert_eq!(section("HEADER.FIELDS (subject)"), "Subject: s\r\n\r\n");
+        assert_eq!(
+            section("HEADER.FIELDS.NOT (subject content-type)"),
+            "From: a@x\r\n\r\n"
+        );
+        assert_eq!(section("1"), "one");
+        assert_eq!(section("1.MIME"), "Content-Type: text/plain\r\n\r\n");
+        assert_eq!(section("2.HEADER"), "Subject: inner\r\nX-A: 1\r\n\r\n");
+        assert_eq!(section("2.HEADER.FIELDS (X-A)"), "X-A: 1\r\n\r\n");
+        assert_eq!(section("2.TEXT"), "inner body");
+        assert_eq!(section("2.1"), "inner body");
+        assert_eq!(section("2"), "Subject: inner\r\nX-A: 1\r\n\r\ninner body");
+        assert_eq!(section("3"), "");
+        assert_eq!(section("1.HEADER"), "");
+        assert!(section("TEXT").starts_with("--B\r\n"));
+    }
+
+    #[test]
+    fn plans() {
+        let p = plan(names("(FLAGS BODY[TEXT]<0.2>)"), true, false).unwrap();
+        assert_eq!(p.items[0], MessageDataItemName::Uid);
+        assert!(p.raw && p.sets_seen);
+        let p = plan(names("(BODY.PEEK[1] UID)"), true, true).unwrap();
+        assert!(!p.sets_seen);
+        assert_eq!(p.items.len(), 3);
+        assert!(plan(names("ALL"), false, false).unwrap().summary);
+        assert!(plan(names("BINARY[1]"), false, false).is_err());
+        let meta = MessageMeta {
+            uid: 4,
+            flags: vec![],
+            internal_date_ms: 0,
+            size: RAW.len() as u32,
+            modseq: 3,
+        };
+        let p = plan(names("(BODY[1]<1.1> RFC822.SIZE)"), false, false).unwrap();
+        let s = Summary::parse(RAW);
+        let it = items(&p, &meta, Some(RAW), Some(&s));
+        assert_eq!(
+            it[0],
+            MessageDataItem::BodyExt {
+                section: Some(Section::Part(imap_codec::imap_types::fetch::Part(
+                    imap_codec::imap_types::core::Vec1::from(NonZeroU32::new(1).unwrap())
+                ))),
+                origin: Some(1),
+                data: convert::literal(b"n".to_vec()),
+            }
+        );
+        assert_eq!(it[1], MessageDataItem::Rfc822Size(RAW.len() as u32));
+    }
+}

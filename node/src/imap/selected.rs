@@ -1,0 +1,416 @@
+//! A session's selected mailbox: the UIDs the client knows (their positions
+//! are the sequence numbers), the events not announced yet, and what to tell
+//! the client when RFC 3501 allows it (§7.4.1: no EXPUNGE during FETCH,
+//! STORE or SEARCH by sequence number).
+
+use super::backend::{Event, Snapshot};
+use aerogramme_proto::ids::MailboxId;
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use std::collections::{HashMap, VecDeque};
+use tokio::sync::broadcast::{self, error::TryRecvError};
+
+/// What to announce.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Updates {
+    /// Expunged messages: (sequence number at the time, UID), in order.
+    pub expunged: Vec<(u32, u32)>,
+    /// New EXISTS count, if it changed.
+    pub exists: Option<u32>,
+    /// UIDs whose flags changed (fetch and send them).
+    pub flags: Vec<u32>,
+}
+
+impl Updates {
+    /// Whether there is nothing to say.
+    pub fn is_empty(&self) -> bool {
+        self.expunged.is_empty() && self.exists.is_none() && self.flags.is_empty()
+    }
+}
+
+/// The selected mailbox of a session.
+#[derive(Debug)]
+pub struct SelectedBox {
+    /// Mailbox id.
+    pub id: MailboxId,
+    /// Name as selected (UTF-8).
+    pub name: String,
+    /// EXAMINE.
+    pub read_only: bool,
+    /// UIDVALIDITY.
+    pub uidvalidity: u32,
+    uids: Vec<u32>,
+    modseqs: HashMap<u32, u64>,
+    announced: usize,
+    events: broadcast::Receiver<Event>,
+    pending: VecDeque<Event>,
+    resync: bool,
+    closed: bool,
+}
+
+impl SelectedBox {
+    /// A newly selected mailbox.
+    pub fn new(
+        id: MailboxId,
+        name: String,
+        read_only: bool,
+        snapshot: &Snapshot,
+        events: broadcast::Receiver<Event>,
+    ) -> Self {
+        SelectedBox {
+            id,
+            name,
+            read_only,
+            uidvalidity: snapshot.uidvalidity,
+            uids: snapshot.messages.iter().map(|m| m.uid).collect(),
+            modseqs: snapshot
+                .messages
+                .iter()
+                .map(|m| (m.uid, m.modseq))
+                .collect(),
+            announced: snapshot.messages.len(),
+            events,
+            pending: VecDeque::new(),
+            resync: false,
+            closed: false,
+        }
+    }
+
+    /// UIDs in sequence order.
+    pub fn uids(&self) -> &[u32] {
+        &self.uids
+    }
+
+    /// Number of messages the client knows.
+    pub fn exists(&self) -> u32 {
+        self.uids.len() as u32
+    }
+
+    /// Sequence number of a UID.
+    pub fn seq_of(&self, uid: u32) -> Option<u32> {
+        self.uids.binary_search(&uid).ok().map(|i| i as u32 + 1)
+    }
+
+    /// Records a MODSEQ this session already reported (its own STORE), so
+    /// the echo from the event stream is not reported again.
+    pub fn note_modseq(&mut self, uid: u32, modseq: u64) {
+        if let Some(m) = self.modseqs.get_mut(&uid) {
+            *m = (*m).max(modseq);
+        }
+    }
+
+    /// Adds events this session knows of before the stream tells them (its
+    /// own EXPUNGE, MOVE, APPEND, COPY).
+    pub fn push(&mut self, ev: Event) {
+        self.drain();
+        self.pending.push_back(ev);
+    }
+
+    /// Whether the event stream ended (the mailbox went away).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether a snapshot is needed (the stream lagged).
+    pub fn needs_resync(&self) -> bool {
+        self.resync
+    }
+
+    /// Moves received events to the pending queue.
+    pub fn drain(&mut self) {
+        loop {
+            match self.events.try_recv() {
+                Ok(ev) => self.pending.push_back(ev),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(_)) => self.resync = true,
+                Err(TryRecvError::Closed) => {
+                    self.closed = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Waits for the next event (for IDLE); never returns once the stream
+    /// is closed.
+    pub async fn wait(&mut self) {
+        if self.closed {
+            return std::future::pending().await;
+        }
+        match self.events.recv().await {
+            Ok(ev) => self.pending.push_back(ev),
+            Err(broadcast::error::RecvError::Lagged(_)) => self.resync = true,
+            Err(broadcast::error::RecvError::Closed) => self.closed = true,
+        }
+    }
+
+    /// Whether something is waiting to be announced.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || self.resync
+    }
+
+    /// Replaces pending events by the difference between what the client
+    /// knows and a fresh snapshot.
+    pub fn resync_from(&mut self, snap: &Snapshot) {
+        self.resync = false;
+        self.pending.clear();
+        let fresh: HashMap<u32, u64> = snap.messages.iter().map(|m| (m.uid, m.modseq)).collect();
+        for &uid in &self.uids {
+            if !fresh.contains_key(&uid) {
+                self.pending.push_back(Event::Expunged { uid });
+            }
+        }
+        for m in &snap.messages {
+            match self.modseqs.get(&m.uid) {
+                None => {
+                    self.pending.push_back(Event::Exists { uid: m.uid });
+                    self.pending.push_back(Event::Flags {
+                        uid: m.uid,
+                        modseq: m.modseq,
+                    });
+                }
+                Some(&known) if m.modseq > known => self.pending.push_back(Event::Flags {
+                    uid: m.uid,
+                    modseq: m.modseq,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    /// The mailbox is gone: every message is expunged.
+    pub fn expunge_all(&mut self) {
+        self.resync = false;
+        self.pending = self
+            .uids
+            .iter()
+            .map(|&uid| Event::Expunged { uid })
+            .collect();
+    }
+
+    /// Applies pending events; expunges stay pending when not `allowed`.
+    pub fn process(&mut self, allow_expunge: bool) -> Updates {
+        self.drain();
+        let mut out = Updates::default();
+        let mut keep = VecDeque::new();
+        while let Some(ev) = self.pending.pop_front() {
+            match ev {
+                Event::Exists { uid } => {
+                    if let Err(pos) = self.uids.binary_search(&uid) {
+                        self.uids.insert(pos, uid);
+                        self.modseqs.insert(uid, 0);
+                    }
+                }
+                Event::Expunged { .. } if !allow_expunge => keep.push_back(ev),
+                Event::Expunged { uid } => {
+                    if let Ok(pos) = self.uids.binary_search(&uid) {
+                        self.uids.remove(pos);
+                        self.modseqs.remove(&uid);
+                        if pos < self.announced {
+                            self.announced -= 1;
+                            out.expunged.push((pos as u32 + 1, uid));
+                        }
+                    }
+                }
+                Event::Flags { uid, modseq } => {
+                    if let Some(m) = self.modseqs.get_mut(&uid) {
+                        if modseq > *m {
+                            *m = modseq;
+                            out.flags.push(uid);
+                        }
+                    }
+                }
+            }
+        }
+        self.pending = keep;
+        if self.uids.len() != self.announced {
+            self.announced = self.uids.len();
+            out.exists = Some(self.announced as u32);
+        }
+        out.flags.sort_unstable();
+        out.flags.dedup();
+        out.flags.retain(|u| self.uids.binary_search(u).is_ok());
+        out
+    }
+
+    /// Positions (0-based) named by a sequence set. By sequence number, a
+    /// number beyond EXISTS (or any set in an empty mailbox) is an error; by
+    /// UID, UIDs that do not exist are skipped.
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, &'static str> {
+        let mut out = Vec::new();
+        if uid {
+            let Some(&max) = self.uids.last() else {
+                return Ok(out);
+            };
+            for (lo, hi) in ranges(set, max) {
+                let a = self.uids.partition_point(|&u| u < lo);
+                let b = self.uids.partition_point(|&u| u <= hi);
+                out.extend(a..b);
+            }
+        } else {
+            let n = self.uids.len() as u32;
+            if n == 0 {
+                return Err("No messages in the mailbox");
+            }
+            for (lo, hi) in ranges(set, n) {
+                if hi > n {
+                    return Err("Invalid message sequence number");
+                }
+                out.extend((lo - 1) as usize..hi as usize);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Like [`SelectedBox::resolve`] but never an error (for SEARCH keys).
+    pub fn resolve_lenient(&self, set: &SequenceSet, uid: bool) -> Vec<usize> {
+        if uid {
+            return self.resolve(set, true).unwrap_or_default();
+        }
+        let n = self.uids.len() as u32;
+        let mut out = Vec::new();
+        if n == 0 {
+            return out;
+        }
+        for (lo, hi) in ranges(set, n) {
+            let hi = hi.min(n);
+            if lo <= hi {
+                out.extend((lo - 1) as usize..hi as usize);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Inclusive ranges of a set, `*` being `max`, each low ≤ high.
+pub fn ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
+    let v = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => max,
+    };
+    set.0
+        .as_ref()
+        .iter()
+        .map(|s| match s {
+            Sequence::Single(a) => (v(a), v(a)),
+            Sequence::Range(a, b) => (v(a).min(v(b)), v(a).max(v(b))),
+        })
+        .collect()
+}
+
+/// A UID list as a sequence set (for VANISHED, MODIFIED), `None` if empty.
+pub fn to_set(uids: &[u32]) -> Option<SequenceSet> {
+    let mut v: Vec<u32> = uids.iter().copied().filter(|&u| u > 0).collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut seqs = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        let a = SeqOrUid::Value(std::num::NonZeroU32::new(v[i])?);
+        let b = SeqOrUid::Value(std::num::NonZeroU32::new(v[j])?);
+        seqs.push(if i == j {
+            Sequence::Single(a)
+        } else {
+            Sequence::Range(a, b)
+        });
+        i = j + 1;
+    }
+    SequenceSet::try_from(seqs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imap::backend::MessageState;
+
+    fn snap(uids: &[u32]) -> Snapshot {
+        Snapshot {
+            uidvalidity: 1,
+            uidnext: uids.last().map_or(1, |u| u + 1),
+            highest_modseq: 10,
+            messages: uids
+                .iter()
+                .map(|&uid| MessageState {
+                    uid,
+                    flags: vec![],
+                    modseq: 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn sel(uids: &[u32]) -> (broadcast::Sender<Event>, SelectedBox) {
+        let (tx, rx) = broadcast::channel(4);
+        let s = SelectedBox::new(MailboxId([0; 16]), "INBOX".into(), false, &snap(uids), rx);
+        (tx, s)
+    }
+
+    #[test]
+    fn events_and_sequence_numbers() {
+        let (tx, mut s) = sel(&[3, 5, 9]);
+        tx.send(Event::Expunged { uid: 5 }).unwrap();
+        tx.send(Event::Exists { uid: 10 }).unwrap();
+        tx.send(Event::Flags { uid: 9, modseq: 4 }).unwrap();
+        tx.send(Event::Flags { uid: 9, modseq: 1 }).unwrap();
+        // During FETCH: no expunge, but EXISTS and flags.
+        let u = s.process(false);
+        assert_eq!(u.expunged, vec![]);
+        assert_eq!(u.exists, Some(4));
+        assert_eq!(u.flags, vec![9]);
+        assert_eq!(s.seq_of(5), Some(2));
+        let u = s.process(true);
+        assert_eq!(u.expunged, vec![(2, 5)]);
+        assert_eq!(u.exists, None);
+        assert_eq!(s.uids(), &[3, 9, 10]);
+        // A message that came and went before being announced is not told.
+        s.push(Event::Exists { uid: 11 });
+        s.push(Event::Expunged { uid: 11 });
+        assert!(s.process(true).is_empty());
+        // Own STORE echo is not repeated.
+        s.note_modseq(3, 7);
+        tx.send(Event::Flags { uid: 3, modseq: 7 }).unwrap();
+        assert!(s.process(true).is_empty());
+    }
+
+    #[test]
+    fn lag_resyncs() {
+        let (tx, mut s) = sel(&[1, 2]);
+        for i in 0..10 {
+            let _ = tx.send(Event::Exists { uid: 3 + i });
+        }
+        s.drain();
+        assert!(s.needs_resync());
+        s.resync_from(&snap(&[2, 3, 4]));
+        let u = s.process(true);
+        assert_eq!(u.expunged, vec![(1, 1)]);
+        assert_eq!(u.exists, Some(3));
+        assert_eq!(s.uids(), &[2, 3, 4]);
+    }
+
+    #[test]
+    fn resolves_sets() {
+        let (_tx, s) = sel(&[3, 5, 9]);
+        let set = |x: &str| SequenceSet::try_from(x).unwrap();
+        assert_eq!(s.resolve(&set("1:*"), false), Ok(vec![0, 1, 2]));
+        assert_eq!(s.resolve(&set("*:2"), false), Ok(vec![1, 2]));
+        assert!(s.resolve(&set("4"), false).is_err());
+        assert_eq!(s.resolve(&set("4:*"), true), Ok(vec![1, 2]));
+        assert_eq!(s.resolve(&set("100:*"), true), Ok(vec![2]));
+        assert_eq!(s.resolve(&set("1:4294967295"), true), Ok(vec![0, 1, 2]));
+        assert_eq!(s.resolve(&set("6:8"), true), Ok(vec![]));
+        assert_eq!(s.resolve_lenient(&set("2:10"), false), vec![1, 2]);
+        let (_tx, e) = sel(&[]);
+        assert!(e.resolve(&set("1:*"), false).is_err());
+        assert_eq!(e.resolve(&set("1:*"), true), Ok(vec![]));
+        let t = to_set(&[1, 2, 3, 7, 9, 10]).unwrap();
+        assert_eq!(ranges(&t, 0), vec![(1, 3), (7, 7), (9, 10)]);
+        assert!(to_set(&[]).is_none());
+    }
+}

@@ -1,0 +1,73 @@
+//! Running a node: the core, the LMTP and IMAP listeners, until told to
+//! stop.
+
+use crate::core::{Core, LmtpBackend};
+use crate::lmtp::backend::AddressMap;
+use crate::lmtp::{LmtpConfig, LmtpServer};
+use crate::node::Node;
+use anyhow::{Context, Result};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Name of the LMTP unix socket in the data directory.
+pub const LMTP_SOCKET: &str = "lmtp.sock";
+
+/// The LMTP unix socket of a node.
+pub fn lmtp_socket(node: &Node) -> PathBuf {
+    node.config.dir.join(LMTP_SOCKET)
+}
+
+/// Serves `node` until `stop` completes, then lets sessions end and stops
+/// the core (last checkpoint and flush).
+pub async fn run(node: Arc<Node>, stop: impl Future<Output = ()> + Send) -> Result<()> {
+    let core = Core::start(node.replica, node.store().clone()).context("starting the core")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let lmtp = Arc::new(LmtpServer::new(
+        LmtpConfig::new(node.config.name.clone()),
+        Arc::new(LmtpBackend::new(
+            core.handle(),
+            node.accounts.clone(),
+            AddressMap::default(),
+        )),
+    ));
+    let tcp = tokio::net::TcpListener::bind(node.config.lmtp)
+        .await
+        .with_context(|| format!("LMTP: cannot listen on {}", node.config.lmtp))?;
+    let unix_path = lmtp_socket(&node);
+    let unix = crate::lmtp::server::bind_unix(&unix_path)
+        .with_context(|| format!("LMTP: cannot listen on {}", unix_path.display()))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (l, s) = (lmtp.clone(), stopped(stop_rx.clone()));
+        tasks.spawn(async move { l.serve_tcp(tcp, s).await });
+        let (l, s) = (lmtp.clone(), stopped(stop_rx.clone()));
+        tasks.spawn(async move { l.serve_unix(unix, s).await });
+    }
+    tracing::info!(
+        lmtp = %node.config.lmtp,
+        lmtp_socket = %unix_path.display(),
+        "serving LMTP; peer-to-peer replication is not implemented yet"
+    );
+
+    stop.await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Err(e)) => tracing::warn!("listener: {e}"),
+            Err(e) => tracing::warn!("listener task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = std::fs::remove_file(&unix_path);
+    tokio::task::spawn_blocking(move || core.stop())
+        .await
+        .context("stopping the core")?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! LMTP delivery into a real node, and what it leaves on disk.
+
+use aerogramme_tests::{contains, encodings, Node};
+
+#[test]
+fn lmtp_delivery_is_accepted_and_nothing_readable_reaches_the_disk() {
+    let node = Node::start();
+    node.add_user("alice", "alice-password");
+    let marker = "m4rk3r-lmtp-q7";
+    node.python(
+        "lmtp_deliver.py",
+        &[
+            "127.0.0.1",
+            &node.lmtp.port().to_string(),
+            "alice@example.org",
+            "nobody@example.org",
+            marker,
+        ],
+    );
+    // The same over the unix socket, with swaks when it is installed.
+    if std::process::Command::new("swaks")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let sock = node.dir.path().join("lmtp.sock");
+        let out = std::process::Command::new("swaks")
+            .args([
+                "--to",
+                "alice@example.org",
+                "--from",
+                "x@example.org",
+                "--protocol",
+                "LMTP",
+                "--socket",
+            ])
+            .arg(&sock)
+            .args(["--header", &format!("Subject: swaks-{marker}")])
+            .output()
+            .expect("swaks");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("250 2.0.0"), "{text}");
+    } else {
+        eprintln!("SKIPPED: swaks is not installed");
+    }
+    let mut node = node;
+    node.stop();
+    let needles = [
+        format!("subject-{marker}"),
+        format!("body-{marker}"),
+        format!("sender-{marker}@example.org"),
+        format!("swaks-{marker}"),
+    ];
+    for (path, bytes) in node.files() {
+        for n in &needles {
+            for enc in encodings(n) {
+                assert!(
+                    !contains(&bytes, &enc),
+                    "{} holds {n:?} in clear",
+                    path.display()
+                );
+            }
+        }
+    }
+}
