@@ -37,6 +37,7 @@ use crate::oplog::{
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 /// Largest encoded sync message.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -273,12 +274,32 @@ pub struct Received {
 
 /// All op logs of one user, its blob announces and its account record: what
 /// anti-entropy works on.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct UserLogs {
     user: UserId,
     logs: BTreeMap<LogId, OpLog>,
     blobs: BTreeMap<BlobId, u64>,
     account: Option<(u64, Vec<u8>)>,
+    /// Announced blobs that [`UserLogs::wanted_chunks`] has not yet seen
+    /// complete (stored chunks are never removed), so that it costs in
+    /// proportion to the blobs still missing chunks, not to every blob.
+    incomplete: Mutex<BTreeSet<BlobId>>,
+}
+
+impl Clone for UserLogs {
+    fn clone(&self) -> Self {
+        UserLogs {
+            user: self.user,
+            logs: self.logs.clone(),
+            blobs: self.blobs.clone(),
+            account: self.account.clone(),
+            incomplete: Mutex::new(lock(&self.incomplete).clone()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl UserLogs {
@@ -289,6 +310,7 @@ impl UserLogs {
             logs: BTreeMap::new(),
             blobs: BTreeMap::new(),
             account: None,
+            incomplete: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -319,7 +341,13 @@ impl UserLogs {
             .or_insert_with(|| OpLog::new(self.user, op.log));
         let r = log.insert(op)?;
         if let Some(a) = announce {
-            self.blobs.entry(a.blob).or_insert(a.len);
+            if let std::collections::btree_map::Entry::Vacant(v) = self.blobs.entry(a.blob) {
+                v.insert(a.len);
+                self.incomplete
+                    .get_mut()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(a.blob);
+            }
         }
         Ok(r)
     }
@@ -531,24 +559,39 @@ impl UserLogs {
     }
 
     /// Up to `max` chunks of announced blobs that `has` says are not held,
-    /// blob by blob, ascending index.
+    /// blob by blob, ascending index. Chunks `has` once reported held for a
+    /// whole blob are assumed to stay held (stores never delete chunks):
+    /// such blobs are not asked about again.
     pub fn wanted_chunks(
         &self,
         mut has: impl FnMut(&BlobId, u32) -> bool,
         max: usize,
     ) -> Vec<(BlobId, u32)> {
         let mut out = Vec::new();
-        for (blob, len) in &self.blobs {
+        let mut incomplete = lock(&self.incomplete);
+        let mut complete = Vec::new();
+        'blobs: for blob in incomplete.iter() {
+            let Some(len) = self.blobs.get(blob) else {
+                continue;
+            };
             let n = crate::oplog::chunk_count(*len).min(u32::MAX as u64 + 1);
+            let mut all = true;
             for i in 0..n {
                 if out.len() >= max {
-                    return out;
+                    break 'blobs;
                 }
                 let i = i as u32;
                 if !has(blob, i) {
                     out.push((*blob, i));
+                    all = false;
                 }
             }
+            if all {
+                complete.push(*blob);
+            }
+        }
+        for b in complete {
+            incomplete.remove(&b);
         }
         out
     }
