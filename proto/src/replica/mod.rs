@@ -34,7 +34,7 @@ use crate::sync::{
 };
 use crate::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use view::{Effect, Persisted};
 
 /// Plaintext bytes per blob chunk, so that every stored chunk but the last
@@ -252,6 +252,7 @@ struct BlobMeta {
 }
 
 struct Unlocked {
+    user: UserId,
     /// Ops shown per mailbox since its last checkpoint.
     since_checkpoint: HashMap<MailboxId, u64>,
     secrets: UserSecrets,
@@ -298,9 +299,11 @@ pub struct Replica<S: Store> {
     store: S,
     hlc: Hlc,
     users: BTreeMap<UserId, User>,
-    waiting: HashMap<OpId, Pending>,
+    /// Local actions waiting for their ops to be shown, by (user, mailbox,
+    /// op): op ids are per log, so the mailbox is part of the key.
+    waiting: HashMap<(UserId, MailboxId, OpId), Pending>,
     /// Deliveries made while the user is locked here: done when sequenced.
-    sealed_waiting: HashMap<OpId, (UserId, MailboxId)>,
+    sealed_waiting: HashSet<(UserId, MailboxId, OpId)>,
     tickets: BTreeMap<Ticket, TicketState>,
     next_ticket: u64,
     record_no: u64,
@@ -340,7 +343,7 @@ impl<S: Store> Replica<S> {
             hlc,
             users: BTreeMap::new(),
             waiting: HashMap::new(),
-            sealed_waiting: HashMap::new(),
+            sealed_waiting: HashSet::new(),
             tickets: BTreeMap::new(),
             next_ticket: 1,
             record_no: 0,
@@ -608,14 +611,15 @@ impl<S: Store> Replica<S> {
             });
         }
         let ticket = self.new_ticket(1);
-        self.waiting.insert(id, Pending::Append { ticket });
+        self.waiting
+            .insert((user, mailbox, id), Pending::Append { ticket });
         match self.view_mut(&user, &mailbox) {
             Some(v) => {
                 v.on_op(id, add, None);
             }
             None => {
                 // No view here (locked): done once the ledger gives the UID.
-                self.sealed_waiting.insert(id, (user, mailbox));
+                self.sealed_waiting.insert((user, mailbox, id));
             }
         }
         self.seq_mut(&user, mailbox).submit(now, id, 1);
@@ -674,6 +678,7 @@ impl<S: Store> Replica<S> {
         }
         let u = self.user_mut(&user);
         let mut un = Unlocked {
+            user,
             since_checkpoint: HashMap::new(),
             secrets,
             tree: MailboxTree::new(),
@@ -713,7 +718,7 @@ impl<S: Store> Replica<S> {
                 .unwrap_or_default();
             if let Some(c) = cp {
                 replay_after.insert(mb, c.record_no);
-                let uv = un.created.get(&mb).map_or(1, |t| uidvalidity_of(*t));
+                let uv = uidvalidity_for(&un, mb);
                 un.boxes.insert(mb, c.view.with_uidvalidity(uv));
             }
             let view = view_for(&mut un, mb);
@@ -1076,7 +1081,7 @@ impl<S: Store> Replica<S> {
             postcard::to_allocvec(&m).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
         let op = self.write_op(now, rng, user, LogId::Mailbox(mb), uids, &bytes)?;
         if let Some(p) = pending {
-            self.waiting.insert(op.id, p);
+            self.waiting.insert((user, mb, op.id), p);
         }
         if let Some(v) = self.view_mut(&user, &mb) {
             v.on_op(op.id, m, None);
@@ -1562,9 +1567,9 @@ impl<S: Store> Replica<S> {
                     }
                     match op.log {
                         LogId::Blobs => blobs = true,
-                        LogId::Mailboxes => self.feed_tree_op(user, &op),
+                        LogId::Mailboxes => self.feed_tree_op(now, user, &op),
                         LogId::Mailbox(mb) => {
-                            self.seq_mut(&user, mb).note_op(op.id, op.uids);
+                            self.seq_mut(&user, mb).note_op(now, op.id, op.uids);
                             self.feed_mailbox_op(now, user, mb, &op);
                         }
                     }
@@ -1597,17 +1602,41 @@ impl<S: Store> Replica<S> {
         Ok(())
     }
 
-    fn feed_tree_op(&mut self, user: UserId, op: &Op) {
+    fn feed_tree_op(&mut self, now: u64, user: UserId, op: &Op) {
         let Some(un) = self.users.get_mut(&user).and_then(|u| u.unlocked.as_mut()) else {
             return;
         };
         match decrypt_tree_op(&un.secrets, op) {
             Ok(t) => {
                 apply_tree(un, op, &t);
+                if let TreeOp::Create { id, .. } = t {
+                    self.replay(now, user, id);
+                }
                 self.out.push(Output::MailboxesChanged { user });
             }
             Err(_) => self.dropped += 1,
         }
+    }
+
+    /// Feeds a mailbox's view every decision its sequencer holds (after
+    /// its Create arrived: its ops waited until then).
+    fn replay(&mut self, now: u64, user: UserId, mb: MailboxId) {
+        let Some(assigns) = self
+            .users
+            .get(&user)
+            .and_then(|u| u.seqs.get(&mb))
+            .map(|s| s.assignments())
+        else {
+            return;
+        };
+        for (op, a, fate) in assigns {
+            let fx = match self.view_mut(&user, &mb) {
+                Some(v) => v.on_decided(op, a, fate),
+                None => return,
+            };
+            self.effects(now, user, mb, fx);
+        }
+        self.pump(now, user, mb);
     }
 
     fn feed_mailbox_op(&mut self, now: u64, user: UserId, mb: MailboxId, op: &Op) {
@@ -1702,9 +1731,9 @@ impl<S: Store> Replica<S> {
                     SeqOutput::Decided { op, assign, fate } => {
                         let fx = match self.view_mut(&user, &mb) {
                             Some(v) => v.on_decided(op, assign, fate),
-                            None => match self.sealed_waiting.remove(&op) {
-                                Some(_) => vec![Effect::Shown { op, assign }],
-                                None => Vec::new(),
+                            None => match self.sealed_waiting.remove(&(user, mb, op)) {
+                                true => vec![Effect::Shown { op, assign }],
+                                false => Vec::new(),
                             },
                         };
                         self.effects(now, user, mb, fx);
@@ -1750,7 +1779,7 @@ impl<S: Store> Replica<S> {
                     self.put_record(TAG_VIEW, user, mb, &bytes);
                 }
                 Effect::Shown { op, assign } => {
-                    let Some(p) = self.waiting.remove(&op) else {
+                    let Some(p) = self.waiting.remove(&(user, mb, op)) else {
                         continue;
                     };
                     let t = p.ticket();
@@ -1857,8 +1886,20 @@ fn uidvalidity_of(created: Timestamp) -> u32 {
     ((created.wall_ms() / 1000).min(u32::MAX as u64) as u32).max(1)
 }
 
+/// UIDVALIDITY of a mailbox on this replica: INBOX's is derived from the
+/// user id (two replicas may create INBOX at once, and INBOX is never
+/// deleted); another mailbox's is the second of its creation; 0 while its
+/// Create has not arrived (nothing is shown until it has).
+fn uidvalidity_for(un: &Unlocked, mb: MailboxId) -> u32 {
+    if mb == MailboxId::inbox_of(&un.user) {
+        let b = un.user.0;
+        return (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff) | 1;
+    }
+    un.created.get(&mb).map_or(0, |t| uidvalidity_of(*t))
+}
+
 fn view_for(un: &mut Unlocked, mb: MailboxId) -> &mut MailboxView {
-    let uv = un.created.get(&mb).map_or(1, |t| uidvalidity_of(*t));
+    let uv = uidvalidity_for(un, mb);
     un.boxes.entry(mb).or_insert_with(|| MailboxView::new(uv))
 }
 
@@ -1876,7 +1917,7 @@ fn apply_tree(un: &mut Unlocked, op: &Op, t: &TreeOp) {
             .get(id)
             .is_none_or(|v| v.exists() == 0 && v.highest_modseq() == 0);
         if fresh {
-            let uv = uidvalidity_of(un.created[id]);
+            let uv = uidvalidity_for(un, *id);
             let v = un.boxes.remove(id).unwrap_or_default().with_uidvalidity(uv);
             un.boxes.insert(*id, v);
         }

@@ -902,10 +902,19 @@ fn sealed_delivery_by_a_node_without_the_keys() {
     let mut rng = ChaCha20Rng::seed_from_u64(21);
     let secrets = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(22));
     let public = *secrets.keypair.public();
-    let inbox = w.node(0).create_account(now, &mut rng, user, b"rec".to_vec(), secrets).unwrap();
+    let inbox = w
+        .node(0)
+        .create_account(now, &mut rng, user, b"rec".to_vec(), secrets)
+        .unwrap();
     assert_eq!(inbox, MailboxId::inbox_of(&user));
     w.flush(0);
-    w.node(1).unlock(now, user, UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(22))).unwrap();
+    w.node(1)
+        .unlock(
+            now,
+            user,
+            UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(22)),
+        )
+        .unwrap();
     w.flush(1);
     w.run(300);
     // Node 2 never holds the keys: it delivers sealed mail.
@@ -913,21 +922,45 @@ fn sealed_delivery_by_a_node_without_the_keys() {
     let now = w.now;
     let t = w
         .node(2)
-        .deliver(now, &mut rng, user, &public, inbox, NewMessage { raw, flags: vec![], internal_date_ms: 5 })
+        .deliver(
+            now,
+            &mut rng,
+            user,
+            &public,
+            inbox,
+            NewMessage {
+                raw,
+                flags: vec![],
+                internal_date_ms: 5,
+            },
+        )
         .unwrap();
     w.flush(2);
     w.run(500);
     let uid = w.appended_uid(2, t);
     for n in [0, 1] {
         let r = w.nodes[n].as_ref().unwrap();
-        let m = r.mailbox(&user, &inbox).unwrap().message(uid).expect("shown where the keys are");
+        let m = r
+            .mailbox(&user, &inbox)
+            .unwrap()
+            .message(uid)
+            .expect("shown where the keys are");
         assert_eq!(r.read_blob(&user, &m.view.blob).unwrap(), raw);
     }
     let r2 = w.nodes[2].as_ref().unwrap();
-    assert!(matches!(r2.mailbox(&user, &inbox), Err(ReplicaError::Locked)));
+    assert!(matches!(
+        r2.mailbox(&user, &inbox),
+        Err(ReplicaError::Locked)
+    ));
     // A node that unlocks later (a login) shows it too.
     let now = w.now;
-    w.node(2).unlock(now, user, UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(22))).unwrap();
+    w.node(2)
+        .unlock(
+            now,
+            user,
+            UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(22)),
+        )
+        .unwrap();
     w.flush(2);
     w.run(300);
     w.assert_converged(user, inbox);

@@ -85,6 +85,13 @@ pub struct MailboxView {
     uids: BTreeMap<u32, EntryId>,
     /// UID and MODSEQ of each entry that has a UID.
     meta: HashMap<EntryId, (u32, u64)>,
+    /// Final decisions whose op has not arrived yet, by MODSEQ.
+    missing: BTreeMap<u64, OpId>,
+    missing_of: HashMap<OpId, u64>,
+    /// Final decisions held back behind a missing one (shown in ledger
+    /// order, so that a late op does not fall below the marks).
+    blocked: BTreeMap<u64, (OpId, Assign)>,
+    blocked_of: HashMap<OpId, u64>,
     /// Expunged UIDs by the MODSEQ of their expunge (for QRESYNC VANISHED).
     vanished: BTreeMap<u64, Vec<u32>>,
     /// Highest UID and MODSEQ shown.
@@ -96,7 +103,7 @@ impl MailboxView {
     /// An empty view of a mailbox with this UIDVALIDITY.
     pub fn new(uidvalidity: u32) -> Self {
         MailboxView {
-            uidvalidity: uidvalidity.max(1),
+            uidvalidity,
             ..Default::default()
         }
     }
@@ -104,7 +111,7 @@ impl MailboxView {
     /// The same view under the UIDVALIDITY its mailbox's creation gives
     /// (ops may arrive before the mailbox's Create; nothing is shown then).
     pub(crate) fn with_uidvalidity(mut self, uidvalidity: u32) -> Self {
-        self.uidvalidity = uidvalidity.max(1);
+        self.uidvalidity = uidvalidity;
         self
     }
 
@@ -236,12 +243,56 @@ impl MailboxView {
     /// The sequencer decided values for an op.
     pub(crate) fn on_decided(&mut self, op: OpId, assign: Assign, fate: Fate) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if self.uidvalidity == 0 {
+            return fx; // the mailbox's Create has not arrived: nothing is shown yet
+        }
+        self.decide(op, assign, fate, &mut fx);
+        // Release what waited behind ops that have now arrived.
+        loop {
+            let limit = self.missing.keys().next().copied().unwrap_or(u64::MAX);
+            let Some((&m, _)) = self.blocked.iter().next() else {
+                break;
+            };
+            if m >= limit {
+                break;
+            }
+            let Some((op, a)) = self.blocked.remove(&m) else {
+                break;
+            };
+            self.blocked_of.remove(&op);
+            self.decide(op, a, Fate::Final, &mut fx);
+        }
+        fx
+    }
+
+    fn forget_waiting(&mut self, op: &OpId) {
+        if let Some(m) = self.missing_of.remove(op) {
+            self.missing.remove(&m);
+        }
+        if let Some(m) = self.blocked_of.remove(op) {
+            self.blocked.remove(&m);
+        }
+    }
+
+    fn decide(&mut self, op: OpId, assign: Assign, fate: Fate, fx: &mut Vec<Effect>) {
+        self.forget_waiting(&op);
         if self.shown.get(&op) == Some(&assign) {
-            return fx;
+            return;
         }
         let known = self.shown.contains_key(&op) || self.held.contains_key(&op);
         if !known {
-            return fx; // the op itself has not arrived: decided again when it does
+            // The op itself has not arrived: it is decided again when it
+            // does; later final decisions wait for it (ledger order).
+            if fate == Fate::Final && assign.modseq > self.marks.1 {
+                self.missing.insert(assign.modseq, op);
+                self.missing_of.insert(op, assign.modseq);
+            }
+            return;
+        }
+        if fate == Fate::Final && self.missing.range(..assign.modseq).next().is_some() {
+            self.blocked.insert(assign.modseq, (op, assign.clone()));
+            self.blocked_of.insert(op, assign.modseq);
+            return;
         }
         let above =
             assign.modseq > self.marks.1 && assign.uids.iter().all(|&u| u as u64 > self.marks.0);
@@ -252,12 +303,12 @@ impl MailboxView {
                     above: self.marks,
                 });
             }
-            return fx;
+            return;
         }
         if self.shown.contains_key(&op) {
-            self.reannounce(op, &assign, &mut fx);
+            self.reannounce(op, &assign, fx);
         } else if let Some(payload) = self.held.remove(&op) {
-            self.show(op, payload, &assign, &mut fx);
+            self.show(op, payload, &assign, fx);
         }
         for &u in &assign.uids {
             self.marks.0 = self.marks.0.max(u as u64);
@@ -270,7 +321,6 @@ impl MailboxView {
         fx.push(Effect::Persist(Persisted::Shown(op, assign.clone())));
         self.shown.insert(op, assign.clone());
         fx.push(Effect::Shown { op, assign });
-        fx
     }
 
     /// Applies an op to the state and gives UIDs and MODSEQs to what it touched.

@@ -122,6 +122,8 @@ pub struct Sequencer {
     cursor: (u64, u64),
     // Ops known to need sequencing.
     pending: BTreeMap<OpId, Pending>,
+    /// Ops seen in the log without their origin's Forward: (uids, since).
+    noted: BTreeMap<OpId, (u32, u64)>,
     resequence: BTreeMap<OpId, (u64, u64)>,
     mine: BTreeMap<OpId, MyOp>,
     // Failure detection.
@@ -166,6 +168,7 @@ impl Sequencer {
             finals: HashMap::new(),
             cursor: (0, 0),
             pending: BTreeMap::new(),
+            noted: BTreeMap::new(),
             resequence: BTreeMap::new(),
             mine: BTreeMap::new(),
             last_heard: HashMap::new(),
@@ -344,18 +347,13 @@ impl Sequencer {
     /// An op of this ledger's log arrived (by any path): if it needs values
     /// and has none final, it is pending, so that an owner that never got its
     /// origin's `Forward` still sequences it.
-    pub fn note_op(&mut self, op: OpId, uids: u32) {
+    pub fn note_op(&mut self, now: u64, op: OpId, uids: u32) {
         if self.finals.contains_key(&op) || self.pending.contains_key(&op) {
             return;
         }
-        self.pending.insert(
-            op,
-            Pending {
-                op,
-                uids,
-                provisional: None,
-            },
-        );
+        // Its origin's Forward (with its provisional values, if it made any)
+        // may be on its way: sequence it only if that does not come in time.
+        self.noted.entry(op).or_insert((uids, now));
     }
 
     /// A known op whose final values this replica cannot expose (they are not
@@ -568,6 +566,7 @@ impl Sequencer {
             {
                 p.provisional = None;
             }
+            self.noted.remove(&p.op);
             match self.pending.get_mut(&p.op) {
                 Some(q) => {
                     if p.provisional.is_some() {
@@ -950,6 +949,7 @@ impl Sequencer {
                         proposed.remove(op);
                     }
                     self.pending.remove(op);
+                    self.noted.remove(op);
                     self.mine.remove(op);
                     if let Some((u, m)) = self.resequence.get(op) {
                         let above =
@@ -1075,6 +1075,25 @@ impl Sequencer {
     /// The owner's work: sequence pending ops, keep reservations ahead,
     /// say it is alive.
     fn lead(&mut self, now: u64) {
+        if matches!(self.role, Role::Leader { .. }) && !self.noted.is_empty() {
+            let wait = self.params.forward_timeout_ms;
+            let due: Vec<(OpId, u32)> = self
+                .noted
+                .iter()
+                .filter(|(_, (_, since))| now.saturating_sub(*since) >= wait)
+                .map(|(op, (n, _))| (*op, *n))
+                .collect();
+            for (op, uids) in due {
+                self.noted.remove(&op);
+                if !self.finals.contains_key(&op) {
+                    self.pending.entry(op).or_insert(Pending {
+                        op,
+                        uids,
+                        provisional: None,
+                    });
+                }
+            }
+        }
         let members = self.members.clone();
         let params = self.params.clone();
         let (ballot, value) = {
