@@ -24,26 +24,35 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 const NETWORK_KEY: &str = "network.key";
 
 /// `aerogramme dev`: sets up (or reuses) the data directory with a demo
-/// user; until the IMAP server lands, says honestly what it will do and that
-/// it does not serve yet.
+/// user, serves it, and prints how to connect.
 pub fn dev(args: &DevArgs) -> ExitCode {
-    let config = match dev_setup(args) {
-        Ok(config) => config,
+    let result = dev_setup(args).and_then(|config| {
+        let banner = format!(
+            "aerogramme dev: a node with a demo user, ready for a mail client\n\
+             \x20 IMAP     : {imap} (host 127.0.0.1, port {iport}, no TLS: loopback only)\n\
+             \x20 LMTP     : {lmtp} (and unix socket {sock})\n\
+             \x20 user     : {user}\n\
+             \x20 password : {password}\n\
+             \x20 data     : {dir}\n\
+             \x20 try      : curl -u {user}:{password} imap://{imap}/INBOX\n\
+             Stop with Ctrl-C.",
+            imap = config.imap,
+            iport = config.imap.port(),
+            lmtp = config.lmtp,
+            sock = config.dir.join(aerogramme::serve::LMTP_SOCKET).display(),
+            user = args.user,
+            password = args.password,
+            dir = args.data.display(),
+        );
+        serve_dir(&args.data, Some(banner))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("aerogramme: {e:#}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    println!("aerogramme dev — one node with a demo user, for a mail client");
-    println!("  data directory : {}", args.data.display());
-    println!("  IMAP           : {} (not yet served)", config.imap);
-    println!("  LMTP           : {} (not yet served)", config.lmtp);
-    println!("  demo user      : {} / {}", args.user, args.password);
-    eprintln!(
-        "aerogramme: not yet serving: this build has the protocol core only; \
-         the IMAP and LMTP servers are not implemented yet"
-    );
-    ExitCode::from(2)
+    }
 }
 
 /// Creates or reuses the dev data directory and its demo user; returns the
@@ -150,9 +159,11 @@ pub fn init(args: &InitArgs) -> Result<()> {
         name: args.name.clone(),
         imap: aerogramme::config::ImapSection {
             listen: args.imap.to_string(),
+            ..Default::default()
         },
         lmtp: aerogramme::config::LmtpSection {
             listen: args.lmtp.to_string(),
+            ..Default::default()
         },
         p2p: aerogramme::config::P2pSection {
             listen: args.p2p.iter().map(|a| a.to_string()).collect(),

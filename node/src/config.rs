@@ -88,8 +88,13 @@ pub struct ConfigFile {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImapSection {
-    /// Listen address, `IP:PORT`.
+    /// Listen address, `IP:PORT` (plain, with STARTTLS when TLS is set).
     pub listen: String,
+    /// Implicit-TLS listen address, `IP:PORT` (needs `[tls]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<String>,
+    /// Allow passwords without TLS on a non-loopback address.
+    pub allow_plaintext_auth: bool,
 }
 
 /// `[lmtp]`.
@@ -98,6 +103,8 @@ pub struct ImapSection {
 pub struct LmtpSection {
     /// Listen address, `IP:PORT`.
     pub listen: String,
+    /// Domains served (empty: every domain).
+    pub domains: Vec<String>,
 }
 
 /// `[tls]`.
@@ -185,6 +192,8 @@ impl Default for ImapSection {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:1143".into(),
+            tls_listen: None,
+            allow_plaintext_auth: false,
         }
     }
 }
@@ -193,6 +202,7 @@ impl Default for LmtpSection {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:1024".into(),
+            domains: Vec::new(),
         }
     }
 }
@@ -276,6 +286,12 @@ pub struct Config {
     pub name: String,
     /// IMAP listen address.
     pub imap: SocketAddr,
+    /// IMAP implicit-TLS listen address.
+    pub imap_tls: Option<SocketAddr>,
+    /// Passwords allowed without TLS on non-loopback addresses.
+    pub allow_plaintext_auth: bool,
+    /// LMTP domains served (empty: every domain).
+    pub lmtp_domains: Vec<String>,
     /// LMTP listen address.
     pub lmtp: SocketAddr,
     /// TLS for IMAP, when configured.
@@ -353,6 +369,27 @@ impl ConfigFile {
             (Some(_), None) => return Err(invalid("tls.key", "required when tls.cert is set")),
             (None, Some(_)) => return Err(invalid("tls.cert", "required when tls.key is set")),
         };
+        let imap_tls = match &self.imap.tls_listen {
+            Some(v) => {
+                if tls.is_none() {
+                    return Err(invalid("imap.tls_listen", "needs tls.cert and tls.key"));
+                }
+                Some(addr("imap.tls_listen", v)?)
+            }
+            None => None,
+        };
+        for d in &self.lmtp.domains {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            if !ok {
+                return Err(invalid(
+                    "lmtp.domains",
+                    format!("`{d}` is not a domain name"),
+                ));
+            }
+        }
         let addrs = |key: &str, list: &[String]| {
             list.iter()
                 .map(|a| Multiaddr::parse(a).map_err(|r| invalid(key, r)))
@@ -433,6 +470,9 @@ impl ConfigFile {
             dir: dir.to_path_buf(),
             name: self.name.clone(),
             imap,
+            imap_tls,
+            allow_plaintext_auth: self.imap.allow_plaintext_auth,
+            lmtp_domains: self.lmtp.domains.clone(),
             lmtp,
             tls,
             p2p_listen,

@@ -1,7 +1,8 @@
 //! Running a node: the core, the LMTP and IMAP listeners, until told to
 //! stop.
 
-use crate::core::{Core, LmtpBackend};
+use crate::core::{Core, ImapBackend, LmtpBackend};
+use crate::imap::{ImapConfig, ImapServer};
 use crate::lmtp::backend::AddressMap;
 use crate::lmtp::{LmtpConfig, LmtpServer};
 use crate::node::Node;
@@ -49,15 +50,47 @@ pub async fn run(node: Arc<Node>, stop: impl Future<Output = ()> + Send) -> Resu
         let (l, s) = (lmtp.clone(), stopped(stop_rx.clone()));
         tasks.spawn(async move { l.serve_unix(unix, s).await });
     }
+
+    let tls = match &node.config.tls {
+        Some(t) => Some(
+            crate::imap::tls_acceptor(&t.cert, &t.key).context("loading the TLS certificate")?,
+        ),
+        None => None,
+    };
+    let imap_backend = Arc::new(ImapBackend::new(core.handle(), node.clone()));
+    let imap_config = ImapConfig {
+        allow_plaintext_auth: node.config.allow_plaintext_auth,
+        ..ImapConfig::default()
+    };
+    let mut imap_tasks = Vec::new();
+    let plain = tokio::net::TcpListener::bind(node.config.imap)
+        .await
+        .with_context(|| format!("IMAP: cannot listen on {}", node.config.imap))?;
+    imap_tasks.push(
+        ImapServer::new(imap_backend.clone(), imap_config.clone(), tls.clone()).spawn(plain, false),
+    );
+    if let Some(addr) = node.config.imap_tls {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("IMAP: cannot listen on {addr}"))?;
+        imap_tasks
+            .push(ImapServer::new(imap_backend.clone(), imap_config, tls.clone()).spawn(l, true));
+    }
     tracing::info!(
+        imap = %node.config.imap,
+        imap_tls = ?node.config.imap_tls,
+        starttls = tls.is_some(),
         lmtp = %node.config.lmtp,
         lmtp_socket = %unix_path.display(),
-        "serving LMTP; peer-to-peer replication is not implemented yet"
+        "serving IMAP and LMTP; peer-to-peer replication is not implemented yet"
     );
 
     stop.await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
+    for t in imap_tasks {
+        t.abort();
+    }
     while let Some(r) = tasks.join_next().await {
         match r {
             Ok(Err(e)) => tracing::warn!("listener: {e}"),

@@ -262,19 +262,79 @@ fn commands_on_a_missing_directory_say_to_init() {
 }
 
 #[test]
-fn dev_sets_up_its_directory_and_still_does_not_serve() {
+fn dev_sets_up_its_directory_and_serves_imap() {
+    use std::io::{BufRead, BufReader, Write as _};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let d = dir.to_str().unwrap();
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    // The second run reuses the directory, whose configuration keeps the
+    // addresses of the first.
+    let (imap, lmtp) = (
+        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", port()),
+    );
     for _ in 0..2 {
-        let out = run(
-            &["dev", "--data", d, "--user", "demo", "--password", "pw"],
-            "",
+        let mut child = Command::new(BIN)
+            .args([
+                "dev",
+                "--data",
+                d,
+                "--user",
+                "demo",
+                "--password",
+                "pw",
+                "--imap",
+                &imap,
+                "--lmtp",
+                &lmtp,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The banner says how to connect, once the listeners are up.
+        let mut banner = String::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        while !banner.contains("Stop with Ctrl-C") {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "dev exited early: {banner}"
+            );
+            banner.push_str(&line);
+        }
+        assert!(
+            banner.contains(&imap)
+                && banner.contains("user     : demo")
+                && banner.contains("password : pw"),
+            "{banner}"
         );
-        assert_eq!(out.status.code(), Some(2));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("demo user      : demo / pw"), "{stdout}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not yet serving"));
+        // A real IMAP login with the demo user.
+        let s = std::net::TcpStream::connect(&imap).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut greeting = String::new();
+        r.read_line(&mut greeting).unwrap();
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        (&s).write_all(b"a LOGIN demo pw\r\n").unwrap();
+        let mut answer = String::new();
+        while !answer.starts_with("a ") {
+            answer.clear();
+            r.read_line(&mut answer).unwrap();
+        }
+        assert!(answer.starts_with("a OK"), "{answer}");
+        drop(s);
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(child.wait().unwrap().success());
     }
     let config = aerogramme::config::Config::load(&dir).unwrap();
     assert_eq!(config.p2p_listen[0].as_str(), "/ip4/127.0.0.1/tcp/0");

@@ -1,12 +1,12 @@
 //! The IMAP layer's backend over the core.
 
 use super::{CoreGone, CoreHandle, CoreState};
-use crate::accounts::Accounts;
 use crate::imap::backend::{
     AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
     Mailboxes, MessageMeta, MessageState, Selected, Snapshot, StoreOutcome,
 };
-use crate::unlock::{UnlockError, Unlocker};
+use crate::node::Node;
+use crate::unlock::UnlockError;
 use aerogramme_proto::ids::{MailboxId, UserId};
 use aerogramme_proto::mailbox::{Flag, SpecialUse};
 use aerogramme_proto::replica::{FlagMode, MailboxView, NewMessage, Outcome, ReplicaError, Ticket};
@@ -37,18 +37,13 @@ fn backend_error(e: ReplicaError) -> BackendError {
 #[derive(Clone)]
 pub struct ImapBackend {
     core: CoreHandle,
-    accounts: Accounts,
-    unlocker: Arc<Unlocker>,
+    node: Arc<Node>,
 }
 
 impl ImapBackend {
-    /// A backend over `core`.
-    pub fn new(core: CoreHandle, accounts: Accounts, unlocker: Arc<Unlocker>) -> Self {
-        ImapBackend {
-            core,
-            accounts,
-            unlocker,
-        }
+    /// A backend over `core`, with `node`'s accounts and unlocker.
+    pub fn new(core: CoreHandle, node: Arc<Node>) -> Self {
+        ImapBackend { core, node }
     }
 }
 
@@ -61,15 +56,16 @@ impl Backend for ImapBackend {
         password: &[u8],
         peer: SocketAddr,
     ) -> Result<UserMailboxes, AuthError> {
-        let (unlocker, accounts) = (self.unlocker.clone(), self.accounts.clone());
+        let node = self.node.clone();
         let (name, pw, source) = (
             user.to_owned(),
             zeroize::Zeroizing::new(password.to_vec()),
             peer.ip().to_string(),
         );
         let unlocked = tokio::task::spawn_blocking(move || {
-            let secrets = unlocker.unlock(&name, &pw, &source)?;
-            let id = accounts
+            let secrets = node.unlocker.unlock(&name, &pw, &source)?;
+            let id = node
+                .accounts
                 .lookup(&name)
                 .ok()
                 .flatten()

@@ -603,18 +603,16 @@ impl<B: Backend> Session<B> {
         let mut enabled = Vec::new();
         for c in caps {
             match &c {
-                CapabilityEnable::CondStore => {
-                    if !self.condstore {
-                        self.condstore = true;
-                        enabled.push(c);
-                    }
+                CapabilityEnable::CondStore if !self.condstore => {
+                    self.condstore = true;
+                    enabled.push(c);
                 }
-                CapabilityEnable::Other(_) if c.to_string().eq_ignore_ascii_case("QRESYNC") => {
-                    if !self.qresync {
-                        self.qresync = true;
-                        self.condstore = true;
-                        enabled.push(c);
-                    }
+                CapabilityEnable::Other(_)
+                    if !self.qresync && c.to_string().eq_ignore_ascii_case("QRESYNC") =>
+                {
+                    self.qresync = true;
+                    self.condstore = true;
+                    enabled.push(c);
                 }
                 _ => {}
             }

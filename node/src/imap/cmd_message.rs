@@ -548,7 +548,9 @@ impl<B: Backend> Session<B> {
             }
             Err(e) => return backend_err(e),
         };
-        let copyuid = uid_sets(&out.pairs).map(|(source, destination)| Code::CopyUid {
+        let mut pairs = out.pairs.clone();
+        pairs.sort_unstable();
+        let copyuid = uid_sets(&pairs).map(|(source, destination)| Code::CopyUid {
             uid_validity: nz32(out.uidvalidity),
             source,
             destination,

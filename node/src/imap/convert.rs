@@ -1,4 +1,4 @@
-//! Conversions between the store's values (flags, dates, [`Summary`] parts)
+//! Conversions between the store's values (flags, dates, summary parts)
 //! and imap-types values, which imap-codec then encodes.
 
 use super::address::Address;

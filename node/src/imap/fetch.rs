@@ -1,5 +1,5 @@
 //! FETCH: which data a request needs, and the data items of one message
-//! (BODY[section]<partial> for every section form, from the raw bytes and
+//! (`BODY[section]<partial>` for every section form, from the raw bytes and
 //! the part ranges of its [`Summary`]).
 
 use super::backend::MessageMeta;

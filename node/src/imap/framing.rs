@@ -40,7 +40,7 @@ pub enum Frame {
     Complete(Vec<u8>),
     /// The last line announced a literal. The partial command is
     /// [`Framer::partial`]; answer with [`Framer::accept`] or
-    /// [`Framer::reject`] before calling [`Framer::next`] again.
+    /// [`Framer::reject`] before calling [`Framer::next_frame`] again.
     Literal {
         /// Announced length.
         length: u32,
@@ -63,7 +63,7 @@ enum State {
     Decide(u32, bool),
 }
 
-/// The framer. Feed it with [`Framer::push`], drain it with [`Framer::next`].
+/// The framer. Feed it with [`Framer::push`], drain it with [`Framer::next_frame`].
 #[derive(Debug)]
 pub struct Framer {
     limits: Limits,
@@ -181,7 +181,7 @@ impl Framer {
 
     /// The next frame, or `None` when more input is needed (or a literal
     /// decision is pending).
-    pub fn next(&mut self) -> Option<Frame> {
+    pub fn next_frame(&mut self) -> Option<Frame> {
         loop {
             match self.state {
                 State::Decide(..) => return None,
@@ -312,20 +312,23 @@ mod tests {
     fn lines_and_literals() {
         let mut f = framer();
         f.push(b"a NOOP\r\nb LOGIN {3}\r\n");
-        assert_eq!(f.next(), Some(Frame::Complete(b"a NOOP\r\n".to_vec())));
         assert_eq!(
-            f.next(),
+            f.next_frame(),
+            Some(Frame::Complete(b"a NOOP\r\n".to_vec()))
+        );
+        assert_eq!(
+            f.next_frame(),
             Some(Frame::Literal {
                 length: 3,
                 sync: true
             })
         );
         assert_eq!(f.partial(), b"b LOGIN {3}\r\n");
-        assert_eq!(f.next(), None);
+        assert_eq!(f.next_frame(), None);
         f.accept();
         f.push(b"bob {2+}\r\npw\r\n");
         assert_eq!(
-            f.next(),
+            f.next_frame(),
             Some(Frame::Literal {
                 length: 2,
                 sync: false
@@ -333,17 +336,20 @@ mod tests {
         );
         f.accept();
         assert_eq!(
-            f.next(),
+            f.next_frame(),
             Some(Frame::Complete(
                 b"b LOGIN {3}\r\nbob {2+}\r\npw\r\n".to_vec()
             ))
         );
-        assert_eq!(f.next(), None);
+        assert_eq!(f.next_frame(), None);
         // Split across reads.
         f.push(b"c NO");
-        assert_eq!(f.next(), None);
+        assert_eq!(f.next_frame(), None);
         f.push(b"OP\r\n");
-        assert_eq!(f.next(), Some(Frame::Complete(b"c NOOP\r\n".to_vec())));
+        assert_eq!(
+            f.next_frame(),
+            Some(Frame::Complete(b"c NOOP\r\n".to_vec()))
+        );
     }
 
     #[test]
@@ -351,16 +357,19 @@ mod tests {
         let mut f = framer();
         f.push(b"t1 ");
         f.push(&[b'x'; 500]);
-        assert_eq!(f.next(), None);
+        assert_eq!(f.next_frame(), None);
         f.push(b" {5+}\r\nhello\r\nt2 NOOP\r\n");
         assert_eq!(
-            f.next(),
+            f.next_frame(),
             Some(Frame::Discarded {
                 tag: Some("t1".into()),
                 reason: Discard::LineTooLong
             })
         );
-        assert_eq!(f.next(), Some(Frame::Complete(b"t2 NOOP\r\n".to_vec())));
+        assert_eq!(
+            f.next_frame(),
+            Some(Frame::Complete(b"t2 NOOP\r\n".to_vec()))
+        );
     }
 
     #[test]
@@ -368,26 +377,32 @@ mod tests {
         let mut f = framer();
         f.push(b"a APPEND x {999}\r\nb NOOP\r\n");
         assert_eq!(
-            f.next(),
+            f.next_frame(),
             Some(Frame::Discarded {
                 tag: Some("a".into()),
                 reason: Discard::LiteralTooLarge
             })
         );
-        assert_eq!(f.next(), Some(Frame::Complete(b"b NOOP\r\n".to_vec())));
+        assert_eq!(
+            f.next_frame(),
+            Some(Frame::Complete(b"b NOOP\r\n".to_vec()))
+        );
         // Non-synchronizing: the bytes are skipped.
         let mut f = framer();
         f.push(b"a APPEND x {60+}\r\n");
         f.push(&[b'y'; 60]);
         f.push(b"\r\nb NOOP\r\n");
         assert!(matches!(
-            f.next(),
+            f.next_frame(),
             Some(Frame::Discarded {
                 reason: Discard::LiteralTooLarge,
                 ..
             })
         ));
-        assert_eq!(f.next(), Some(Frame::Complete(b"b NOOP\r\n".to_vec())));
+        assert_eq!(
+            f.next_frame(),
+            Some(Frame::Complete(b"b NOOP\r\n".to_vec()))
+        );
         // Total size.
         let mut f = framer();
         for _ in 0..5 {
@@ -397,7 +412,7 @@ mod tests {
         }
         f.push(b"\r\n");
         let mut last = None;
-        while let Some(fr) = f.next() {
+        while let Some(fr) = f.next_frame() {
             if let Frame::Literal { .. } = fr {
                 f.accept();
                 continue;
@@ -417,20 +432,32 @@ mod tests {
     fn reject() {
         let mut f = framer();
         f.push(b"a BOGUS {3}\r\nb NOOP\r\n");
-        assert!(matches!(f.next(), Some(Frame::Literal { sync: true, .. })));
-        f.reject();
-        assert_eq!(f.next(), Some(Frame::Complete(b"b NOOP\r\n".to_vec())));
-        f.push(b"a BOGUS {3+}\r\nabc more\r\nb NOOP\r\n");
-        assert!(matches!(f.next(), Some(Frame::Literal { sync: false, .. })));
+        assert!(matches!(
+            f.next_frame(),
+            Some(Frame::Literal { sync: true, .. })
+        ));
         f.reject();
         assert_eq!(
-            f.next(),
+            f.next_frame(),
+            Some(Frame::Complete(b"b NOOP\r\n".to_vec()))
+        );
+        f.push(b"a BOGUS {3+}\r\nabc more\r\nb NOOP\r\n");
+        assert!(matches!(
+            f.next_frame(),
+            Some(Frame::Literal { sync: false, .. })
+        ));
+        f.reject();
+        assert_eq!(
+            f.next_frame(),
             Some(Frame::Discarded {
                 tag: Some("a".into()),
                 reason: Discard::Rejected
             })
         );
-        assert_eq!(f.next(), Some(Frame::Complete(b"b NOOP\r\n".to_vec())));
+        assert_eq!(
+            f.next_frame(),
+            Some(Frame::Complete(b"b NOOP\r\n".to_vec()))
+        );
     }
 
     #[test]

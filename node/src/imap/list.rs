@@ -101,7 +101,7 @@ pub fn list(boxes: &[MailboxInfo], cmd: &ListCommand, patterns: &[String]) -> Ve
         if cmd.subscribed && !info.is_some_and(|i| i.subscribed) {
             continue;
         }
-        if cmd.special_use_only && !info.is_some_and(|i| i.special_use.is_some()) {
+        if cmd.special_use_only && info.is_none_or(|i| i.special_use.is_none()) {
             continue;
         }
         let mut attrs = Vec::new();

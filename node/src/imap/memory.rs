@@ -22,8 +22,11 @@ pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// The in-memory store. Cheap to clone (shared state).
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
-    users: Arc<Mutex<HashMap<String, (Vec<u8>, Arc<Mutex<Account>>)>>>,
+    users: Arc<Mutex<HashMap<String, UserEntry>>>,
 }
+
+/// Password and account of a user.
+type UserEntry = (Vec<u8>, Arc<Mutex<Account>>);
 
 impl MemoryBackend {
     /// An empty store.
@@ -33,8 +36,10 @@ impl MemoryBackend {
 
     /// Adds a user with an empty INBOX (replaces an existing one).
     pub fn add_user(&self, name: &str, password: &str) {
-        let mut acc = Account::default();
-        acc.next_uidvalidity = 1_700_000_000;
+        let mut acc = Account {
+            next_uidvalidity: 1_700_000_000,
+            ..Default::default()
+        };
         acc.create("INBOX", None).ok();
         lock(&self.users).insert(
             name.to_owned(),

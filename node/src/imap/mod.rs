@@ -1,5 +1,28 @@
-//! The IMAP server (RFC 3501 IMAP4rev1 with the extensions listed in
-//! [`capabilities`]), decoupled from storage by [`backend::Backend`].
+//! The IMAP server, decoupled from storage by [`backend::Backend`] (the node
+//! implements it over its core; [`memory::MemoryBackend`] is the in-memory
+//! reference used by the tests).
+//!
+//! All parsing and serialization goes through imap-codec `2.0.0-alpha.10`,
+//! except the two command forms it cannot parse ([`listext`]: LIST-EXTENDED
+//! options and `CREATE ... (USE (...))`), which a small parser handles.
+//!
+//! Advertised: IMAP4rev1, STARTTLS (when TLS is configured), AUTH=PLAIN or
+//! LOGINDISABLED, SASL-IR, LITERAL+, ID, ENABLE, IDLE, NAMESPACE, UNSELECT,
+//! UIDPLUS, MOVE, CONDSTORE, QRESYNC, LIST-EXTENDED, LIST-STATUS,
+//! SPECIAL-USE, CREATE-SPECIAL-USE, CHILDREN, STATUS=SIZE, WITHIN,
+//! APPENDLIMIT. Not advertised, because not implemented: IMAP4rev2 (needs
+//! ESEARCH, which imap-codec alpha.10 can neither parse nor encode),
+//! ESEARCH, UTF8=ACCEPT (its `APPEND ... UTF8 (~{n})` form is not parsed by
+//! imap-codec), BINARY, MULTIAPPEND, LIST-EXTENDED's CHILDINFO item (not
+//! encodable: RECURSIVEMATCH returns only the mailboxes that match).
+//! `\Recent` is never set.
+//!
+//! Modules: [`server`] (listener, TLS), `session` (connection loop,
+//! authentication, dispatch), `cmd_mailbox` and `cmd_message` (commands),
+//! [`framing`] (lines and literals with limits), [`selected`] (sequence
+//! numbers and pending updates), [`fetch`], [`search`], [`list`],
+//! [`summary`] (ENVELOPE/BODYSTRUCTURE and part ranges, cacheable),
+//! [`address`], [`header`], [`mutf7`], [`convert`] (to imap-types), [`conn`].
 
 pub mod address;
 pub mod backend;
@@ -23,3 +46,6 @@ pub mod summary;
 pub use backend::{Backend, Mailboxes};
 pub use memory::MemoryBackend;
 pub use server::{tls_acceptor, tls_acceptor_from, ImapConfig, ImapServer, TlsError};
+
+#[cfg(test)]
+mod tests;

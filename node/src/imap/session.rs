@@ -257,6 +257,11 @@ impl<B: Backend> Session<B> {
 
     /// Serves the connection until it ends.
     pub(crate) async fn run(mut self) {
+        self.serve().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.conn.shutdown()).await;
+    }
+
+    async fn serve(&mut self) {
         let greeting = Greeting {
             kind: GreetingKind::Ok,
             code: Some(Code::Capability(self.capabilities())),
@@ -272,7 +277,7 @@ impl<B: Backend> Session<B> {
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            while let Some(frame) = self.framer.next() {
+            while let Some(frame) = self.framer.next_frame() {
                 let after = self.on_frame(frame).await;
                 if self.flush().await.is_err() {
                     return;
@@ -391,7 +396,7 @@ impl<B: Backend> Session<B> {
 
     async fn command(&mut self, bytes: &[u8]) -> After {
         let cmd = match CommandCodec::default().decode(bytes) {
-            Ok((rest, cmd)) if rest.is_empty() => cmd.into_static(),
+            Ok((b"", cmd)) => cmd.into_static(),
             _ => {
                 let tag = tag_of(bytes);
                 let Some(t) = tag.as_ref().and_then(|t| Tag::try_from(t.clone()).ok()) else {
@@ -401,6 +406,7 @@ impl<B: Backend> Session<B> {
                 let reply = match listext::parse(bytes) {
                     Ok(ext) if self.user.is_some() => self.extended(ext).await,
                     Ok(_) => Reply::bad("Command not valid in this state"),
+                    Err("unknown command") => Reply::bad("Syntax error"),
                     Err(e) => Reply::Bad(format!("Syntax error: {e}")),
                 };
                 return self.finish(t, reply, true).await;

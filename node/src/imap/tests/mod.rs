@@ -84,7 +84,11 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
                 .await
                 .expect("timeout waiting for the server")
                 .unwrap();
-            assert!(n > 0, "connection closed; got so far: {}", String::from_utf8_lossy(&out));
+            assert!(
+                n > 0,
+                "connection closed; got so far: {}",
+                String::from_utf8_lossy(&out)
+            );
             out.extend_from_slice(&l);
             let lit = l
                 .strip_suffix(b"}\r\n")

@@ -1,0 +1,160 @@
+"""End-to-end checks against a real node. Usage:
+  imap_e2e.py PHASE IMAP_PORT LMTP_PORT USER PASSWORD STATE_FILE
+PHASE "write": a session that creates, appends, flags, copies, expunges, and
+records what it saw in STATE_FILE; "verify": after a restart, the same
+UIDVALIDITY, UIDs and flags; "deliver": LMTP delivery seen by an IDLE session
+and read back byte-identical (plus trace headers); "two": two connections
+see each other's changes (NOOP and IDLE)."""
+import imaplib
+import json
+import re
+import smtplib
+import socket
+import sys
+import time
+
+phase, iport, lport, user, password, state_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+
+
+def connect():
+    m = imaplib.IMAP4("127.0.0.1", iport)
+    typ, _ = m.login(user, password)
+    assert typ == "OK"
+    return m
+
+
+def ok(r):
+    typ, data = r
+    assert typ == "OK", (typ, data)
+    return data
+
+
+def uidvalidity(m, box):
+    data = ok(m.status(box, "(UIDVALIDITY UIDNEXT MESSAGES)"))
+    return int(re.search(rb"UIDVALIDITY (\d+)", data[0]).group(1))
+
+
+def uid_flags(m):
+    data = ok(m.uid("FETCH", "1:*", "(FLAGS)"))
+    out = {}
+    for line in data:
+        if not line:
+            continue
+        if isinstance(line, tuple):
+            line = line[0]
+        mm = re.search(rb"UID (\d+) FLAGS \(([^)]*)\)", line) or re.search(rb"FLAGS \(([^)]*)\) UID (\d+)", line)
+        if mm and mm.re.pattern.startswith(b"UID"):
+            out[int(mm.group(1))] = sorted(mm.group(2).decode().split())
+        elif mm:
+            out[int(mm.group(2))] = sorted(mm.group(1).decode().split())
+    return out
+
+
+MSG = (
+    "From: Writer <writer@example.org>\r\n"
+    "To: %s@example.org\r\n"
+    "Subject: e2e message %d\r\n"
+    "Message-ID: <e2e-%d@example.org>\r\n"
+    "MIME-Version: 1.0\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "\r\n"
+    "Body number %d.\r\n"
+)
+
+if phase == "write":
+    m = connect()
+    ok(m.create("Projects/Secret-m4rk3r-box"))
+    ok(m.select("INBOX"))
+    uids = []
+    for i in range(5):
+        data = ok(m.append("INBOX", "", None, (MSG % (user, i, i, i)).encode()))
+        uids.append(int(re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1)))
+    assert uids == sorted(uids) and len(set(uids)) == 5, uids
+    ok(m.uid("STORE", "%d" % uids[0], "+FLAGS", "(\\Seen $m4rk3r-kw)"))
+    ok(m.uid("STORE", "%d" % uids[1], "+FLAGS", "(\\Flagged)"))
+    ok(m.uid("STORE", "%d" % uids[2], "+FLAGS", "(\\Deleted)"))
+    data = ok(m.uid("COPY", "%d" % uids[3], "Projects/Secret-m4rk3r-box"))
+    ok(m.expunge())
+    flags = uid_flags(m)
+    assert uids[2] not in flags and len(flags) == 4, flags
+    assert "$m4rk3r-kw" in flags[uids[0]], flags
+    state = {"uidvalidity": uidvalidity(m, "INBOX"), "flags": {str(k): v for k, v in flags.items()}}
+    ok(m.select("Projects/Secret-m4rk3r-box"))
+    state["copy"] = {str(k): v for k, v in uid_flags(m).items()}
+    state["copy_validity"] = uidvalidity(m, "Projects/Secret-m4rk3r-box")
+    m.logout()
+    json.dump(state, open(state_file, "w"))
+    print("written", state)
+
+elif phase == "verify":
+    state = json.load(open(state_file))
+    m = connect()
+    ok(m.select("INBOX"))
+    assert uidvalidity(m, "INBOX") == state["uidvalidity"]
+    flags = {str(k): v for k, v in uid_flags(m).items()}
+    assert flags == state["flags"], (flags, state["flags"])
+    ok(m.select("Projects/Secret-m4rk3r-box"))
+    assert uidvalidity(m, "Projects/Secret-m4rk3r-box") == state["copy_validity"]
+    assert {str(k): v for k, v in uid_flags(m).items()} == state["copy"]
+    # New messages keep ascending after the restart.
+    data = ok(m.append("INBOX", "", None, (MSG % (user, 99, 99, 99)).encode()))
+    uid = int(re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1))
+    assert uid > max(int(u) for u in state["flags"]), uid
+    m.logout()
+    print("verified")
+
+elif phase == "deliver":
+    watcher = connect()
+    ok(watcher.select("INBOX"))
+    before = int(ok(watcher.select("INBOX"))[0])
+    tag = watcher._new_tag().decode()
+    watcher.send(("%s IDLE\r\n" % tag).encode())
+    assert watcher.readline().startswith(b"+")
+    body = (
+        "From: Remote <remote@example.net>\r\n"
+        "To: %s@example.org\r\n"
+        "Subject: delivered\r\n"
+        "\r\n"
+        "Delivered body, line one.\r\n"
+        ".leading dot line\r\n" % user
+    )
+    lmtp = smtplib.LMTP("127.0.0.1", lport)
+    lmtp.ehlo("tests.example.org")
+    ok_code, _ = lmtp.mail("remote@example.net")
+    assert ok_code == 250
+    code, _ = lmtp.rcpt("%s@example.org" % user)
+    assert code == 250
+    code, resp = lmtp.data(body.encode())
+    assert code == 250, (code, resp)
+    lmtp.quit()
+    watcher.sock.settimeout(10)
+    line = watcher.readline()
+    assert re.match(rb"\* (\d+) EXISTS", line), line
+    assert int(re.match(rb"\* (\d+) EXISTS", line).group(1)) == before + 1
+    watcher.send(b"DONE\r\n")
+    while not watcher.readline().startswith(tag.encode()):
+        pass
+    data = ok(watcher.fetch(str(before + 1), "(BODY.PEEK[])"))
+    raw = data[0][1]
+    expected_tail = body.encode()
+    assert raw.endswith(expected_tail), raw
+    head = raw[: len(raw) - len(expected_tail)]
+    assert head.startswith(b"Return-Path: <remote@example.net>\r\n"), head
+    assert b"Delivered-To: " in head, head
+    watcher.logout()
+    print("delivered and seen by IDLE")
+
+elif phase == "two":
+    a, b = connect(), connect()
+    ok(a.select("INBOX"))
+    n = int(ok(b.select("INBOX"))[0])
+    ok(a.append("INBOX", "", None, (MSG % (user, 7, 7, 7)).encode()))
+    typ, _ = b.noop()
+    assert any(re.match(rb"%d" % (n + 1), x or b"") for x in b.untagged_responses.get("EXISTS", [])), b.untagged_responses
+    ok(a.store(str(n + 1), "+FLAGS", "(\\Answered)"))
+    b.noop()
+    fetches = b.untagged_responses.get("FETCH", [])
+    assert any(b"Answered" in (x if isinstance(x, bytes) else x[0]) for x in fetches), fetches
+    a.logout()
+    b.logout()
+    print("two sessions see each other")

@@ -1,0 +1,87 @@
+//! IMAP against a real node: a full session, restart, delivery seen by IDLE,
+//! two sessions, curl, and what reaches the disk.
+
+use aerogramme_tests::{contains, encodings, Node};
+
+fn e2e(node: &Node, phase: &str, state: &std::path::Path) -> String {
+    node.python(
+        "imap_e2e.py",
+        &[
+            phase,
+            &node.imap.port().to_string(),
+            &node.lmtp.port().to_string(),
+            "alice",
+            "alice-pw",
+            state.to_str().expect("utf-8 path"),
+        ],
+    )
+}
+
+#[test]
+fn session_survives_restart_with_same_uids_and_flags() {
+    let mut node = Node::start();
+    node.add_user("alice", "alice-pw");
+    let state = node.dir.path().join("state.json");
+    e2e(&node, "write", &state);
+    node.restart();
+    e2e(&node, "verify", &state);
+    node.stop();
+    // Nothing the session wrote is readable on disk.
+    let needles = [
+        "Secret-m4rk3r-box",
+        "m4rk3r-kw",
+        "e2e message 1",
+        "writer@example.org",
+        "Body number 3",
+    ];
+    for (path, bytes) in node.files() {
+        if path.ends_with("state.json") || path.ends_with("node.log") {
+            continue;
+        }
+        for n in needles {
+            for enc in encodings(n) {
+                assert!(
+                    !contains(&bytes, &enc),
+                    "{} holds {n:?} in clear",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn lmtp_delivery_reaches_an_idle_session_byte_for_byte() {
+    let node = Node::start();
+    node.add_user("alice", "alice-pw");
+    let state = node.dir.path().join("unused.json");
+    e2e(&node, "deliver", &state);
+}
+
+#[test]
+fn two_sessions_see_each_other() {
+    let node = Node::start();
+    node.add_user("alice", "alice-pw");
+    let state = node.dir.path().join("unused.json");
+    e2e(&node, "two", &state);
+}
+
+#[test]
+fn curl_reads_a_message_by_imap_url() {
+    let node = Node::start();
+    node.add_user("alice", "alice-pw");
+    let state = node.dir.path().join("s.json");
+    e2e(&node, "write", &state);
+    let url = format!("imap://127.0.0.1:{}/INBOX;UID=1", node.imap.port());
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-u", "alice:alice-pw", &url])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("Subject: e2e message 0"), "{body}");
+}
