@@ -38,6 +38,7 @@ fn all_keys() -> BTreeSet<String> {
     let mut f = ConfigFile::default();
     f.tls.cert = Some("c".into());
     f.tls.key = Some("k".into());
+    f.imap.tls_listen = Some("0.0.0.0:993".into());
     let table: toml::Table = toml::from_str(&toml::to_string(&f).unwrap()).unwrap();
     let mut keys = BTreeSet::new();
     leaf_keys("", &table, &mut keys);
@@ -50,7 +51,12 @@ fn documented_example_parses_and_names_every_key() {
     let file = ConfigFile::parse(&text).unwrap();
     let c = file.validate(Path::new("/var/lib/aerogramme")).unwrap();
     assert_eq!(c.name, "paris-1");
-    assert_eq!(c.imap.to_string(), "0.0.0.0:993");
+    assert_eq!(c.imap.to_string(), "0.0.0.0:143");
+    assert_eq!(
+        c.imap_tls.map(|a| a.to_string()).as_deref(),
+        Some("0.0.0.0:993")
+    );
+    assert_eq!(c.lmtp_domains, ["example.org", "example.net"]);
     assert_eq!(c.join.len(), 2);
     assert_eq!(c.admin_socket, Path::new("/var/lib/aerogramme/admin.sock"));
     assert_eq!(c.argon2.parallelism, 2);
@@ -89,6 +95,12 @@ fn bad_files_name_the_key() {
         ("[imap]\nport = 143", "port"),
         ("[accounts.argon2]\nrounds = 3", "rounds"),
         ("[imap]\nlisten = \"localhost\"", "imap.listen"),
+        ("[imap]\ntls_listen = \"0.0.0.0:993\"", "imap.tls_listen"),
+        (
+            "[imap]\nallow_plaintext_auth = \"yes\"",
+            "allow_plaintext_auth",
+        ),
+        ("[lmtp]\ndomains = [\"not a domain\"]", "lmtp.domains"),
         ("[lmtp]\nlisten = \"127.0.0.1:99999\"", "lmtp.listen"),
         ("[imap]\nlisten = 1143", "listen"),
         ("name = \"\"", "name"),
