@@ -583,33 +583,11 @@ impl<S: Store> Replica<S> {
         };
         let bytes =
             postcard::to_allocvec(&add).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
-        let me = self.cfg.me;
-        let hlc = self.hlc.now(now);
         let log = LogId::Mailbox(mailbox);
-        let seq = self
-            .user_mut(&user)
-            .logs
-            .log(&log)
-            .map_or(0, |l| l.version().get(&me))
-            + 1;
-        let id = OpId { origin: me, seq };
-        let payload = seal(rng, public, &Place::Op { user, log, op: id }, &bytes)?;
-        let op = Op {
-            user,
-            log,
-            id,
-            hlc,
-            uids: 1,
-            payload,
-        };
-        self.store.put_op(&op)?;
-        self.user_mut(&user).logs.insert(op.clone())?;
-        for msg in SyncMsg::gossip(vec![op]) {
-            self.out.push(Output::Broadcast {
-                user,
-                msg: PeerMsg::Sync(msg),
-            });
-        }
+        let op = self.log_op(now, user, log, 1, |place| {
+            Ok(seal(rng, public, place, &bytes)?)
+        })?;
+        let id = op.id;
         let ticket = self.new_ticket(1);
         self.waiting
             .insert((user, mailbox, id), Pending::Append { ticket });
@@ -1017,16 +995,32 @@ impl<S: Store> Replica<S> {
         uids: u32,
         plaintext: &[u8],
     ) -> Result<Op, ReplicaError> {
+        let master = self.unlocked(&user)?.secrets.master.clone();
+        self.log_op(now, user, log, uids, |place| {
+            Ok(master.encrypt(rng, place, plaintext)?)
+        })
+    }
+
+    /// Appends an op of this replica to a log: its next sequence number, a
+    /// payload made for its place by `payload`, persisted, logged, gossiped.
+    fn log_op(
+        &mut self,
+        now: u64,
+        user: UserId,
+        log: LogId,
+        uids: u32,
+        payload: impl FnOnce(&Place) -> Result<Vec<u8>, ReplicaError>,
+    ) -> Result<Op, ReplicaError> {
         let me = self.cfg.me;
         let hlc = self.hlc.now(now);
-        let u = self.users.get_mut(&user).ok_or(ReplicaError::NoSuchUser)?;
-        let un = u.unlocked.as_ref().ok_or(ReplicaError::Locked)?;
-        let seq = u.logs.log(&log).map_or(0, |l| l.version().get(&me)) + 1;
+        let seq = self
+            .user_mut(&user)
+            .logs
+            .log(&log)
+            .map_or(0, |l| l.version().get(&me))
+            + 1;
         let id = OpId { origin: me, seq };
-        let payload =
-            un.secrets
-                .master
-                .encrypt(rng, &Place::Op { user, log, op: id }, plaintext)?;
+        let payload = payload(&Place::Op { user, log, op: id })?;
         let op = Op {
             user,
             log,
@@ -1036,7 +1030,7 @@ impl<S: Store> Replica<S> {
             payload,
         };
         self.store.put_op(&op)?;
-        u.logs.insert(op.clone())?;
+        self.user_mut(&user).logs.insert(op.clone())?;
         for msg in SyncMsg::gossip(vec![op.clone()]) {
             self.out.push(Output::Broadcast {
                 user,
@@ -1299,30 +1293,9 @@ impl<S: Store> Replica<S> {
             sealed: meta,
         }
         .encode();
-        let me = self.cfg.me;
-        let hlc = self.hlc.now(now);
-        let u = self.user_mut(&user);
-        let seq = u
-            .logs
-            .log(&LogId::Blobs)
-            .map_or(0, |l| l.version().get(&me))
-            + 1;
-        let op = Op {
-            user,
-            log: LogId::Blobs,
-            id: OpId { origin: me, seq },
-            hlc,
-            uids: 0,
-            payload: announce,
-        };
-        self.store.put_op(&op)?;
-        self.user_mut(&user).logs.insert(op.clone())?;
-        for msg in SyncMsg::gossip(vec![op]) {
-            self.out.push(Output::Broadcast {
-                user,
-                msg: PeerMsg::Sync(msg),
-            });
-        }
+        // The announcement itself is not encrypted: replicas without the key
+        // need the blob id and length to fetch the chunks.
+        self.log_op(now, user, LogId::Blobs, 0, |_| Ok(announce))?;
         Ok(())
     }
 
