@@ -63,3 +63,21 @@ fn lmtp_delivery_is_accepted_and_nothing_readable_reaches_the_disk() {
         }
     }
 }
+
+#[test]
+fn thousand_messages_from_ten_clients_arrive_exactly_once_while_logged_out() {
+    let node = Node::start();
+    node.add_user("bob", "bob-pw");
+    let out = node.python(
+        "lmtp_flood.py",
+        &[
+            &node.imap.port().to_string(),
+            &node.lmtp.port().to_string(),
+            "bob",
+            "bob-pw",
+            "1000",
+            "10",
+        ],
+    );
+    assert!(out.contains("exactly once"), "{out}");
+}
