@@ -182,6 +182,30 @@ impl Node {
         text
     }
 
+    /// Asserts that no file of the data directory (but the test's own files,
+    /// `skip`, and the node's log) holds any of `needles`, raw, as UTF-16 or
+    /// as base64. Stop the node first, so that everything is on disk.
+    pub fn assert_nothing_in_clear(&self, needles: &[&str], skip: &[&str]) {
+        for (path, bytes) in self.files() {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if name == "node.log" || skip.contains(&name.as_str()) {
+                continue;
+            }
+            for n in needles {
+                for enc in encodings(n) {
+                    assert!(
+                        !contains(&bytes, &enc),
+                        "{} holds {n:?} in clear",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+
     /// Every file under the data directory, with its bytes.
     pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out = Vec::new();
