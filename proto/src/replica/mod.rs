@@ -261,6 +261,17 @@ struct Unlocked {
     boxes: BTreeMap<MailboxId, MailboxView>,
 }
 
+impl User {
+    fn new(user: UserId) -> Self {
+        User {
+            logs: UserLogs::new(user),
+            seqs: BTreeMap::new(),
+            marks: HashMap::new(),
+            unlocked: None,
+        }
+    }
+}
+
 struct User {
     logs: UserLogs,
     seqs: BTreeMap<MailboxId, Sequencer>,
@@ -446,12 +457,7 @@ impl<S: Store> Replica<S> {
     }
 
     fn user_mut(&mut self, user: &UserId) -> &mut User {
-        self.users.entry(*user).or_insert_with(|| User {
-            logs: UserLogs::new(*user),
-            seqs: BTreeMap::new(),
-            marks: HashMap::new(),
-            unlocked: None,
-        })
+        self.users.entry(*user).or_insert_with(|| User::new(*user))
     }
 
     // ----- accounts --------------------------------------------------------
@@ -1086,12 +1092,15 @@ impl<S: Store> Replica<S> {
     }
 
     fn seq_mut(&mut self, user: &UserId, mb: MailboxId) -> &mut Sequencer {
-        let (me, members, params) = (self.cfg.me, self.cfg.members.clone(), self.cfg.seq.clone());
-        let key = seq_key(user, &mb);
-        self.user_mut(user)
+        let cfg = &self.cfg;
+        self.users
+            .entry(*user)
+            .or_insert_with(|| User::new(*user))
             .seqs
             .entry(mb)
-            .or_insert_with(|| Sequencer::new(me, &members, key, params))
+            .or_insert_with(|| {
+                Sequencer::new(cfg.me, &cfg.members, seq_key(user, &mb), cfg.seq.clone())
+            })
     }
 
     fn existing_mailbox(&self, user: &UserId, mb: &MailboxId) -> Result<(), ReplicaError> {

@@ -109,9 +109,11 @@ struct MyOp {
 #[derive(Debug)]
 pub struct Sequencer {
     me: ReplicaId,
-    members: Vec<ReplicaId>,
+    /// Shared, so that the owner's work can hold them while it changes the
+    /// sequencer (cloning a member list per call was a hot spot at scale).
+    members: std::sync::Arc<Vec<ReplicaId>>,
     key: u64,
-    params: SeqParams,
+    params: std::sync::Arc<SeqParams>,
     // Durable acceptor state.
     promised: Ballot,
     accepted: BTreeMap<Slot, (Ballot, Vec<Decision>)>,
@@ -158,9 +160,9 @@ impl Sequencer {
         members.dedup();
         Sequencer {
             me,
-            members,
+            members: std::sync::Arc::new(members),
             key,
-            params,
+            params: std::sync::Arc::new(params),
             promised: Ballot::default(),
             accepted: BTreeMap::new(),
             committed: Vec::new(),
@@ -1132,7 +1134,7 @@ impl Sequencer {
             }
             let mut value = Vec::new();
             // Reservations first: every member keeps one ahead of the counters.
-            for m in &members {
+            for m in members.iter() {
                 if !tentative.reservation_is_ahead(*m) {
                     if let Some(r) = tentative.plan_reservation(*m, &params.space) {
                         tentative.reserve(r.clone());
