@@ -4,9 +4,12 @@
 //!   `node/directory/` ‖ name (UTF-8) → the 16 id bytes. The login name is
 //!   the one thing in clear here; nothing else about the user is.
 //! * The **account record** (`Store::put_account`) is
-//!   `[ACCOUNT_FORMAT] ‖ postcard(AccountKeys)`: the public key and the
-//!   secrets wrapped under the password (Argon2id). Its version starts at 1
-//!   and grows by one at each password change.
+//!   `[ACCOUNT_FORMAT] ‖ postcard(login name, AccountKeys)`: the name, the
+//!   public key and the secrets wrapped under the password (Argon2id). Its
+//!   version starts at 1 and grows by one at each password change. It is
+//!   replicated to every node of the community, which enters the name in its
+//!   own directory ([`Accounts::adopt`]), so a user added on one node logs
+//!   in on all of them. (Format 1, without the name, is still read.)
 //!
 //! Every change is durable (group commit) before the call returns.
 
@@ -19,7 +22,9 @@ use rand_core::OsRng;
 /// Prefix of the directory's meta keys.
 pub const DIRECTORY_PREFIX: &[u8] = b"node/directory/";
 /// First byte of an account record.
-pub const ACCOUNT_FORMAT: u8 = 1;
+pub const ACCOUNT_FORMAT: u8 = 2;
+/// First byte of an account record without the login name.
+const ACCOUNT_FORMAT_NO_NAME: u8 = 1;
 /// Longest login name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 
@@ -94,24 +99,40 @@ fn directory_key(name: &str) -> Vec<u8> {
 }
 
 /// Encodes an account record.
-pub fn encode_record(keys: &AccountKeys) -> Result<Vec<u8>, AccountError> {
+pub fn encode_record(name: &str, keys: &AccountKeys) -> Result<Vec<u8>, AccountError> {
     let mut out = vec![ACCOUNT_FORMAT];
-    out.extend(postcard::to_allocvec(keys).map_err(|e| AccountError::Corrupt(e.to_string()))?);
+    out.extend(
+        postcard::to_allocvec(&(name, keys)).map_err(|e| AccountError::Corrupt(e.to_string()))?,
+    );
     Ok(out)
 }
 
-/// Decodes an account record.
-pub fn decode_record(bytes: &[u8]) -> Result<AccountKeys, AccountError> {
+/// Decodes an account record: the login name (format 2) and the keys.
+pub fn decode_named_record(bytes: &[u8]) -> Result<(Option<String>, AccountKeys), AccountError> {
+    let corrupt = || AccountError::Corrupt("undecodable account record".into());
     match bytes.split_first() {
-        Some((&ACCOUNT_FORMAT, rest)) => match postcard::take_from_bytes::<AccountKeys>(rest) {
-            Ok((keys, [])) => Ok(keys),
-            _ => Err(AccountError::Corrupt("undecodable account record".into())),
-        },
+        Some((&ACCOUNT_FORMAT, rest)) => {
+            match postcard::take_from_bytes::<(String, AccountKeys)>(rest) {
+                Ok(((name, keys), [])) => Ok((Some(name), keys)),
+                _ => Err(corrupt()),
+            }
+        }
+        Some((&ACCOUNT_FORMAT_NO_NAME, rest)) => {
+            match postcard::take_from_bytes::<AccountKeys>(rest) {
+                Ok((keys, [])) => Ok((None, keys)),
+                _ => Err(corrupt()),
+            }
+        }
         Some((v, _)) => Err(AccountError::Corrupt(format!(
             "account record format {v} is not supported"
         ))),
         None => Err(AccountError::Corrupt("empty account record".into())),
     }
+}
+
+/// Decodes an account record's keys.
+pub fn decode_record(bytes: &[u8]) -> Result<AccountKeys, AccountError> {
+    decode_named_record(bytes).map(|(_, keys)| keys)
 }
 
 /// The accounts of one node's store.
@@ -177,7 +198,8 @@ impl Accounts {
         let user = UserId::random(&mut OsRng);
         let secrets = UserSecrets::generate(&mut OsRng);
         let keys = AccountKeys::new(&mut OsRng, &secrets, password, params, &user)?;
-        self.store().put_account(&user, 1, &encode_record(&keys)?)?;
+        self.store()
+            .put_account(&user, 1, &encode_record(name, &keys)?)?;
         let claimed = self.store().compare_and_swap_meta(
             &directory_key(name),
             None,
@@ -212,7 +234,7 @@ impl Accounts {
             wrapped,
         };
         self.store()
-            .put_account(&user, version + 1, &encode_record(&keys)?)?;
+            .put_account(&user, version + 1, &encode_record(name, &keys)?)?;
         self.committer.wait_durable()?;
         Ok(user)
     }
@@ -232,6 +254,40 @@ impl Accounts {
         self.store().purge_user(&user)?;
         self.committer.wait_durable()?;
         Ok(user)
+    }
+
+    /// Enters the login name of `user`'s account record (replicated from a
+    /// peer) in this node's directory. When two nodes gave one name to two
+    /// users at the same time, every node keeps the same one: the smaller
+    /// user id.
+    pub fn adopt(&self, user: &UserId) -> Result<(), AccountError> {
+        let Some((_, bytes)) = self.store().get_account(user)? else {
+            return Ok(());
+        };
+        let (Some(name), _) = decode_named_record(&bytes)? else {
+            return Ok(());
+        };
+        validate_name(&name)?;
+        let key = directory_key(&name);
+        loop {
+            let current = self.lookup(&name)?;
+            match current {
+                Some(u) if u == *user => return Ok(()),
+                Some(u) if u < *user => {
+                    tracing::warn!(%name, "two users were given one login name; the other one keeps it");
+                    return Ok(());
+                }
+                _ => {}
+            }
+            let old = current.map(|u| u.as_bytes().to_vec());
+            if self
+                .store()
+                .compare_and_swap_meta(&key, old.as_deref(), Some(user.as_bytes()))?
+            {
+                tracing::info!(%name, "account replicated from a peer");
+                return Ok(());
+            }
+        }
     }
 
     /// Every user of the directory, by name.

@@ -54,7 +54,7 @@ pub struct DataArgs {
 }
 
 fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
-    Multiaddr::parse(s)
+    aerogramme::multiaddr::parse(s)
 }
 
 #[derive(Args, Debug)]

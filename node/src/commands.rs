@@ -146,7 +146,7 @@ fn create_data_dir(
         .and_then(|()| f.sync_all())
         .with_context(|| format!("{}: cannot write", config_path.display()))?;
     Ok(Created {
-        peer_id: identity.peer_id(),
+        peer_id: identity.peer_id().to_string(),
         replica: identity.replica_id().to_string(),
         network_key: config.network_key,
         network_key_created,
@@ -281,10 +281,41 @@ fn report(response: Response) -> ExitCode {
             println!("peer id     : {}", s.peer_id);
             println!("replica id  : {}", s.replica_id);
             println!("users       : {}", s.users);
+            for a in &s.listen {
+                println!("listening   : {a}");
+            }
             if s.peers.is_empty() {
-                println!("peers       : none yet");
-            } else {
-                println!("peers       : {}", s.peers.join(", "));
+                println!("peers       : none");
+            }
+            for p in &s.peers {
+                let rtt = p.rtt_us.map_or("-".to_string(), |us| {
+                    format!("{:.2} ms", us as f64 / 1000.0)
+                });
+                println!(
+                    "peer        : {} ({}) rtt {rtt}{}{}",
+                    p.peer_id,
+                    if p.connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    },
+                    if p.queued > 0 {
+                        format!(", {} queued", p.queued)
+                    } else {
+                        String::new()
+                    },
+                    if p.addresses.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", at {}", p.addresses.join(" "))
+                    },
+                );
+            }
+            for l in &s.lag {
+                println!(
+                    "lag         : {} is {} ops ({} bytes) behind for {}",
+                    l.peer_id, l.ops_behind, l.bytes_behind, l.user
+                );
             }
         }
         Response::Error { message, .. } => {

@@ -129,6 +129,16 @@ pub struct P2pSection {
     pub join: Vec<String>,
     /// The community's pre-shared network key file.
     pub network_key: PathBuf,
+    /// Peer ids allowed to connect (empty: every holder of the network key).
+    pub allow: Vec<String>,
+    /// QUIC beside TCP (needs `allow`: QUIC bypasses the network key).
+    pub quic: bool,
+    /// mDNS discovery on the local network (unset: on when every listen
+    /// address is a loopback or private one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mdns: Option<bool>,
+    /// Kademlia discovery.
+    pub kademlia: bool,
 }
 
 /// `[admin]`.
@@ -213,6 +223,10 @@ impl Default for P2pSection {
             listen: vec!["/ip4/0.0.0.0/tcp/4001".into()],
             join: Vec::new(),
             network_key: "network.key".into(),
+            allow: Vec::new(),
+            quic: false,
+            mdns: None,
+            kademlia: true,
         }
     }
 }
@@ -302,6 +316,14 @@ pub struct Config {
     pub join: Vec<Multiaddr>,
     /// The network key file.
     pub network_key: PathBuf,
+    /// Allowed peers (empty: every holder of the network key).
+    pub allow: Vec<libp2p::PeerId>,
+    /// QUIC beside TCP.
+    pub quic: bool,
+    /// mDNS discovery.
+    pub mdns: bool,
+    /// Kademlia discovery.
+    pub kademlia: bool,
     /// The admin socket.
     pub admin_socket: PathBuf,
     /// Argon2id cost of new passwords.
@@ -332,6 +354,20 @@ impl Config {
             .map_err(|message| ConfigError::Parse { path, message })?
             .validate(dir)
     }
+}
+
+/// Whether a listen address only reaches this host or a private network
+/// (where mDNS is on by default).
+fn is_local_address(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    addr.iter().all(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Protocol::Ip6(ip) => {
+            ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00 || ip.is_unicast_link_local()
+        }
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_) => false,
+        _ => true,
+    })
 }
 
 /// Longest node name.
@@ -392,7 +428,7 @@ impl ConfigFile {
         }
         let addrs = |key: &str, list: &[String]| {
             list.iter()
-                .map(|a| Multiaddr::parse(a).map_err(|r| invalid(key, r)))
+                .map(|a| crate::multiaddr::parse(a).map_err(|r| invalid(key, r)))
                 .collect::<Result<Vec<_>, _>>()
         };
         let p2p_listen = addrs("p2p.listen", &self.p2p.listen)?;
@@ -400,6 +436,25 @@ impl ConfigFile {
         if self.p2p.network_key.as_os_str().is_empty() {
             return Err(invalid("p2p.network_key", "must not be empty"));
         }
+        let allow = self
+            .p2p
+            .allow
+            .iter()
+            .map(|p| {
+                p.parse::<libp2p::PeerId>()
+                    .map_err(|_| invalid("p2p.allow", format!("`{p}` is not a peer id")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.p2p.quic && allow.is_empty() {
+            return Err(invalid(
+                "p2p.quic",
+                "QUIC bypasses the network key: it needs p2p.allow (the community's peer ids)",
+            ));
+        }
+        let mdns = self
+            .p2p
+            .mdns
+            .unwrap_or_else(|| p2p_listen.iter().all(is_local_address));
         if self.admin.socket.as_os_str().is_empty() {
             return Err(invalid("admin.socket", "must not be empty"));
         }
@@ -478,6 +533,10 @@ impl ConfigFile {
             p2p_listen,
             join,
             network_key: dir.join(&self.p2p.network_key),
+            allow,
+            quic: self.p2p.quic,
+            mdns,
+            kademlia: self.p2p.kademlia,
             admin_socket,
             argon2,
             key_cache: Duration::from_secs(self.accounts.key_cache_secs),
@@ -518,7 +577,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.imap, "127.0.0.1:1143".parse().unwrap());
         assert_eq!(c.lmtp, "127.0.0.1:1024".parse().unwrap());
-        assert_eq!(c.p2p_listen[0].as_str(), "/ip4/0.0.0.0/tcp/4001");
+        assert_eq!(c.p2p_listen[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
         assert_eq!(c.admin_socket, Path::new("/d/admin.sock"));
         assert_eq!(c.network_key, Path::new("/d/network.key"));
         assert_eq!(c.key_cache, Duration::from_secs(600));

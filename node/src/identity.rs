@@ -1,8 +1,10 @@
 //! The node's identity (`DIR/node.key`) and the community's network key.
 //!
-//! Until the libp2p layer lands, the node secret is 32 random bytes; the
-//! placeholder peer id and the [`ReplicaId`] are derived from it with
-//! BLAKE2b, so they are stable for the life of the data directory.
+//! The node secret is 32 random bytes: the Ed25519 secret key of the node's
+//! libp2p identity. Its peer id names the node to its peers; the
+//! [`ReplicaId`] is derived from the peer id ([`replica_of`]), so every node
+//! computes the same replica id for a peer and both are stable for the life
+//! of the data directory.
 
 use aerogramme_proto::ids::ReplicaId;
 use rand_core::{OsRng, RngCore};
@@ -80,28 +82,34 @@ impl NodeIdentity {
         })
     }
 
-    fn digest(&self) -> [u8; 32] {
-        let mut input = Zeroizing::new(b"aerogramme/v1/node-id".to_vec());
-        input.extend_from_slice(&self.secret[..]);
-        let mut out = [0u8; 32];
-        if let Ok(d) = orion::hash::digest(&input) {
-            out.copy_from_slice(d.as_ref());
-        }
-        out
+    /// The node's libp2p key pair (Ed25519, from the node secret).
+    pub fn keypair(&self) -> libp2p::identity::Keypair {
+        let mut secret = Zeroizing::new(*self.secret);
+        libp2p::identity::Keypair::ed25519_from_bytes(&mut secret[..])
+            .expect("a 32-byte secret is a valid Ed25519 secret key")
     }
 
-    /// The placeholder peer id (hex), until libp2p identities replace it.
-    pub fn peer_id(&self) -> String {
-        hex(&self.digest())
+    /// The node's libp2p peer id.
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.keypair().public().to_peer_id()
     }
 
-    /// The replica id of this node: the first 8 bytes of the peer id.
+    /// The replica id of this node (derived from its peer id).
     pub fn replica_id(&self) -> ReplicaId {
-        let d = self.digest();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&d[..8]);
-        ReplicaId(u64::from_be_bytes(first))
+        replica_of(&self.peer_id())
     }
+}
+
+/// The replica id of a peer: the first 8 bytes of a BLAKE2b digest of its
+/// peer id, so every node derives the same id for a peer.
+pub fn replica_of(peer: &libp2p::PeerId) -> ReplicaId {
+    let mut input = b"aerogramme/v1/replica/".to_vec();
+    input.extend_from_slice(&peer.to_bytes());
+    let mut first = [0u8; 8];
+    if let Ok(d) = orion::hash::digest(&input) {
+        first.copy_from_slice(&d.as_ref()[..8]);
+    }
+    ReplicaId(u64::from_be_bytes(first))
 }
 
 /// Loads the network key at `path`, or creates it (32 random bytes, hex,

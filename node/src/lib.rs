@@ -11,6 +11,7 @@ pub mod imap;
 pub mod lmtp;
 pub mod multiaddr;
 pub mod node;
+pub mod p2p;
 pub mod serve;
 pub mod store;
 pub mod unlock;

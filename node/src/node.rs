@@ -31,7 +31,7 @@ pub enum NodeError {
 pub struct Node {
     /// Its configuration.
     pub config: Config,
-    /// Placeholder peer id (until libp2p).
+    /// Its libp2p peer id (text form).
     pub peer_id: String,
     /// Its replica id.
     pub replica: ReplicaId,
@@ -41,6 +41,19 @@ pub struct Node {
     pub accounts: Accounts,
     /// Login checks, key cache and rate limits.
     pub unlocker: Unlocker,
+    /// Its identity (libp2p key pair).
+    pub identity: NodeIdentity,
+    /// The core and the network, once `serve` runs them.
+    pub running: std::sync::OnceLock<Running>,
+}
+
+/// What a serving node runs, for the admin commands.
+#[derive(Clone)]
+pub struct Running {
+    /// The core.
+    pub core: crate::core::CoreHandle,
+    /// The peer-to-peer layer.
+    pub p2p: crate::p2p::P2pHandle,
 }
 
 impl Node {
@@ -65,12 +78,14 @@ impl Node {
             config.argon2,
         );
         Ok(Node {
-            peer_id: identity.peer_id(),
+            peer_id: identity.peer_id().to_string(),
             replica: identity.replica_id(),
             config,
             committer,
             accounts,
             unlocker,
+            identity,
+            running: std::sync::OnceLock::new(),
         })
     }
 

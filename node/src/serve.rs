@@ -5,7 +5,8 @@ use crate::core::{Core, ImapBackend, LmtpBackend};
 use crate::imap::{ImapConfig, ImapServer};
 use crate::lmtp::backend::AddressMap;
 use crate::lmtp::{LmtpConfig, LmtpServer};
-use crate::node::Node;
+use crate::node::{Node, Running};
+use crate::p2p::{P2p, P2pConfig};
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,8 +24,49 @@ pub fn lmtp_socket(node: &Node) -> PathBuf {
 /// Serves `node` until `stop` completes, then lets sessions end and stops
 /// the core (last checkpoint and flush).
 pub async fn run(node: Arc<Node>, stop: impl Future<Output = ()> + Send) -> Result<()> {
-    let core = Core::start(node.replica, node.store().clone()).context("starting the core")?;
+    let (net_tx, net_rx) = tokio::sync::mpsc::unbounded_channel();
+    let known: Vec<(libp2p::PeerId, Vec<libp2p::Multiaddr>)> =
+        crate::core::load_members(node.store())
+            .into_iter()
+            .filter_map(|(_, m)| {
+                let peer = libp2p::PeerId::from_bytes(&m.peer_id).ok()?;
+                let addrs = m.addresses.iter().filter_map(|a| a.parse().ok()).collect();
+                Some((peer, addrs))
+            })
+            .collect();
+    let core = Core::start_with_network(
+        node.replica,
+        node.store().clone(),
+        Some(net_tx),
+        Some(node.accounts.clone()),
+    )
+    .context("starting the core")?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let network_key = crate::identity::load_network_key(&node.config.network_key)
+        .context("loading the network key")?;
+    let users = node.store().users().context("listing users")?;
+    let p2p = P2p::start(
+        node.identity.keypair(),
+        P2pConfig {
+            listen: node.config.p2p_listen.clone(),
+            join: node.config.join.clone(),
+            known,
+            network_key,
+            allow: node.config.allow.clone(),
+            quic: node.config.quic,
+            mdns: node.config.mdns,
+            kademlia: node.config.kademlia,
+        },
+        core.handle(),
+        users,
+        net_rx,
+        stop_rx.clone(),
+    )
+    .await?;
+    let _ = node.running.set(Running {
+        core: core.handle(),
+        p2p: p2p.handle(),
+    });
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -82,7 +124,9 @@ pub async fn run(node: Arc<Node>, stop: impl Future<Output = ()> + Send) -> Resu
         starttls = tls.is_some(),
         lmtp = %node.config.lmtp,
         lmtp_socket = %unix_path.display(),
-        "serving IMAP and LMTP; peer-to-peer replication is not implemented yet"
+        peer_id = %node.peer_id,
+        p2p = ?p2p.handle().listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "serving IMAP, LMTP and peers"
     );
 
     stop.await;
@@ -99,6 +143,7 @@ pub async fn run(node: Arc<Node>, stop: impl Future<Output = ()> + Send) -> Resu
         }
     }
     let _ = std::fs::remove_file(&unix_path);
+    p2p.join().await;
     tokio::task::spawn_blocking(move || core.stop())
         .await
         .context("stopping the core")?;

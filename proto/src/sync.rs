@@ -420,6 +420,22 @@ impl UserLogs {
         })
     }
 
+    /// How far behind us a peer is, from its `Have`: the ops we hold that
+    /// it lacks, and their encoded bytes (for `status`).
+    pub fn behind(&self, logs: &[(LogId, LogVersion)]) -> (u64, u64) {
+        let peer: BTreeMap<LogId, &LogVersion> = logs.iter().map(|(l, v)| (*l, v)).collect();
+        let empty = LogVersion::default();
+        let (mut ops, mut bytes) = (0u64, 0u64);
+        for (id, log) in &self.logs {
+            let pv = peer.get(id).copied().unwrap_or(&empty);
+            for op in log.iter().filter(|op| !pv.covers(&op.id)) {
+                ops += 1;
+                bytes += op.encoded_len() as u64;
+            }
+        }
+        (ops, bytes)
+    }
+
     /// The answer to a peer's `Have`: an `Account` when ours is newer, then
     /// one `Ops` page per log the peer lacks ops of, in log order, whose ops
     /// encode to at most `budget_bytes` in all (clamped to fit a message;

@@ -580,7 +580,7 @@ impl World {
                     }
                     self.on_event(i, key, &event);
                 }
-                Output::MailboxesChanged { .. } => {}
+                Output::MailboxesChanged { .. } | Output::AccountChanged { .. } => {}
             }
         }
         let at = self.ms();

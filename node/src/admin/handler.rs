@@ -1,6 +1,6 @@
 //! Runs admin commands against a [`Node`].
 
-use super::protocol::{ErrorKind, Request, Response, StatusInfo, UserEntry};
+use super::protocol::{ErrorKind, LagEntry, Request, Response, StatusInfo, UserEntry};
 use crate::accounts::AccountError;
 use crate::node::Node;
 use crate::unlock::UnlockError;
@@ -36,6 +36,7 @@ pub fn handle(node: &Node, request: Request, running: bool) -> Response {
             {
                 Ok(id) => {
                     tracing::info!(user = %name, "user added");
+                    announce(node, id);
                     Response::Done {
                         message: format!("user {name} added (id {id})"),
                     }
@@ -55,6 +56,7 @@ pub fn handle(node: &Node, request: Request, running: bool) -> Response {
         ) {
             Ok(id) => {
                 node.unlocker.forget(&id);
+                announce(node, id);
                 tracing::info!(user = %name, "password changed");
                 Response::Done {
                     message: format!("password of {name} changed"),
@@ -101,15 +103,67 @@ pub fn handle(node: &Node, request: Request, running: bool) -> Response {
             }
         }
         Request::Status => match node.accounts.list() {
-            Ok(list) => Response::Status(StatusInfo {
-                name: node.config.name.clone(),
-                peer_id: node.peer_id.clone(),
-                replica_id: node.replica.to_string(),
-                running,
-                users: list.len(),
-                peers: Vec::new(),
-            }),
+            Ok(list) => {
+                let (listen, peers, lag) = network_status(node, &list);
+                Response::Status(StatusInfo {
+                    name: node.config.name.clone(),
+                    peer_id: node.peer_id.clone(),
+                    replica_id: node.replica.to_string(),
+                    running,
+                    users: list.len(),
+                    listen,
+                    peers,
+                    lag,
+                })
+            }
             Err(e) => account_error(e),
         },
     }
+}
+
+/// Sends a user's new account record to the community (when serving).
+fn announce(node: &Node, user: aerogramme_proto::ids::UserId) {
+    if let Some(r) = node.running.get() {
+        let _ = r.core.run(move |st| st.announce_account(user));
+    }
+}
+
+/// Listen addresses, peers, and per (peer, user) how far behind the peer
+/// is, from the last `Have` it sent (empty when the node is not serving).
+fn network_status(
+    node: &Node,
+    users: &[(String, aerogramme_proto::ids::UserId)],
+) -> (Vec<String>, Vec<crate::p2p::PeerStatus>, Vec<LagEntry>) {
+    let Some(r) = node.running.get() else {
+        return (Vec::new(), Vec::new(), Vec::new());
+    };
+    let listen = r.p2p.listen_addrs().iter().map(|a| a.to_string()).collect();
+    let peers = r.p2p.peers();
+    let names: std::collections::HashMap<_, _> =
+        users.iter().map(|(n, u)| (*u, n.clone())).collect();
+    let haves = r.p2p.haves();
+    let lag = r
+        .core
+        .call_blocking(
+            move |st| {
+                haves
+                    .into_iter()
+                    .map(|(peer, user, logs)| {
+                        let (ops, bytes) = st.replica.behind(&user, &logs);
+                        LagEntry {
+                            peer_id: peer,
+                            user: names
+                                .get(&user)
+                                .cloned()
+                                .unwrap_or_else(|| user.to_string()),
+                            ops_behind: ops,
+                            bytes_behind: bytes,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            },
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap_or_default();
+    (listen, peers, lag)
 }

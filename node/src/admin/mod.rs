@@ -14,7 +14,7 @@ mod server;
 
 pub use client::{connect, AdminClient, ClientError};
 pub use handler::handle;
-pub use protocol::{ErrorKind, Request, Response, StatusInfo, UserEntry};
+pub use protocol::{ErrorKind, LagEntry, Request, Response, StatusInfo, UserEntry};
 pub use server::AdminServer;
 
 /// Longest request or response line.

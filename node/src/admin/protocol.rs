@@ -77,7 +77,7 @@ pub struct UserEntry {
 pub struct StatusInfo {
     /// Node name.
     pub name: String,
-    /// Placeholder peer id.
+    /// libp2p peer id.
     pub peer_id: String,
     /// Replica id.
     pub replica_id: String,
@@ -85,8 +85,28 @@ pub struct StatusInfo {
     pub running: bool,
     /// Number of users.
     pub users: usize,
-    /// Connected peers (none until libp2p lands).
-    pub peers: Vec<String>,
+    /// Peer-to-peer listen addresses.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Peers: addresses, connection, round-trip time.
+    pub peers: Vec<crate::p2p::PeerStatus>,
+    /// Per peer and user: how far behind this node the peer is.
+    #[serde(default)]
+    pub lag: Vec<LagEntry>,
+}
+
+/// How far behind this node a peer is for one user (from the peer's last
+/// anti-entropy summary).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LagEntry {
+    /// Peer id.
+    pub peer_id: String,
+    /// Login name (or user id when not in the directory).
+    pub user: String,
+    /// Ops this node holds that the peer lacks.
+    pub ops_behind: u64,
+    /// Their encoded size in bytes.
+    pub bytes_behind: u64,
 }
 
 /// The node's answer.

@@ -11,6 +11,8 @@ mod lmtp_backend;
 pub use imap_backend::{ImapBackend, UserMailboxes};
 pub use lmtp_backend::{LmtpBackend, LmtpRecipient};
 
+use crate::accounts::Accounts;
+use crate::p2p::{NetOut, NetSink};
 use crate::store::SledStore;
 use aerogramme_proto::ids::{MailboxId, ReplicaId, UserId};
 use aerogramme_proto::replica::{Config as ReplicaConfig, Event, Outcome, Output, Replica, Ticket};
@@ -53,7 +55,41 @@ pub struct CoreState {
     sessions: HashMap<UserId, usize>,
     idle_since: HashMap<UserId, Instant>,
     stopping: bool,
+    net: Option<NetSink>,
+    accounts: Option<Accounts>,
 }
+
+/// Prefix of the meta keys remembering the community's members:
+/// `node/members/` ‖ replica id (8 bytes, big-endian) → postcard of
+/// [`Member`].
+pub const MEMBERS_PREFIX: &[u8] = b"node/members/";
+
+/// A member of the community as remembered.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its libp2p peer id (bytes).
+    pub peer_id: Vec<u8>,
+    /// Addresses it was reached at or listens on.
+    pub addresses: Vec<String>,
+}
+
+/// The members remembered in `store` (not this node).
+pub fn load_members(store: &SledStore) -> Vec<(ReplicaId, Member)> {
+    let Ok(records) = store.scan_meta(MEMBERS_PREFIX) else {
+        return Vec::new();
+    };
+    records
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let id = <[u8; 8]>::try_from(k.get(MEMBERS_PREFIX.len()..)?).ok()?;
+            let m = postcard::from_bytes::<Member>(&v).ok()?;
+            Some((ReplicaId(u64::from_be_bytes(id)), m))
+        })
+        .collect()
+}
+
+/// Most addresses remembered per member.
+const MAX_MEMBER_ADDRESSES: usize = 8;
 
 impl CoreState {
     /// Milliseconds since the Unix epoch (the replica's `now`).
@@ -100,6 +136,75 @@ impl CoreState {
         if *n == 0 {
             self.sessions.remove(&user);
             self.idle_since.insert(user, Instant::now());
+        }
+    }
+
+    /// A peer completed the handshake (it holds the network key): it is a
+    /// member of the community from now on, remembered with its addresses;
+    /// an anti-entropy round with it starts at once.
+    pub fn peer_connected(&mut self, peer: libp2p::PeerId, replica: ReplicaId, addrs: Vec<String>) {
+        let key = [MEMBERS_PREFIX, &replica.0.to_be_bytes()].concat();
+        let mut member = self
+            .replica
+            .store()
+            .get_meta(&key)
+            .ok()
+            .flatten()
+            .and_then(|v| postcard::from_bytes::<Member>(&v).ok())
+            .unwrap_or(Member {
+                peer_id: peer.to_bytes(),
+                addresses: Vec::new(),
+            });
+        let before = member.clone();
+        for a in addrs {
+            if !member.addresses.contains(&a) {
+                member.addresses.push(a);
+            }
+        }
+        let n = member.addresses.len();
+        if n > MAX_MEMBER_ADDRESSES {
+            member.addresses.drain(..n - MAX_MEMBER_ADDRESSES);
+        }
+        let added = self.replica.add_member(replica);
+        if added || member != before {
+            if let Ok(v) = postcard::to_allocvec(&member) {
+                if let Err(e) = self.replica.store().put_meta(&key, &v) {
+                    tracing::warn!("remembering a member: {e}");
+                }
+            }
+        }
+        if added {
+            tracing::info!(%replica, "new member of the community");
+            self.replica.sync_with(replica);
+        }
+    }
+
+    /// A newer account record arrived from a peer: the login name it
+    /// carries is entered in this node's directory, so the user can log in
+    /// here too.
+    fn account_arrived(&mut self, user: UserId) {
+        let Some(accounts) = &self.accounts else {
+            return;
+        };
+        if let Err(e) = accounts.adopt(&user) {
+            tracing::warn!(%user, "replicated account: {e}");
+        }
+        if let Some(net) = &self.net {
+            let _ = net.send(NetOut::Subscribe(user));
+        }
+    }
+
+    /// Sends this node's account record of `user` to the community (a user
+    /// added or a password changed here).
+    pub fn announce_account(&mut self, user: UserId) {
+        match self.replica.store().get_account(&user) {
+            Ok(Some((version, record))) => {
+                if let Err(e) = self.replica.set_account(user, version, record) {
+                    tracing::warn!(%user, "announcing an account: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%user, "announcing an account: {e}"),
         }
     }
 
@@ -162,6 +267,22 @@ impl CoreHandle {
     }
 }
 
+impl CoreHandle {
+    /// Runs `f` on the core thread and waits (blocking, at most `timeout`)
+    /// for its answer, for callers outside the async runtime.
+    pub fn call_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut CoreState) -> T + Send + 'static,
+        timeout: Duration,
+    ) -> Result<T, CoreGone> {
+        let (tx, rx) = mpsc::channel();
+        self.run(move |st| {
+            let _ = tx.send(f(st));
+        })?;
+        rx.recv_timeout(timeout).map_err(|_| CoreGone)
+    }
+}
+
 /// The running core.
 pub struct Core {
     handle: CoreHandle,
@@ -169,12 +290,26 @@ pub struct Core {
 }
 
 impl Core {
-    /// Starts the core thread over `store` (every user locked).
+    /// Starts the core thread over `store` (every user locked), alone.
     pub fn start(
         me: ReplicaId,
         store: SledStore,
     ) -> Result<Core, aerogramme_proto::replica::ReplicaError> {
-        let cfg = ReplicaConfig::new(me, vec![me]);
+        Self::start_with_network(me, store, None, None)
+    }
+
+    /// Starts the core thread over `store`, among the members it remembers;
+    /// what goes to peers is sent to `net`, and account records from peers
+    /// enter `accounts`' directory.
+    pub fn start_with_network(
+        me: ReplicaId,
+        store: SledStore,
+        net: Option<NetSink>,
+        accounts: Option<Accounts>,
+    ) -> Result<Core, aerogramme_proto::replica::ReplicaError> {
+        let mut members = vec![me];
+        members.extend(load_members(&store).into_iter().map(|(r, _)| r));
+        let cfg = ReplicaConfig::new(me, members);
         let replica = Replica::restore(cfg, store)?;
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);
@@ -187,6 +322,8 @@ impl Core {
             sessions: HashMap::new(),
             idle_since: HashMap::new(),
             stopping: false,
+            net,
+            accounts,
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -272,8 +409,21 @@ fn finish_batch(st: &mut CoreState) {
                 }
             }
             Output::Done { ticket, outcome } => done.push((ticket, outcome)),
-            // A one-node community for now: nothing leaves the node.
-            Output::Send { .. } | Output::Broadcast { .. } | Output::MailboxesChanged { .. } => {}
+            Output::Send { to, msg } => {
+                if let Some(net) = &st.net {
+                    let _ = net.send(NetOut::send(to, &msg));
+                }
+            }
+            Output::Broadcast { user, msg } => {
+                if let Some(net) = &st.net {
+                    let _ = net.send(NetOut::Broadcast {
+                        user,
+                        bytes: msg.encode(),
+                    });
+                }
+            }
+            Output::AccountChanged { user } => st.account_arrived(user),
+            Output::MailboxesChanged { .. } => {}
         }
     }
     for (ticket, outcome) in done {

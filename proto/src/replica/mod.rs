@@ -234,6 +234,12 @@ pub enum Output {
         /// User.
         user: UserId,
     },
+    /// A newer account record of the user arrived from a peer (a user
+    /// added or a password changed on another node).
+    AccountChanged {
+        /// User.
+        user: UserId,
+    },
 }
 
 /// A mailbox view as of a view record number, and the ops it covers.
@@ -409,6 +415,52 @@ impl<S: Store> Replica<S> {
             r.users.insert(user, u);
         }
         Ok(r)
+    }
+
+    /// How many ops (and encoded bytes) a peer whose `Have` for `user` said
+    /// `logs` lacks of what this replica holds.
+    pub fn behind(&self, user: &UserId, logs: &[(LogId, crate::oplog::LogVersion)]) -> (u64, u64) {
+        self.users.get(user).map_or((0, 0), |u| u.logs.behind(logs))
+    }
+
+    /// Starts an anti-entropy round with `peer` now (a peer just connected):
+    /// a `Have` for every user.
+    pub fn sync_with(&mut self, peer: ReplicaId) {
+        if peer == self.cfg.me || !self.cfg.members.contains(&peer) {
+            return;
+        }
+        let haves: Vec<SyncMsg> = self.users.values().map(|u| u.logs.have()).collect();
+        for have in haves {
+            self.out.push(Output::Send {
+                to: peer,
+                msg: PeerMsg::Sync(have),
+            });
+        }
+    }
+
+    /// Every replica of the community, as this one knows it.
+    pub fn members(&self) -> &[ReplicaId] {
+        &self.cfg.members
+    }
+
+    /// Adds a replica to the community (a node that proved it holds the
+    /// network key). Membership only grows, one node at a time: a majority
+    /// of the new member list intersects every majority of the old one, so
+    /// decisions taken before stay safe (ARCHITECTURE.md, "Membership").
+    /// Returns whether it was new.
+    pub fn add_member(&mut self, member: ReplicaId) -> bool {
+        if self.cfg.members.contains(&member) {
+            return false;
+        }
+        self.cfg.members.push(member);
+        self.cfg.members.sort();
+        let members = std::sync::Arc::new(self.cfg.members.clone());
+        for u in self.users.values_mut() {
+            for s in u.seqs.values_mut() {
+                s.set_members(members.clone());
+            }
+        }
+        true
     }
 
     /// This replica's id.
@@ -1539,6 +1591,7 @@ impl<S: Store> Replica<S> {
                 self.dropped += received.rejected.len() as u64;
                 if let Some((version, record)) = &received.account {
                     self.store.put_account(&user, *version, record)?;
+                    self.out.push(Output::AccountChanged { user });
                 }
                 let mut blobs = false;
                 for op in received.new_ops {

@@ -73,7 +73,9 @@ impl World {
                     }
                 }
                 Output::Done { ticket, outcome } => self.done.push((me, ticket, outcome)),
-                Output::Event { .. } | Output::MailboxesChanged { .. } => {}
+                Output::Event { .. }
+                | Output::MailboxesChanged { .. }
+                | Output::AccountChanged { .. } => {}
             }
         }
     }
@@ -964,4 +966,69 @@ fn sealed_delivery_by_a_node_without_the_keys() {
     w.flush(2);
     w.run(300);
     w.assert_converged(user, inbox);
+}
+
+#[test]
+fn a_node_that_joins_later_learns_the_ledger_and_shares_it() {
+    let mut w = World::new(3);
+    // Node 1 starts alone; nodes 2 and 3 do not know the community yet.
+    for i in 0..3 {
+        let mut cfg = Config::new(w.ids[i], vec![w.ids[i]]);
+        cfg.seq = params();
+        cfg.anti_entropy_ms = 100;
+        w.nodes[i] = Some(Replica::new(cfg, MemStore::new()));
+    }
+    let user = UserId::random(&mut w.rng);
+    let seed = 78;
+    let now = w.now;
+    let mut rng = w.rng.clone();
+    let inbox = w
+        .node(0)
+        .create_account(
+            now,
+            &mut rng,
+            user,
+            b"record".to_vec(),
+            UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(seed)),
+        )
+        .unwrap();
+    w.flush(0);
+    let alone: Vec<Ticket> = (0..5)
+        .map(|k| w.append(0, user, inbox, &format!("alone {k}")))
+        .collect();
+    w.run(300);
+    let before: Vec<u32> = alone.iter().map(|t| w.appended_uid(0, *t)).collect();
+    // Node 2 joins, then node 3: one member at a time.
+    for joining in 1..3 {
+        for i in 0..=joining {
+            for j in 0..=joining {
+                let added = w.node(i).add_member(w.ids[j]);
+                assert_eq!(added, i != j && (i == joining || j == joining));
+            }
+        }
+        w.run(500);
+    }
+    for i in 1..3 {
+        let now = w.now;
+        let s = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(seed));
+        w.node(i).unlock(now, user, s).unwrap();
+        w.flush(i);
+    }
+    w.run(500);
+    let mut last = *before.last().unwrap();
+    for k in 0..6 {
+        let t = w.append(k % 3, user, inbox, &format!("together {k}"));
+        w.run(200);
+        let uid = w.appended_uid(k % 3, t);
+        assert!(uid > last, "UIDs ascend after the joins");
+        last = uid;
+    }
+    w.run(1000);
+    w.assert_converged(user, inbox);
+    let v = w.node(2).mailbox(&user, &inbox).unwrap();
+    assert_eq!(v.exists(), 11);
+    for uid in before {
+        assert!(v.message(uid).is_some(), "UID {uid} kept its message");
+    }
+    assert_eq!(w.node(0).members(), &w.ids[..]);
 }

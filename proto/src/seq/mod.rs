@@ -240,6 +240,13 @@ impl Sequencer {
         s
     }
 
+    /// Replaces the member list (sorted, including this replica): see
+    /// [`crate::replica::Replica::add_member`] for when that is safe.
+    pub fn set_members(&mut self, members: std::sync::Arc<Vec<ReplicaId>>) {
+        debug_assert!(members.contains(&self.me));
+        self.members = members;
+    }
+
     /// This replica.
     pub fn me(&self) -> ReplicaId {
         self.me

@@ -1,0 +1,715 @@
+//! Replication between the nodes of a community, over libp2p.
+//!
+//! The swarm runs in one tokio task. It carries the replica's outputs:
+//!
+//! * `Output::Broadcast` (new ops, sequencing broadcasts) is published on
+//!   the user's gossipsub topic (an opaque name derived from the user id);
+//!   when no peer has subscribed yet it goes to every connected peer
+//!   directly instead.
+//! * `Output::Send` (anti-entropy, forwards to a ledger owner, votes) goes to
+//!   one peer on the request-response protocol of [`wire`].
+//!
+//! and hands what peers send to the core, which feeds the replica. A peer
+//! that sends a malformed or oversized message is disconnected.
+//!
+//! **Membership.** A peer that completes the handshake holds the network
+//! key (and, when one is configured, is on the allow-list): the core adds
+//! it to the replica's members and remembers it (with its addresses, so a
+//! restarted node dials it again).
+//!
+//! **Flow control.** Each peer has two outbound queues: *live* (sequencing,
+//! gossip, `Have`) and *bulk* (op pages and blob chunks of a catch-up), and
+//! at most [`MAX_IN_FLIGHT`] requests without a receipt. Live messages go
+//! first, so a peer catching up on gigabytes does not delay new mail; the
+//! bulk queue is bounded, and what it drops anti-entropy asks for again.
+
+pub mod behaviour;
+pub mod transport;
+pub mod wire;
+
+use crate::core::CoreHandle;
+use crate::identity::replica_of;
+use aerogramme_proto::ids::LogId;
+use aerogramme_proto::ids::{ReplicaId, UserId};
+use aerogramme_proto::oplog::LogVersion;
+use aerogramme_proto::replica::PeerMsg;
+use aerogramme_proto::sync::SyncMsg;
+use behaviour::{Behaviour, BehaviourEvent, Options};
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{gossipsub, identify, mdns, ping, request_response, Multiaddr, PeerId, Swarm};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use zeroize::Zeroizing;
+
+/// Requests to one peer without a receipt yet.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Bulk messages queued per peer before the oldest are dropped.
+const MAX_BULK_QUEUE: usize = 1024;
+/// Live messages queued per peer before the oldest are dropped.
+const MAX_LIVE_QUEUE: usize = 8192;
+/// First and longest delay between two dials of a bootstrap address.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often Kademlia looks for more peers.
+const KAD_BOOTSTRAP: Duration = Duration::from_secs(300);
+
+/// What the core hands to the network (encoded messages).
+#[derive(Debug)]
+pub enum NetOut {
+    /// To one replica.
+    Send {
+        /// Destination.
+        to: ReplicaId,
+        /// The encoded [`PeerMsg`].
+        bytes: Vec<u8>,
+        /// Catch-up traffic (yields to live traffic).
+        bulk: bool,
+    },
+    /// To every replica serving the user.
+    Broadcast {
+        /// User.
+        user: UserId,
+        /// The encoded [`PeerMsg`].
+        bytes: Vec<u8>,
+    },
+    /// This node serves `user`: listen on its topic.
+    Subscribe(UserId),
+}
+
+impl NetOut {
+    /// The network form of a replica output addressed to peers.
+    pub fn send(to: ReplicaId, msg: &PeerMsg) -> NetOut {
+        let bulk = matches!(
+            msg,
+            PeerMsg::Sync(SyncMsg::Ops { .. } | SyncMsg::Chunk(_) | SyncMsg::WantChunks { .. })
+        );
+        NetOut::Send {
+            to,
+            bytes: msg.encode(),
+            bulk,
+        }
+    }
+}
+
+/// Where the core sends [`NetOut`]s.
+pub type NetSink = mpsc::UnboundedSender<NetOut>;
+
+/// Configuration of the peer-to-peer layer.
+pub struct P2pConfig {
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap addresses (dialled with backoff until connected).
+    pub join: Vec<Multiaddr>,
+    /// Peers remembered from earlier runs, with their addresses.
+    pub known: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// The community's pre-shared key.
+    pub network_key: Zeroizing<[u8; 32]>,
+    /// Allowed peer ids (empty: every holder of the network key).
+    pub allow: Vec<PeerId>,
+    /// QUIC (only with an allow-list).
+    pub quic: bool,
+    /// mDNS discovery.
+    pub mdns: bool,
+    /// Kademlia discovery.
+    pub kademlia: bool,
+}
+
+/// One peer as `status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Peer id.
+    pub peer_id: String,
+    /// Replica id.
+    pub replica_id: String,
+    /// Whether a connection is open.
+    pub connected: bool,
+    /// Addresses it listens on (as it says) or was reached at.
+    pub addresses: Vec<String>,
+    /// Last round-trip time measured by ping, in microseconds.
+    pub rtt_us: Option<u64>,
+    /// Messages waiting to be sent to it.
+    pub queued: usize,
+}
+
+#[derive(Default)]
+struct Shared {
+    listen: Vec<Multiaddr>,
+    peers: BTreeMap<PeerId, PeerStatus>,
+    /// The last `Have` each peer sent for each user.
+    haves: HashMap<(PeerId, UserId), Vec<(LogId, LogVersion)>>,
+}
+
+/// A handle on the running peer-to-peer layer.
+#[derive(Clone)]
+pub struct P2pHandle {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl P2pHandle {
+    /// The addresses the node listens on.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.shared
+            .lock()
+            .map(|s| s.listen.clone())
+            .unwrap_or_default()
+    }
+
+    /// The peers, as last seen.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.shared
+            .lock()
+            .map(|s| s.peers.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The last `Have` of every (peer, user).
+    pub fn haves(&self) -> Vec<(String, UserId, Vec<(LogId, LogVersion)>)> {
+        self.shared
+            .lock()
+            .map(|s| {
+                s.haves
+                    .iter()
+                    .map(|((p, u), v)| (p.to_string(), *u, v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The gossipsub topic of a user: opaque (derived from the random user id).
+pub fn topic(user: &UserId) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!(
+        "aerogramme/u/{}",
+        crate::identity::hex(user.as_bytes())
+    ))
+}
+
+#[derive(Default)]
+struct Queue {
+    live: VecDeque<Vec<u8>>,
+    bulk: VecDeque<Vec<u8>>,
+    in_flight: usize,
+}
+
+struct JoinTarget {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    next: Instant,
+    delay: Duration,
+}
+
+/// The running swarm task.
+pub struct P2p {
+    handle: P2pHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl P2p {
+    /// Starts listening and dialling; returns once the listeners are bound.
+    pub async fn start(
+        keypair: Keypair,
+        config: P2pConfig,
+        core: CoreHandle,
+        users: Vec<UserId>,
+        net: mpsc::UnboundedReceiver<NetOut>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<P2p> {
+        use anyhow::Context;
+        let opts = Options {
+            allow: config.allow.clone(),
+            mdns: config.mdns,
+            kademlia: config.kademlia,
+        };
+        let network_key = *config.network_key;
+        let quic = config.quic;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|kp| {
+                transport::build(kp, network_key, quic)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            })
+            .context("building the transport")?
+            .with_behaviour(|kp| Behaviour::new(kp, &opts).map_err(|e| e.into()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        let mut pending = 0;
+        for addr in &config.listen {
+            if !quic && addr.iter().any(|p| matches!(p, Protocol::QuicV1)) {
+                anyhow::bail!("{addr}: QUIC needs p2p.quic = true (and an allow-list)");
+            }
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("peer-to-peer: cannot listen on {addr}"))?;
+            pending += 1;
+        }
+        // Wait until every listener has its address (port 0 resolved).
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut early = Vec::new();
+        while pending > 0 {
+            let ev = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .context("peer-to-peer: listeners did not start")?;
+            match ev {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    if let Ok(mut s) = shared.lock() {
+                        s.listen.push(address);
+                    }
+                    pending -= 1;
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    anyhow::bail!("peer-to-peer listener: {error}")
+                }
+                other => early.push(other),
+            }
+        }
+        let handle = P2pHandle { shared };
+        let now = Instant::now();
+        let mut joins: Vec<JoinTarget> = config
+            .join
+            .iter()
+            .map(|a| JoinTarget {
+                addr: a.clone(),
+                peer: peer_of(a),
+                next: now,
+                delay: BACKOFF_MIN,
+            })
+            .collect();
+        for (peer, addrs) in &config.known {
+            for a in addrs {
+                if joins.iter().any(|j| j.peer == Some(*peer) && j.addr == *a) {
+                    continue;
+                }
+                joins.push(JoinTarget {
+                    addr: a.clone().with_p2p(*peer).unwrap_or_else(|a| a),
+                    peer: Some(*peer),
+                    next: now,
+                    delay: BACKOFF_MIN,
+                });
+            }
+        }
+        if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+            for j in &joins {
+                if let Some(p) = j.peer {
+                    kad.add_address(&p, j.addr.clone());
+                }
+            }
+        }
+        let mut task = Task {
+            swarm,
+            core,
+            shared: handle.shared.clone(),
+            by_replica: HashMap::new(),
+            queues: HashMap::new(),
+            topics: HashSet::new(),
+            joins,
+        };
+        for u in users {
+            task.subscribe(u);
+        }
+        for ev in early {
+            task.on_event(ev);
+        }
+        let join = tokio::spawn(task.run(net, stop));
+        Ok(P2p { handle, task: join })
+    }
+
+    /// A handle for status queries.
+    pub fn handle(&self) -> P2pHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for the task to end (after the stop signal).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// The peer id at the end of a multiaddress, if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    core: CoreHandle,
+    shared: Arc<Mutex<Shared>>,
+    by_replica: HashMap<ReplicaId, PeerId>,
+    queues: HashMap<PeerId, Queue>,
+    topics: HashSet<UserId>,
+    joins: Vec<JoinTarget>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut net: mpsc::UnboundedReceiver<NetOut>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut redial = tokio::time::interval(Duration::from_millis(250));
+        let mut kad_bootstrap = tokio::time::interval(KAD_BOOTSTRAP);
+        loop {
+            tokio::select! {
+                out = net.recv() => match out {
+                    Some(out) => self.on_net_out(out),
+                    None => break,
+                },
+                ev = self.swarm.select_next_some() => self.on_event(ev),
+                _ = redial.tick() => self.redial(),
+                _ = kad_bootstrap.tick() => {
+                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                        let _ = kad.bootstrap();
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        tracing::debug!("peer-to-peer layer stopped");
+    }
+
+    fn subscribe(&mut self, user: UserId) {
+        if self.topics.insert(user) {
+            if let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&topic(&user))
+            {
+                tracing::warn!(%user, "gossipsub subscribe: {e}");
+            }
+        }
+    }
+
+    fn on_net_out(&mut self, out: NetOut) {
+        match out {
+            NetOut::Send { to, bytes, bulk } => {
+                if let Some(peer) = self.by_replica.get(&to).copied() {
+                    self.enqueue(peer, bytes, bulk);
+                }
+            }
+            NetOut::Broadcast { user, bytes } => {
+                self.subscribe(user);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic(&user), bytes.clone())
+                {
+                    Ok(_) => {}
+                    Err(
+                        gossipsub::PublishError::NoPeersSubscribedToTopic
+                        | gossipsub::PublishError::AllQueuesFull(_),
+                    ) => {
+                        // No one listens on the topic yet: send directly.
+                        let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
+                        for p in peers {
+                            self.enqueue(p, bytes.clone(), false);
+                        }
+                    }
+                    Err(e) => tracing::warn!(%user, "gossipsub publish: {e}"),
+                }
+            }
+            NetOut::Subscribe(user) => self.subscribe(user),
+        }
+    }
+
+    fn enqueue(&mut self, peer: PeerId, bytes: Vec<u8>, bulk: bool) {
+        let q = self.queues.entry(peer).or_default();
+        let (queue, cap) = if bulk {
+            (&mut q.bulk, MAX_BULK_QUEUE)
+        } else {
+            (&mut q.live, MAX_LIVE_QUEUE)
+        };
+        if queue.len() >= cap {
+            queue.pop_front();
+        }
+        queue.push_back(bytes);
+        self.pump(peer);
+    }
+
+    fn pump(&mut self, peer: PeerId) {
+        let Some(q) = self.queues.get_mut(&peer) else {
+            return;
+        };
+        while q.in_flight < MAX_IN_FLIGHT {
+            let Some(bytes) = q.live.pop_front().or_else(|| q.bulk.pop_front()) else {
+                break;
+            };
+            q.in_flight += 1;
+            self.swarm
+                .behaviour_mut()
+                .replication
+                .send_request(&peer, bytes);
+        }
+    }
+
+    fn redial(&mut self) {
+        let now = Instant::now();
+        for j in &mut self.joins {
+            let connected = j.peer.is_some_and(|p| self.swarm.is_connected(&p));
+            if connected || now < j.next {
+                continue;
+            }
+            j.next = now + j.delay;
+            j.delay = (j.delay * 2).min(BACKOFF_MAX);
+            if let Err(e) = self.swarm.dial(j.addr.clone()) {
+                tracing::debug!(addr = %j.addr, "dial: {e}");
+            }
+        }
+    }
+
+    /// Hands a message from `source` to the core; `false` when it is
+    /// malformed.
+    fn deliver(&mut self, source: PeerId, bytes: &[u8]) -> bool {
+        let msg = match PeerMsg::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(peer = %source, "malformed message: {e}");
+                return false;
+            }
+        };
+        let user = match &msg {
+            PeerMsg::Seq { user, .. } => Some(*user),
+            PeerMsg::Sync(m) => m.user(),
+        };
+        if let Some(u) = user {
+            self.subscribe(u);
+        }
+        if let PeerMsg::Sync(SyncMsg::Have { user, logs, .. }) = &msg {
+            if let Ok(mut s) = self.shared.lock() {
+                s.haves.insert((source, *user), logs.clone());
+            }
+        }
+        let from = replica_of(&source);
+        let _ = self
+            .core
+            .run(move |st| st.replica.handle(crate::core::CoreState::now(), from, msg));
+        true
+    }
+
+    fn misbehaved(&mut self, peer: PeerId, why: &str) {
+        tracing::warn!(%peer, "disconnecting a peer: {why}");
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    fn status(&self, peer: PeerId, f: impl FnOnce(&mut PeerStatus)) {
+        if let Ok(mut s) = self.shared.lock() {
+            let e = s.peers.entry(peer).or_insert_with(|| PeerStatus {
+                peer_id: peer.to_string(),
+                replica_id: replica_of(&peer).to_string(),
+                ..PeerStatus::default()
+            });
+            f(e);
+        }
+    }
+
+    fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening for peers");
+                if let Ok(mut s) = self.shared.lock() {
+                    s.listen.push(address);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let addr = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => Some(address.clone()),
+                    ConnectedPoint::Listener { .. } => None,
+                };
+                if let Some(a) = &addr {
+                    for j in &mut self.joins {
+                        if j.addr == *a || j.peer == Some(peer_id) {
+                            j.peer = Some(peer_id);
+                            j.delay = BACKOFF_MIN;
+                        }
+                    }
+                }
+                self.status(peer_id, |p| {
+                    p.connected = true;
+                    if let Some(a) = &addr {
+                        let a = a.to_string();
+                        if !p.addresses.contains(&a) {
+                            p.addresses.push(a);
+                        }
+                    }
+                });
+                if num_established.get() == 1 {
+                    let replica = replica_of(&peer_id);
+                    tracing::info!(peer = %peer_id, %replica, "peer connected");
+                    self.by_replica.insert(replica, peer_id);
+                    let addrs: Vec<String> = addr.iter().map(|a| a.to_string()).collect();
+                    let _ = self
+                        .core
+                        .run(move |st| st.peer_connected(peer_id, replica, addrs));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, "peer disconnected");
+                    self.by_replica.remove(&replica_of(&peer_id));
+                    self.queues.remove(&peer_id);
+                    self.status(peer_id, |p| {
+                        p.connected = false;
+                        p.queued = 0;
+                    });
+                    for j in &mut self.joins {
+                        if j.peer == Some(peer_id) {
+                            j.next = Instant::now() + j.delay;
+                        }
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, "connection failed: {error}");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!("incoming connection failed: {error}");
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Replication(ev) => self.on_replication(ev),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let ok = match message.source {
+                    Some(source) => self.deliver(source, &message.data),
+                    None => false,
+                };
+                let acceptance = if ok {
+                    gossipsub::MessageAcceptance::Accept
+                } else {
+                    gossipsub::MessageAcceptance::Reject
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                if !ok && message.source == Some(propagation_source) {
+                    self.misbehaved(propagation_source, "malformed gossip");
+                }
+            }
+            BehaviourEvent::Gossipsub(_) => {}
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocol_version != behaviour::IDENTIFY_VERSION {
+                    self.misbehaved(peer_id, "another protocol version");
+                    return;
+                }
+                let addrs: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(|a| {
+                        !a.iter()
+                            .any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_unspecified()))
+                    })
+                    .collect();
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    for a in &addrs {
+                        kad.add_address(&peer_id, a.clone());
+                    }
+                }
+                let text: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                self.status(peer_id, |p| {
+                    for a in &text {
+                        if !p.addresses.contains(a) {
+                            p.addresses.push(a.clone());
+                        }
+                    }
+                });
+                let replica = replica_of(&peer_id);
+                let _ = self
+                    .core
+                    .run(move |st| st.peer_connected(peer_id, replica, text));
+            }
+            BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => self.status(peer, |p| p.rtt_us = Some(rtt.as_micros() as u64)),
+            BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    if !self.swarm.is_connected(&peer) {
+                        tracing::debug!(%peer, %addr, "found on the local network");
+                        let _ = self.swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(_) => {}
+            BehaviourEvent::Kad(_) => {}
+            BehaviourEvent::Allow(v) => match v {},
+        }
+    }
+
+    fn on_replication(&mut self, ev: request_response::Event<Vec<u8>, ()>) {
+        use request_response::{Event, InboundFailure, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .replication
+                    .send_response(channel, ());
+                if !self.deliver(peer, &request) {
+                    self.misbehaved(peer, "malformed message");
+                }
+            }
+            Event::Message {
+                peer,
+                message: Message::Response { .. },
+                ..
+            }
+            | Event::OutboundFailure { peer, .. } => {
+                if let Some(q) = self.queues.get_mut(&peer) {
+                    q.in_flight = q.in_flight.saturating_sub(1);
+                    let queued = q.live.len() + q.bulk.len();
+                    self.status(peer, |p| p.queued = queued);
+                }
+                self.pump(peer);
+            }
+            Event::InboundFailure {
+                peer,
+                error: InboundFailure::Io(e),
+                ..
+            } if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.misbehaved(peer, &format!("bad request: {e}"))
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
+        }
+    }
+}

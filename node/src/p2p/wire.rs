@@ -1,0 +1,126 @@
+//! The replication protocol on a libp2p stream: one request is one
+//! [`PeerMsg`](aerogramme_proto::replica::PeerMsg) in its wire encoding,
+//! framed by a 4-byte big-endian length; the response is an empty frame
+//! (the receipt that frees a slot of the sender's flow control).
+//!
+//! A frame longer than [`MAX_FRAME`] is refused before anything is
+//! allocated for it: the stream fails and the peer is disconnected.
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use std::io;
+
+/// The protocol name (its version is part of it).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/aerogramme/replication/1");
+
+/// Largest frame: the largest sync message plus the message tag.
+pub const MAX_FRAME: usize = aerogramme_proto::sync::MAX_MESSAGE_BYTES + 64;
+
+/// Reads one frame of at most `max` bytes.
+pub async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.close().await
+}
+
+/// The request-response codec of [`PROTOCOL`].
+#[derive(Clone, Default)]
+pub struct Codec;
+
+#[async_trait::async_trait]
+impl libp2p::request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = ();
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, MAX_FRAME).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<()>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, 0).await.map(drop)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, (): ()) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &[]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversized_ones_are_refused_before_allocating() {
+        futures::executor::block_on(async {
+            let mut buf = Vec::new();
+            write_frame(&mut futures::io::Cursor::new(&mut buf), b"hello")
+                .await
+                .unwrap();
+            let got = read_frame(&mut futures::io::Cursor::new(&buf), 16)
+                .await
+                .unwrap();
+            assert_eq!(got, b"hello");
+            let err = read_frame(&mut futures::io::Cursor::new(&buf), 4)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            // A length that claims 4 GiB fails without allocating it.
+            let huge = [0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+            assert!(
+                read_frame(&mut futures::io::Cursor::new(&huge[..]), MAX_FRAME)
+                    .await
+                    .is_err()
+            );
+            // A truncated frame is an error, not a hang.
+            let short = [0, 0, 0, 9, 1, 2];
+            assert!(
+                read_frame(&mut futures::io::Cursor::new(&short[..]), MAX_FRAME)
+                    .await
+                    .is_err()
+            );
+        });
+    }
+}
