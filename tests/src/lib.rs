@@ -42,6 +42,10 @@ pub struct Node {
     pub imap: SocketAddr,
     /// LMTP address.
     pub lmtp: SocketAddr,
+    /// Peer-to-peer TCP port (loopback).
+    pub p2p: u16,
+    /// libp2p peer id.
+    pub peer_id: String,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -50,35 +54,59 @@ impl Node {
     /// `aerogramme init` in a fresh directory, cheap Argon2 for tests, and
     /// `serve` started.
     pub fn start() -> Node {
+        Self::start_with(&[], None)
+    }
+
+    /// `start`, joining the peers at `join` (multiaddresses), with the
+    /// network key file `network_key` (default: a new one in the data
+    /// directory).
+    pub fn start_with(join: &[String], network_key: Option<&Path>) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (imap, lmtp) = (free_port(), free_port());
-        let out = Command::new(binary())
-            .args(["init", "--data"])
-            .arg(dir.path())
-            .args([
-                "--imap",
-                &format!("127.0.0.1:{imap}"),
-                "--lmtp",
-                &format!("127.0.0.1:{lmtp}"),
-            ])
-            .output()
-            .expect("run init");
+        let (imap, lmtp, p2p) = (free_port(), free_port(), free_port());
+        let mut cmd = Command::new(binary());
+        cmd.args(["init", "--data"]).arg(dir.path()).args([
+            "--imap",
+            &format!("127.0.0.1:{imap}"),
+            "--lmtp",
+            &format!("127.0.0.1:{lmtp}"),
+            "--p2p",
+            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
+        ]);
+        for j in join {
+            cmd.args(["--join", j]);
+        }
+        if let Some(k) = network_key {
+            cmd.arg("--network-key").arg(k);
+        }
+        let out = cmd.output().expect("run init");
         assert!(
             out.status.success(),
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let peer_id = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("peer id")
+                    .map(|r| r.trim_start_matches([' ', ':']).to_string())
+            })
+            .expect("init prints the peer id");
         // Cheap Argon2 keeps tests fast; the format is the same.
         let cfg = dir.path().join("aerogramme.toml");
         let text = std::fs::read_to_string(&cfg).expect("config");
         let text = text
             .replace("iterations = 3", "iterations = 1")
-            .replace("memory_kib = 65536", "memory_kib = 64");
+            .replace("memory_kib = 65536", "memory_kib = 64")
+            // Peers are found through --join and Kademlia only, so that
+            // concurrent tests' nodes never meet.
+            .replace("[p2p]\n", "[p2p]\nmdns = false\n");
         std::fs::write(&cfg, text).expect("write config");
         let log = dir.path().join("node.log");
         let mut node = Node {
             imap: format!("127.0.0.1:{imap}").parse().expect("addr"),
             lmtp: format!("127.0.0.1:{lmtp}").parse().expect("addr"),
+            p2p,
+            peer_id,
             dir,
             child: None,
             log,
@@ -103,6 +131,65 @@ impl Node {
             .expect("run serve");
         self.child = Some(child);
         wait_for(self.lmtp);
+    }
+
+    /// A community of `n` nodes sharing one network key, each joining the
+    /// first.
+    pub fn community(n: usize) -> Vec<Node> {
+        let first = Node::start();
+        let key = first.dir.path().join("network.key");
+        let join = vec![first.p2p_addr()];
+        let mut nodes = vec![first];
+        for _ in 1..n {
+            nodes.push(Node::start_with(&join, Some(&key)));
+        }
+        nodes
+    }
+
+    /// The node's peer-to-peer address with its peer id.
+    pub fn p2p_addr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.p2p, self.peer_id)
+    }
+
+    /// Kills the node with SIGKILL (no shutdown at all).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts `serve` again after `stop` or `kill`.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the node is running");
+        self.spawn();
+    }
+
+    /// `aerogramme status` of the running node.
+    pub fn status(&self) -> String {
+        let out = Command::new(binary())
+            .args(["status", "--data"])
+            .arg(self.dir.path())
+            .output()
+            .expect("run status");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Waits until `status` lists `n` connected peers.
+    pub fn wait_for_peers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.status();
+            if s.matches("(connected)").count() >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {n} peers after 60 s:\n{s}\n--- log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Stops the node (SIGTERM) and starts it again on the same directory.

@@ -57,8 +57,10 @@ const MAX_LIVE_QUEUE: usize = 8192;
 /// First and longest delay between two dials of a bootstrap address.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// How often Kademlia looks for more peers.
-const KAD_BOOTSTRAP: Duration = Duration::from_secs(300);
+/// How often Kademlia looks for more peers (and shortly after a new
+/// connection, which is how a node that joined one peer meets the others).
+const KAD_BOOTSTRAP: Duration = Duration::from_secs(60);
+const KAD_AFTER_CONNECT: Duration = Duration::from_millis(200);
 
 /// What the core hands to the network (encoded messages).
 #[derive(Debug)]
@@ -311,6 +313,7 @@ impl P2p {
             queues: HashMap::new(),
             topics: HashSet::new(),
             joins,
+            kad_due: None,
         };
         for u in users {
             task.subscribe(u);
@@ -349,6 +352,7 @@ struct Task {
     queues: HashMap<PeerId, Queue>,
     topics: HashSet<UserId>,
     joins: Vec<JoinTarget>,
+    kad_due: Option<Instant>,
 }
 
 impl Task {
@@ -366,16 +370,24 @@ impl Task {
                     None => break,
                 },
                 ev = self.swarm.select_next_some() => self.on_event(ev),
-                _ = redial.tick() => self.redial(),
-                _ = kad_bootstrap.tick() => {
-                    if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
-                        let _ = kad.bootstrap();
+                _ = redial.tick() => {
+                    self.redial();
+                    if self.kad_due.is_some_and(|t| Instant::now() >= t) {
+                        self.kad_due = None;
+                        self.kad_bootstrap();
                     }
                 }
+                _ = kad_bootstrap.tick() => self.kad_bootstrap(),
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
         tracing::debug!("peer-to-peer layer stopped");
+    }
+
+    fn kad_bootstrap(&mut self) {
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            let _ = kad.bootstrap();
+        }
     }
 
     fn subscribe(&mut self, user: UserId) {
@@ -553,6 +565,8 @@ impl Task {
                     let replica = replica_of(&peer_id);
                     tracing::info!(peer = %peer_id, %replica, "peer connected");
                     self.by_replica.insert(replica, peer_id);
+                    self.kad_due
+                        .get_or_insert_with(|| Instant::now() + KAD_AFTER_CONNECT);
                     let addrs: Vec<String> = addr.iter().map(|a| a.to_string()).collect();
                     let _ = self
                         .core

@@ -41,6 +41,10 @@ use view::{Effect, Persisted};
 /// is exactly [`CHUNK_BYTES`] long.
 pub const CHUNK_PLAINTEXT: usize = CHUNK_BYTES - (2 + FINGERPRINT_LEN + NONCE_LEN + TAG_LEN);
 
+/// A chunk request without an answer for this long is sent again (to
+/// another peer).
+const CHUNK_REQUEST_STALE_MS: u64 = 2_000;
+
 /// Largest message accepted (APPENDLIMIT).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
@@ -326,6 +330,9 @@ pub struct Replica<S: Store> {
     record_no: u64,
     last_sync: u64,
     peer_turn: usize,
+    /// Per user, the chunk request in progress: (peer, chunks still
+    /// expected, sent at).
+    chunk_wants: HashMap<UserId, (ReplicaId, usize, u64)>,
     dropped: u64,
     out: Vec<Output>,
 }
@@ -366,6 +373,7 @@ impl<S: Store> Replica<S> {
             record_no: 0,
             last_sync: 0,
             peer_turn: 0,
+            chunk_wants: HashMap::new(),
             dropped: 0,
             out: Vec::new(),
         }
@@ -436,6 +444,36 @@ impl<S: Store> Replica<S> {
                 msg: PeerMsg::Sync(have),
             });
         }
+    }
+
+    /// Asks `peer` for chunks of `user`'s blobs this replica lacks, unless a
+    /// request is in progress (and not stale) or `force`.
+    fn want_chunks(&mut self, now: u64, user: UserId, peer: ReplicaId, force: bool) {
+        if let Some((_, left, at)) = self.chunk_wants.get(&user) {
+            if !force && *left > 0 && now.saturating_sub(*at) < CHUNK_REQUEST_STALE_MS {
+                return;
+            }
+        }
+        let Some(u) = self.users.get(&user) else {
+            return;
+        };
+        let store = &self.store;
+        let wanted = u.logs.wanted_chunks(
+            |b, i| store.has_chunk(&user, b, i).unwrap_or(false),
+            MAX_WANT_CHUNKS,
+        );
+        if wanted.is_empty() {
+            self.chunk_wants.remove(&user);
+            return;
+        }
+        self.chunk_wants.insert(user, (peer, wanted.len(), now));
+        self.out.push(Output::Send {
+            to: peer,
+            msg: PeerMsg::Sync(SyncMsg::WantChunks {
+                user,
+                chunks: wanted,
+            }),
+        });
     }
 
     /// Every replica of the community, as this one knows it.
@@ -1578,6 +1616,16 @@ impl<S: Store> Replica<S> {
                 if u.logs.chunk_fits(&c) && !self.store.has_chunk(&c.user, &c.blob, c.index)? {
                     self.store.put_chunk(&c)?;
                 }
+                // The next request once the last one is answered: chunks
+                // flow at one request's worth per round trip.
+                if let Some(w) = self.chunk_wants.get_mut(&user) {
+                    if w.0 == from {
+                        w.1 = w.1.saturating_sub(1);
+                        if w.1 == 0 {
+                            self.want_chunks(now, user, from, true);
+                        }
+                    }
+                }
             }
             other => {
                 let Some(user) = other.user() else {
@@ -1610,20 +1658,7 @@ impl<S: Store> Replica<S> {
                     }
                 }
                 if blobs {
-                    let store = &self.store;
-                    let wanted = self.users[&user].logs.wanted_chunks(
-                        |b, i| store.has_chunk(&user, b, i).unwrap_or(false),
-                        MAX_WANT_CHUNKS,
-                    );
-                    if !wanted.is_empty() {
-                        self.out.push(Output::Send {
-                            to: from,
-                            msg: PeerMsg::Sync(SyncMsg::WantChunks {
-                                user,
-                                chunks: wanted,
-                            }),
-                        });
-                    }
+                    self.want_chunks(now, user, from, false);
                 }
                 if received.send_have {
                     let have = self.users[&user].logs.have();
@@ -1720,6 +1755,17 @@ impl<S: Store> Replica<S> {
             if !peers.is_empty() {
                 let to = peers[self.peer_turn % peers.len()];
                 self.peer_turn += 1;
+                // Chunk requests that went unanswered go to this round's
+                // peer (the one asked may be gone).
+                let stale: Vec<UserId> = self
+                    .chunk_wants
+                    .iter()
+                    .filter(|(_, (_, _, at))| now.saturating_sub(*at) >= CHUNK_REQUEST_STALE_MS)
+                    .map(|(u, _)| *u)
+                    .collect();
+                for user in stale {
+                    self.want_chunks(now, user, to, true);
+                }
                 let haves: Vec<SyncMsg> = self.users.values().map(|u| u.logs.have()).collect();
                 for have in haves {
                     self.out.push(Output::Send {

@@ -1002,7 +1002,8 @@ fn a_node_that_joins_later_learns_the_ledger_and_shares_it() {
     for joining in 1..3 {
         for i in 0..=joining {
             for j in 0..=joining {
-                let added = w.node(i).add_member(w.ids[j]);
+                let id = w.ids[j];
+                let added = w.node(i).add_member(id);
                 assert_eq!(added, i != j && (i == joining || j == joining));
             }
         }
@@ -1030,5 +1031,6 @@ fn a_node_that_joins_later_learns_the_ledger_and_shares_it() {
     for uid in before {
         assert!(v.message(uid).is_some(), "UID {uid} kept its message");
     }
-    assert_eq!(w.node(0).members(), &w.ids[..]);
+    let ids = w.ids.clone();
+    assert_eq!(w.node(0).members(), &ids[..]);
 }

@@ -1,0 +1,163 @@
+"""Clients for the replication tests (several nodes, one user).
+
+Usage:
+  repl.py login IMAP_PORT USER PASSWORD SECONDS
+      waits until USER can log in (its account has replicated here)
+  repl.py deliver LMTP_PORT USER N CLIENTS PREFIX
+      delivers N messages over LMTP from CLIENTS concurrent clients
+  repl.py snapshot IMAP_PORT USER PASSWORD COUNT SECONDS
+      waits until INBOX holds COUNT messages, then prints UIDVALIDITY and
+      one line "UID MESSAGE-ID" per message, in UID order
+  repl.py append IMAP_PORT_A IMAP_PORT_B USER PASSWORD N
+      two clients, one per node, APPEND N messages each at the same time;
+      prints one line "UID MESSAGE-ID" per APPENDUID answer and the
+      UIDVALIDITY each client saw
+  repl.py body IMAP_PORT USER PASSWORD UID
+      prints the message of UID (BODY.PEEK[]) as hex
+"""
+import imaplib
+import re
+import smtplib
+import sys
+import threading
+import time
+
+HOST = "127.0.0.1"
+
+
+def login(port, user, password, seconds):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            m = imaplib.IMAP4(HOST, port)
+            m.login(user, password)
+            return m
+        except (imaplib.IMAP4.error, OSError) as e:
+            if time.time() > deadline:
+                raise SystemExit("cannot log in on %d after %ss: %r" % (port, seconds, e))
+            time.sleep(0.2)
+
+
+def deliver(port, user, n, clients, prefix):
+    errors = []
+
+    def client(k):
+        try:
+            lmtp = smtplib.LMTP(HOST, port)
+            for i in range(k, n, clients):
+                msg = (
+                    "From: r@example.org\r\nTo: %s@example.org\r\n"
+                    "Message-ID: <%s-%d@example.org>\r\nSubject: %s %d\r\n\r\nbody %d\r\n"
+                    % (user, prefix, i, prefix, i, i)
+                )
+                lmtp.sendmail("r@example.org", ["%s@example.org" % user], msg.encode())
+            lmtp.quit()
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit("delivery failed: %s" % errors[:3])
+    print("delivered %d" % n)
+
+
+def message_ids(m):
+    typ, data = m.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    if typ != "OK":
+        return None
+    out = []
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        uid = int(re.search(rb"UID (\d+)", item[0]).group(1))
+        mid = item[1].decode().strip().split(":", 1)[1].strip()
+        out.append((uid, mid))
+    return sorted(out)
+
+
+def snapshot(port, user, password, count, seconds):
+    deadline = time.time() + seconds
+    m = login(port, user, password, seconds)
+    while True:
+        typ, data = m.select("INBOX")
+        n = int(data[0])
+        # Every message counted, and every body replicated here.
+        ids = message_ids(m) if n >= count else None
+        if ids is not None and len(ids) == n:
+            break
+        if time.time() > deadline:
+            raise SystemExit("INBOX on %d holds %d of %d after %ss" % (port, n, count, seconds))
+        m.close()
+        time.sleep(0.3)
+    uidvalidity = m.response("UIDVALIDITY")[1][0].decode()
+    m.logout()
+    print("UIDVALIDITY %s" % uidvalidity)
+    for uid, mid in ids:
+        print("%d %s" % (uid, mid))
+
+
+def append(port_a, port_b, user, password, n):
+    results = {}
+    errors = []
+    start = threading.Barrier(2)
+
+    def client(port, tag):
+        try:
+            m = login(port, user, password, 60)
+            typ, data = m.select("INBOX")
+            validity = m.response("UIDVALIDITY")[1][0].decode()
+            got = []
+            start.wait()
+            for i in range(n):
+                mid = "<%s-%d@example.org>" % (tag, i)
+                msg = "From: %s@example.org\r\nMessage-ID: %s\r\nSubject: %s %d\r\n\r\nbody\r\n" % (tag, mid, tag, i)
+                typ, data = m.append("INBOX", None, None, msg.encode())
+                code = re.search(rb"APPENDUID (\d+) (\d+)", data[0])
+                if typ != "OK" or not code:
+                    raise RuntimeError("APPEND: %s %r" % (typ, data))
+                if code.group(1).decode() != validity:
+                    raise RuntimeError("UIDVALIDITY changed: %s" % data)
+                got.append((int(code.group(2)), mid))
+            m.logout()
+            results[tag] = (validity, got)
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(p, t)) for p, t in ((port_a, "a"), (port_b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit("append failed: %s" % errors)
+    for tag in sorted(results):
+        print("UIDVALIDITY %s" % results[tag][0])
+    for uid, mid in sorted(results["a"][1] + results["b"][1]):
+        print("%d %s" % (uid, mid))
+
+
+def body(port, user, password, uid):
+    m = login(port, user, password, 30)
+    m.select("INBOX")
+    typ, data = m.uid("FETCH", uid, "(BODY.PEEK[])")
+    print(data[0][1].hex())
+    m.logout()
+
+
+cmd, args = sys.argv[1], sys.argv[2:]
+if cmd == "login":
+    login(int(args[0]), args[1], args[2], float(args[3])).logout()
+elif cmd == "deliver":
+    deliver(int(args[0]), args[1], int(args[2]), int(args[3]), args[4])
+elif cmd == "snapshot":
+    snapshot(int(args[0]), args[1], args[2], int(args[3]), float(args[4]))
+elif cmd == "append":
+    append(int(args[0]), int(args[1]), args[2], args[3], int(args[4]))
+elif cmd == "body":
+    body(int(args[0]), args[1], args[2], args[3])
+else:
+    raise SystemExit("unknown command %s" % cmd)

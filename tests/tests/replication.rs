@@ -1,0 +1,153 @@
+//! Several `aerogramme` processes on loopback forming a community: accounts
+//! and mail replicate, concurrent writers agree on UIDs, a killed node
+//! catches up, an outsider without the network key learns nothing.
+
+use aerogramme_tests::Node;
+
+const USER: &str = "alice";
+const PW: &str = "correct horse";
+
+fn port(a: std::net::SocketAddr) -> String {
+    a.port().to_string()
+}
+
+/// What IMAP shows of INBOX on `node` once it holds `count` messages.
+fn snapshot(node: &Node, count: usize) -> String {
+    node.python(
+        "repl.py",
+        &[
+            "snapshot",
+            &port(node.imap),
+            USER,
+            PW,
+            &count.to_string(),
+            "120",
+        ],
+    )
+}
+
+fn wait_login(node: &Node) {
+    node.python("repl.py", &["login", &port(node.imap), USER, PW, "60"]);
+}
+
+fn deliver(node: &Node, n: usize, clients: usize, prefix: &str) {
+    node.python(
+        "repl.py",
+        &[
+            "deliver",
+            &port(node.lmtp),
+            USER,
+            &n.to_string(),
+            &clients.to_string(),
+            prefix,
+        ],
+    );
+}
+
+#[test]
+fn a_user_added_on_one_node_reads_mail_on_every_node_with_the_same_uids() {
+    let nodes = Node::community(3);
+    for n in &nodes {
+        n.wait_for_peers(2);
+    }
+    nodes[0].add_user(USER, PW);
+    wait_login(&nodes[2]);
+    deliver(&nodes[0], 3, 1, "hello");
+    let first = snapshot(&nodes[0], 3);
+    assert_eq!(first.lines().count(), 4, "{first}");
+    for n in &nodes[1..] {
+        assert_eq!(
+            snapshot(n, 3),
+            first,
+            "same UIDVALIDITY and UIDs everywhere"
+        );
+    }
+    // Byte for byte the same message on every node.
+    let uid = first.lines().nth(1).unwrap().split(' ').next().unwrap();
+    let bodies: Vec<String> = nodes
+        .iter()
+        .map(|n| n.python("repl.py", &["body", &port(n.imap), USER, PW, uid]))
+        .collect();
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+    // Status shows the peers with round-trip times, and no lag at rest.
+    let status = nodes[0].status();
+    assert!(status.contains(&nodes[1].peer_id), "{status}");
+    assert!(status.contains(" ms"), "{status}");
+}
+
+#[test]
+fn two_clients_on_two_nodes_append_at_once_and_every_node_agrees() {
+    let nodes = Node::community(3);
+    for n in &nodes {
+        n.wait_for_peers(2);
+    }
+    nodes[0].add_user(USER, PW);
+    wait_login(&nodes[1]);
+    let answers = nodes[0].python(
+        "repl.py",
+        &[
+            "append",
+            &port(nodes[0].imap),
+            &port(nodes[1].imap),
+            USER,
+            PW,
+            "200",
+        ],
+    );
+    let mut lines = answers.lines();
+    let (va, vb) = (lines.next().unwrap(), lines.next().unwrap());
+    assert_eq!(va, vb, "both clients saw one UIDVALIDITY");
+    let acked: Vec<&str> = lines.collect();
+    assert_eq!(acked.len(), 400);
+    let uids: std::collections::BTreeSet<&str> =
+        acked.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(uids.len(), 400, "no UID given to two messages");
+    // Every node shows exactly what the clients were told: same
+    // UIDVALIDITY, each message at the UID its APPENDUID announced (none
+    // re-announced under another UID).
+    let expected = format!("{va}\n{}\n", acked.join("\n"));
+    for n in &nodes {
+        assert_eq!(snapshot(n, 400), expected);
+    }
+}
+
+#[test]
+fn a_killed_node_misses_2000_deliveries_restarts_and_catches_up() {
+    let mut nodes = Node::community(3);
+    for n in &nodes {
+        n.wait_for_peers(2);
+    }
+    nodes[0].add_user(USER, PW);
+    wait_login(&nodes[2]);
+    deliver(&nodes[0], 10, 1, "before");
+    snapshot(&nodes[2], 10);
+    nodes[2].kill();
+    deliver(&nodes[0], 2000, 10, "away");
+    let reference = snapshot(&nodes[1], 2010);
+    nodes[2].start_again();
+    assert_eq!(snapshot(&nodes[2], 2010), reference);
+    assert_eq!(snapshot(&nodes[0], 2010), reference);
+}
+
+#[test]
+fn a_node_with_another_network_key_cannot_connect_and_learns_nothing() {
+    let nodes = Node::community(2);
+    nodes[0].wait_for_peers(1);
+    nodes[0].add_user(USER, PW);
+    deliver(&nodes[0], 1, 1, "secret");
+    // Its own key (a new one), but it knows where the community is.
+    let outsider = Node::start_with(&[nodes[0].p2p_addr(), nodes[1].p2p_addr()], None);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let status = outsider.status();
+    assert!(status.contains("peers       : none"), "{status}");
+    let status = nodes[0].status();
+    assert!(!status.contains(&outsider.peer_id), "{status}");
+    let users = std::process::Command::new(aerogramme_tests::binary())
+        .args(["user", "list", "--data"])
+        .arg(outsider.dir.path())
+        .output()
+        .unwrap();
+    assert!(users.stdout.is_empty(), "the outsider learnt a user");
+    // The community goes on.
+    snapshot(&nodes[1], 1);
+}
