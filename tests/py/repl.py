@@ -12,7 +12,11 @@ Usage:
       two clients, one per node, APPEND N messages each at the same time;
       prints one line "UID MESSAGE-ID" per APPENDUID answer and the
       UIDVALIDITY each client saw
+  repl.py append1 IMAP_PORT USER PASSWORD N TAG
+      one client APPENDs N messages; prints UIDVALIDITY, then "UID MESSAGE-ID"
+      per APPENDUID answer in order
   repl.py body IMAP_PORT USER PASSWORD UID
+  (IMAP_PORT and LMTP_PORT may be HOST:PORT)
       prints the message of UID (BODY.PEEK[]) as hex
 """
 import imaplib
@@ -25,16 +29,24 @@ import time
 HOST = "127.0.0.1"
 
 
+def hostport(arg):
+    """PORT or HOST:PORT."""
+    if ":" in arg:
+        host, port = arg.rsplit(":", 1)
+        return host, int(port)
+    return HOST, int(arg)
+
+
 def login(port, user, password, seconds):
     deadline = time.time() + seconds
     while True:
         try:
-            m = imaplib.IMAP4(HOST, port)
+            m = imaplib.IMAP4(*hostport(port))
             m.login(user, password)
             return m
         except (imaplib.IMAP4.error, OSError) as e:
             if time.time() > deadline:
-                raise SystemExit("cannot log in on %d after %ss: %r" % (port, seconds, e))
+                raise SystemExit("cannot log in on %s after %ss: %r" % (port, seconds, e))
             time.sleep(0.2)
 
 
@@ -43,7 +55,7 @@ def deliver(port, user, n, clients, prefix):
 
     def client(k):
         try:
-            lmtp = smtplib.LMTP(HOST, port)
+            lmtp = smtplib.LMTP(*hostport(port))
             for i in range(k, n, clients):
                 msg = (
                     "From: r@example.org\r\nTo: %s@example.org\r\n"
@@ -90,7 +102,7 @@ def snapshot(port, user, password, count, seconds):
         if ids is not None and len(ids) == n:
             break
         if time.time() > deadline:
-            raise SystemExit("INBOX on %d holds %d of %d after %ss" % (port, n, count, seconds))
+            raise SystemExit("INBOX on %s holds %d of %d after %ss" % (port, n, count, seconds))
         m.close()
         time.sleep(0.3)
     uidvalidity = m.response("UIDVALIDITY")[1][0].decode()
@@ -140,6 +152,26 @@ def append(port_a, port_b, user, password, n):
         print("%d %s" % (uid, mid))
 
 
+def append_one(port, user, password, n, tag):
+    """One client APPENDs N messages; prints UIDVALIDITY then "UID MESSAGE-ID"
+    per APPENDUID answer, in the order given."""
+    m = login(port, user, password, 60)
+    m.select("INBOX")
+    validity = m.response("UIDVALIDITY")[1][0].decode()
+    print("UIDVALIDITY %s" % validity)
+    for i in range(n):
+        mid = "<%s-%d@example.org>" % (tag, i)
+        msg = "From: %s@example.org\r\nMessage-ID: %s\r\nSubject: %s %d\r\n\r\nbody\r\n" % (tag, mid, tag, i)
+        typ, data = m.append("INBOX", None, None, msg.encode())
+        code = re.search(rb"APPENDUID (\d+) (\d+)", data[0])
+        if typ != "OK" or not code:
+            raise SystemExit("APPEND: %s %r" % (typ, data))
+        if code.group(1).decode() != validity:
+            raise SystemExit("UIDVALIDITY changed: %r" % data)
+        print("%s %s" % (code.group(2).decode(), mid))
+    m.logout()
+
+
 def body(port, user, password, uid):
     m = login(port, user, password, 30)
     m.select("INBOX")
@@ -150,14 +182,16 @@ def body(port, user, password, uid):
 
 cmd, args = sys.argv[1], sys.argv[2:]
 if cmd == "login":
-    login(int(args[0]), args[1], args[2], float(args[3])).logout()
+    login(args[0], args[1], args[2], float(args[3])).logout()
 elif cmd == "deliver":
-    deliver(int(args[0]), args[1], int(args[2]), int(args[3]), args[4])
+    deliver(args[0], args[1], int(args[2]), int(args[3]), args[4])
 elif cmd == "snapshot":
-    snapshot(int(args[0]), args[1], args[2], int(args[3]), float(args[4]))
+    snapshot(args[0], args[1], args[2], int(args[3]), float(args[4]))
 elif cmd == "append":
-    append(int(args[0]), int(args[1]), args[2], args[3], int(args[4]))
+    append(args[0], args[1], args[2], args[3], int(args[4]))
+elif cmd == "append1":
+    append_one(args[0], args[1], args[2], int(args[3]), args[4])
 elif cmd == "body":
-    body(int(args[0]), args[1], args[2], args[3])
+    body(args[0], args[1], args[2], args[3])
 else:
     raise SystemExit("unknown command %s" % cmd)

@@ -46,6 +46,8 @@ pub struct Node {
     pub p2p: u16,
     /// libp2p peer id.
     pub peer_id: String,
+    p2p_ip: String,
+    netns: Option<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -61,16 +63,28 @@ impl Node {
     /// network key file `network_key` (default: a new one in the data
     /// directory).
     pub fn start_with(join: &[String], network_key: Option<&Path>) -> Node {
-        let dir = tempfile::tempdir().expect("temp dir");
         let (imap, lmtp, p2p) = (free_port(), free_port(), free_port());
+        Self::start_at("127.0.0.1", (imap, lmtp, p2p), join, network_key, None)
+    }
+
+    /// `start_with` on the address `ip` and these ports (IMAP, LMTP,
+    /// peer-to-peer), in the network namespace `netns` when given.
+    pub fn start_at(
+        ip: &str,
+        (imap, lmtp, p2p): (u16, u16, u16),
+        join: &[String],
+        network_key: Option<&Path>,
+        netns: Option<String>,
+    ) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(binary());
         cmd.args(["init", "--data"]).arg(dir.path()).args([
             "--imap",
-            &format!("127.0.0.1:{imap}"),
+            &format!("{ip}:{imap}"),
             "--lmtp",
-            &format!("127.0.0.1:{lmtp}"),
+            &format!("{ip}:{lmtp}"),
             "--p2p",
-            &format!("/ip4/127.0.0.1/tcp/{p2p}"),
+            &format!("/ip4/{ip}/tcp/{p2p}"),
         ]);
         for j in join {
             cmd.args(["--join", j]);
@@ -99,13 +113,20 @@ impl Node {
             .replace("memory_kib = 65536", "memory_kib = 64")
             // Peers are found through --join and Kademlia only, so that
             // concurrent tests' nodes never meet.
-            .replace("[p2p]\n", "[p2p]\nmdns = false\n");
+            .replace("[p2p]\n", "[p2p]\nmdns = false\n")
+            // Tests log in without TLS on the namespaces' private addresses.
+            .replace(
+                "allow_plaintext_auth = false",
+                "allow_plaintext_auth = true",
+            );
         std::fs::write(&cfg, text).expect("write config");
         let log = dir.path().join("node.log");
         let mut node = Node {
-            imap: format!("127.0.0.1:{imap}").parse().expect("addr"),
-            lmtp: format!("127.0.0.1:{lmtp}").parse().expect("addr"),
+            imap: format!("{ip}:{imap}").parse().expect("addr"),
+            lmtp: format!("{ip}:{lmtp}").parse().expect("addr"),
             p2p,
+            p2p_ip: ip.to_string(),
+            netns,
             peer_id,
             dir,
             child: None,
@@ -121,7 +142,15 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(binary())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = cmd
             .args(["serve", "--data"])
             .arg(self.dir.path())
             .env("RUST_LOG", "info")
@@ -148,7 +177,7 @@ impl Node {
 
     /// The node's peer-to-peer address with its peer id.
     pub fn p2p_addr(&self) -> String {
-        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.p2p, self.peer_id)
+        format!("/ip4/{}/tcp/{}/p2p/{}", self.p2p_ip, self.p2p, self.peer_id)
     }
 
     /// Kills the node with SIGKILL (no shutdown at all).
@@ -366,4 +395,155 @@ pub fn encodings(needle: &str) -> Vec<Vec<u8>> {
 /// Whether `haystack` contains `needle`.
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Network namespaces joined by a bridge: real hosts for partition tests.
+/// Host `i` (from 1) has the address `10.231.S.i`; the test itself reaches
+/// every host through the bridge (`10.231.S.254`). Needs root and `ip`.
+pub struct Netns {
+    tag: String,
+    subnet: u8,
+    hosts: usize,
+}
+
+impl Netns {
+    /// Creates `hosts` namespaces on one bridge; panics with the reason if
+    /// the machine does not allow it (not root, no `ip`).
+    pub fn new(hosts: usize) -> Netns {
+        let subnet = (std::process::id() % 200 + 20) as u8;
+        let net = Netns {
+            tag: format!("ag{subnet}"),
+            subnet,
+            hosts,
+        };
+        net.teardown();
+        let br = format!("{}br", net.tag);
+        net.ip(&["link", "add", &br, "type", "bridge"]);
+        net.ip(&[
+            "addr",
+            "add",
+            &format!("10.231.{subnet}.254/24"),
+            "dev",
+            &br,
+        ]);
+        net.ip(&["link", "set", &br, "up"]);
+        for i in 1..=hosts {
+            let ns = net.ns(i);
+            let (outer, inner) = (format!("{}v{i}", net.tag), format!("{}i{i}", net.tag));
+            net.ip(&["netns", "add", &ns]);
+            net.ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
+            net.ip(&["link", "set", &inner, "netns", &ns]);
+            net.ip(&["link", "set", &outer, "master", &br]);
+            net.ip(&["link", "set", &outer, "up"]);
+            net.ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", net.addr(i)),
+                "dev",
+                &inner,
+            ]);
+            net.ip(&["-n", &ns, "link", "set", &inner, "up"]);
+            net.ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .expect("the `ip` command (iproute2) is needed for partition tests");
+        assert!(
+            out.status.success(),
+            "ip {}: {} (partition tests need root)",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The namespace of host `i`.
+    pub fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    /// The address of host `i`.
+    pub fn addr(&self, i: usize) -> String {
+        format!("10.231.{}.{i}", self.subnet)
+    }
+
+    /// Drops every packet between host `a` and host `b`, both ways (the
+    /// kernel discards them: a real cut, not a mock).
+    pub fn cut(&self, a: usize, b: usize) {
+        self.ip(&[
+            "-n",
+            &self.ns(a),
+            "route",
+            "add",
+            "blackhole",
+            &format!("{}/32", self.addr(b)),
+        ]);
+        self.ip(&[
+            "-n",
+            &self.ns(b),
+            "route",
+            "add",
+            "blackhole",
+            &format!("{}/32", self.addr(a)),
+        ]);
+    }
+
+    /// Undoes `cut`.
+    pub fn heal(&self, a: usize, b: usize) {
+        self.ip(&[
+            "-n",
+            &self.ns(a),
+            "route",
+            "del",
+            "blackhole",
+            &format!("{}/32", self.addr(b)),
+        ]);
+        self.ip(&[
+            "-n",
+            &self.ns(b),
+            "route",
+            "del",
+            "blackhole",
+            &format!("{}/32", self.addr(a)),
+        ]);
+    }
+
+    /// A node on host `i`, joining `join`, with the network key `key`.
+    pub fn node(&self, i: usize, join: &[String], key: Option<&Path>) -> Node {
+        Node::start_at(
+            &self.addr(i),
+            (1143, 1024, 4001),
+            join,
+            key,
+            Some(self.ns(i)),
+        )
+    }
+
+    fn teardown(&self) {
+        for i in 1..=self.hosts {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(i)])
+                .output();
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("{}v{i}", self.tag)])
+                .output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{}br", self.tag)])
+            .output();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.teardown();
+    }
 }

@@ -8,7 +8,7 @@ const USER: &str = "alice";
 const PW: &str = "correct horse";
 
 fn port(a: std::net::SocketAddr) -> String {
-    a.port().to_string()
+    a.to_string()
 }
 
 /// What IMAP shows of INBOX on `node` once it holds `count` messages.
@@ -150,4 +150,32 @@ fn a_node_with_another_network_key_cannot_connect_and_learns_nothing() {
     assert!(users.stdout.is_empty(), "the outsider learnt a user");
     // The community goes on.
     snapshot(&nodes[1], 1);
+}
+
+#[test]
+fn a_peer_sending_malformed_or_oversized_messages_is_disconnected() {
+    let nodes = Node::community(2);
+    nodes[0].wait_for_peers(1);
+    nodes[0].add_user(USER, PW);
+    let key = nodes[0].dir.path().join("network.key");
+    let rogue = std::path::Path::new(&aerogramme_tests::binary()).with_file_name("rogue_peer");
+    for mode in ["garbage", "oversized"] {
+        let out = std::process::Command::new(&rogue)
+            .arg(&key)
+            .arg(nodes[0].p2p_addr())
+            .arg(mode)
+            .output()
+            .expect("run rogue_peer");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("connected\n") && text.contains("disconnected"),
+            "{mode}: {text}{}\n--- node log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            nodes[0].log()
+        );
+    }
+    assert!(nodes[0].log().contains("disconnecting a peer"));
+    // The others are unaffected.
+    deliver(&nodes[0], 2, 1, "after");
+    assert_eq!(snapshot(&nodes[1], 2), snapshot(&nodes[0], 2));
 }

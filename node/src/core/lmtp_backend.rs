@@ -96,8 +96,11 @@ impl Backend for LmtpBackend {
                     .replica
                     .deliver(now, &mut st.rng, user, &rcpt.public, mailbox, msg)
                 {
-                    Ok(ticket) => st.on_done(ticket, move |_, r| {
-                        let _ = tx.send(r.map(|_| ()).map_err(DeliverError::Temporary));
+                    // 250 as soon as the sealed message is durable: its UID
+                    // comes from the ledger later (a node that holds the
+                    // keys shows it then), and never holds up the MTA.
+                    Ok(_ticket) => st.after_flush(move |flushed| {
+                        let _ = tx.send(flushed.map_err(DeliverError::Temporary));
                     }),
                     Err(e) => {
                         let e = match e {

@@ -13,9 +13,10 @@
 //! that sends a malformed or oversized message is disconnected.
 //!
 //! **Membership.** A peer that completes the handshake holds the network
-//! key (and, when one is configured, is on the allow-list): the core adds
-//! it to the replica's members and remembers it (with its addresses, so a
-//! restarted node dials it again).
+//! key (and, when one is configured, is on the allow-list); once identify
+//! shows it runs this protocol, the core adds it to the replica's members
+//! and remembers it (with its addresses, so a restarted node dials it
+//! again).
 //!
 //! **Flow control.** Each peer has two outbound queues: *live* (sequencing,
 //! gossip, `Have`) and *bulk* (op pages and blob chunks of a catch-up), and
@@ -562,15 +563,11 @@ impl Task {
                     }
                 });
                 if num_established.get() == 1 {
-                    let replica = replica_of(&peer_id);
-                    tracing::info!(peer = %peer_id, %replica, "peer connected");
-                    self.by_replica.insert(replica, peer_id);
+                    // A member once identify shows it runs this protocol
+                    // (a bare key holder, such as a tool, is not one).
+                    tracing::info!(peer = %peer_id, "peer connected");
                     self.kad_due
                         .get_or_insert_with(|| Instant::now() + KAD_AFTER_CONNECT);
-                    let addrs: Vec<String> = addr.iter().map(|a| a.to_string()).collect();
-                    let _ = self
-                        .core
-                        .run(move |st| st.peer_connected(peer_id, replica, addrs));
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -658,6 +655,9 @@ impl Task {
                     }
                 });
                 let replica = replica_of(&peer_id);
+                if self.by_replica.insert(replica, peer_id).is_none() {
+                    tracing::info!(peer = %peer_id, %replica, "peer identified");
+                }
                 let _ = self
                     .core
                     .run(move |st| st.peer_connected(peer_id, replica, text));

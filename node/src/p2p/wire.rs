@@ -4,7 +4,7 @@
 //! (the receipt that frees a slot of the sender's flow control).
 //!
 //! A frame longer than [`MAX_FRAME`] is refused before anything is
-//! allocated for it: the stream fails and the peer is disconnected.
+//! allocated for it; the peer is disconnected.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -58,7 +58,13 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, MAX_FRAME).await
+        match read_frame(io, MAX_FRAME).await {
+            // A frame over the limit (not read) becomes an empty request:
+            // libp2p does not report failed reads with the peer, an
+            // invalid request is, and the peer is disconnected for it.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Vec::new()),
+            r => r,
+        }
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<()>

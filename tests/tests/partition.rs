@@ -1,0 +1,133 @@
+//! A real network partition between node processes: three hosts in network
+//! namespaces on a bridge; the kernel drops every packet between host 3
+//! and the others while clients write on both sides; then the cut heals.
+//! Needs root (the test makes its own namespaces and removes them).
+
+use aerogramme_tests::{Netns, Node};
+use std::collections::{BTreeMap, BTreeSet};
+
+const USER: &str = "alice";
+const PW: &str = "correct horse";
+/// Messages each side writes during the partition.
+const PER_SIDE: usize = 15;
+
+/// (UIDVALIDITY, UID → Message-ID) of the lines `repl.py` prints.
+fn parse(out: &str) -> (String, Vec<(u32, String)>) {
+    let mut lines = out.lines();
+    let validity = lines.next().expect("UIDVALIDITY line").to_string();
+    let rest = lines
+        .map(|l| {
+            let (uid, mid) = l.split_once(' ').expect("UID MESSAGE-ID");
+            (uid.parse().expect("UID"), mid.to_string())
+        })
+        .collect();
+    (validity, rest)
+}
+
+fn append(node: &Node, n: usize, tag: &str) -> (String, Vec<(u32, String)>) {
+    parse(&node.python(
+        "repl.py",
+        &[
+            "append1",
+            &node.imap.to_string(),
+            USER,
+            PW,
+            &n.to_string(),
+            tag,
+        ],
+    ))
+}
+
+fn snapshot(node: &Node, count: usize) -> (String, Vec<(u32, String)>) {
+    parse(&node.python(
+        "repl.py",
+        &[
+            "snapshot",
+            &node.imap.to_string(),
+            USER,
+            PW,
+            &count.to_string(),
+            "180",
+        ],
+    ))
+}
+
+/// Runs the partition scenario, checks S1, S3, L1, L2 and UIDVALIDITY as
+/// the clients see them, and returns how many messages were re-announced.
+fn partition_then_heal() -> usize {
+    let net = Netns::new(3);
+    let first = net.node(1, &[], None);
+    let key = first.dir.path().join("network.key");
+    let join = [first.p2p_addr()];
+    let nodes = vec![
+        first,
+        net.node(2, &join, Some(&key)),
+        net.node(3, &join, Some(&key)),
+    ];
+    for n in &nodes {
+        n.wait_for_peers(2);
+    }
+    nodes[0].add_user(USER, PW);
+    nodes[2].python(
+        "repl.py",
+        &["login", &nodes[2].imap.to_string(), USER, PW, "60"],
+    );
+    let (validity, before) = append(&nodes[0], 5, "before");
+    assert_eq!(snapshot(&nodes[2], 5), (validity.clone(), before.clone()));
+
+    // Host 3 is cut off; both sides keep accepting mail (L1).
+    net.cut(3, 1);
+    net.cut(3, 2);
+    let (v_major, major) = append(&nodes[1], PER_SIDE, "majority");
+    let (v_minor, minor) = append(&nodes[2], PER_SIDE, "minority");
+    for (v, side) in [(&v_major, &major), (&v_minor, &minor)] {
+        assert_eq!(*v, validity, "no UIDVALIDITY change during the partition");
+        // S3 as each side's client sees it: new UIDs ascend, above the old.
+        let uids: Vec<u32> = side.iter().map(|(u, _)| *u).collect();
+        assert!(uids.windows(2).all(|w| w[0] < w[1]), "{uids:?}");
+        assert!(uids[0] > before.last().unwrap().0);
+    }
+
+    net.heal(3, 1);
+    net.heal(3, 2);
+    let total = 5 + 2 * PER_SIDE;
+    let (v_end, end) = snapshot(&nodes[0], total);
+    assert_eq!(v_end, validity, "no UIDVALIDITY change at the heal");
+    for n in &nodes[1..] {
+        assert_eq!(
+            snapshot(n, total),
+            (v_end.clone(), end.clone()),
+            "L2: one UID map"
+        );
+    }
+    // Every message exactly once, every UID given once.
+    let mids: BTreeSet<&String> = end.iter().map(|(_, m)| m).collect();
+    assert_eq!(mids.len(), total);
+    let final_uid: BTreeMap<&String, u32> = end.iter().map(|(u, m)| (m, *u)).collect();
+    // S1: what was final before the partition kept its UID.
+    for (uid, mid) in &before {
+        assert_eq!(final_uid[mid], *uid);
+    }
+    // E: re-announced messages (final UID differs from what APPEND said)
+    // are at most the messages written on one side.
+    let reannounced = major
+        .iter()
+        .chain(&minor)
+        .filter(|(uid, mid)| final_uid[mid] != *uid)
+        .count();
+    eprintln!("re-announced after the heal: {reannounced} (bound {PER_SIDE})");
+    eprintln!("majority side was told {major:?}\nminority side was told {minor:?}\nfinal {end:?}");
+    reannounced
+}
+
+#[test]
+fn writes_on_both_sides_of_a_real_partition_keep_uids_safe_and_converge() {
+    partition_then_heal();
+}
+
+#[test]
+#[ignore = "open: when the cut-off node owned the mailbox's ledger, the heal re-announces both sides' messages (ARCHITECTURE.md, open findings)"]
+fn a_real_partition_re_announces_at_most_one_side() {
+    let reannounced = partition_then_heal();
+    assert!(reannounced <= PER_SIDE, "{reannounced} re-announced");
+}
