@@ -144,7 +144,6 @@ fn multi_writer_all_invariants() {
 }
 
 #[test]
-#[ignore = "E bound exceeded on 4 of 32 seeds (seed 5: 78 re-announced, bound 71): at the heal the owner can still sequence a cut-off replica's op before its Forward with the provisional values arrives (see sim/README.md, Findings 4)"]
 fn partition_heal_all_invariants() {
     sweep("partition-heal", 3, seeds(32), 300, &[]);
     sweep("partition-heal", 5, seeds(16), 300, &[]);
