@@ -397,6 +397,29 @@ impl<S: Store> Replica<S> {
                 s.drain();
                 u.seqs.insert(mb, s);
             }
+            // Ops without a final decision go back to their sequencers: a
+            // crash may have lost them from its records (an op submitted but
+            // not yet provisional), and no peer would ever send them again.
+            let logs: Vec<(MailboxId, OpId, u32)> = u
+                .logs
+                .logs()
+                .filter_map(|l| match l.log() {
+                    LogId::Mailbox(mb) => Some((*mb, l)),
+                    _ => None,
+                })
+                .flat_map(|(mb, l)| l.iter().map(move |op| (mb, op.id, op.uids)))
+                .collect();
+            for (mb, op, uids) in logs {
+                let s = u.seqs.entry(mb).or_insert_with(|| {
+                    Sequencer::new(
+                        r.cfg.me,
+                        &r.cfg.members,
+                        seq_key(&user, &mb),
+                        r.cfg.seq.clone(),
+                    )
+                });
+                s.resume(op, uids);
+            }
             for (k, v) in r.store.scan_meta(&prefix(TAG_VIEW, &user, None))? {
                 r.record_no = r.record_no.max(record_no(&k) + 1);
                 if let (Some(mb), Ok(Persisted::Marks(a, b))) =

@@ -65,6 +65,9 @@ impl Default for SeqParams {
     }
 }
 
+/// Clock of an op resumed after a restart, until the next tick.
+const RESUMED: u64 = u64::MAX;
+
 /// What each promiser answered: committed values after the candidate's
 /// commit index, and accepted values.
 type Promises = BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>;
@@ -143,6 +146,9 @@ pub struct Sequencer {
     /// confirmations of provisional values still in flight by fresh values,
     /// re-announcing the cut-off side's messages: E).
     rejoined_at: u64,
+    /// Ops resumed after a restart wait for their clocks to start at the
+    /// next tick (`RESUMED`).
+    resumed: bool,
     leader_seen: Option<(Ballot, u64)>,
     next_election: u64,
     last_resend: u64,
@@ -194,6 +200,7 @@ impl Sequencer {
             last_heard: HashMap::new(),
             quorum_lost: None,
             rejoined_at: 0,
+            resumed: false,
             leader_seen: None,
             next_election: 0,
             last_resend: 0,
@@ -385,6 +392,41 @@ impl Sequencer {
         self.noted.entry(op).or_insert((uids, now));
     }
 
+    /// After a restart: an op of this ledger's log, found in the store, that
+    /// has no final decision. This replica's own ops wait again (they were
+    /// submitted before the crash, maybe never forwarded); others' are noted
+    /// (their origin may be gone). Their clocks start at the next tick.
+    pub fn resume(&mut self, op: OpId, uids: u32) {
+        if self.finals.contains_key(&op)
+            || self.mine.contains_key(&op)
+            || self.pending.contains_key(&op)
+        {
+            return;
+        }
+        self.resumed = true;
+        if op.origin == self.me {
+            self.mine.insert(
+                op,
+                MyOp {
+                    uids,
+                    since: RESUMED,
+                    last_sent: 0,
+                    provisional: None,
+                },
+            );
+            self.pending.insert(
+                op,
+                Pending {
+                    op,
+                    uids,
+                    provisional: None,
+                },
+            );
+        } else {
+            self.noted.entry(op).or_insert((uids, RESUMED));
+        }
+    }
+
     /// A known op whose final values this replica cannot expose (they are not
     /// above what it already exposed): ask the owner for new ones.
     pub fn request_resequence(&mut self, now: u64, op: OpId, above_uid: u64, above_modseq: u64) {
@@ -407,6 +449,14 @@ impl Sequencer {
     /// Time passes. `exposed` is what this replica has exposed to clients
     /// (highest UID, highest MODSEQ): provisional values must exceed it.
     pub fn tick(&mut self, now: u64, exposed: (u64, u64)) {
+        if std::mem::take(&mut self.resumed) {
+            for m in self.mine.values_mut().filter(|m| m.since == RESUMED) {
+                m.since = now;
+            }
+            for (_, since) in self.noted.values_mut().filter(|(_, t)| *t == RESUMED) {
+                *since = now;
+            }
+        }
         self.maybe_elect(now);
         self.retry_mine(now, exposed);
         self.lead(now);
