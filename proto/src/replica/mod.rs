@@ -321,8 +321,16 @@ pub struct Replica<S: Store> {
     last_sync: u64,
     peer_turn: usize,
     dropped: u64,
+    /// Pushed chunks that arrived before their blob's announce (gossip
+    /// reorders them), kept until it comes: asking for them again would
+    /// cost a round trip. Bounded by `EARLY_CHUNK_BYTES`.
+    early_chunks: BTreeMap<(UserId, BlobId, u32), BlobChunk>,
+    early_bytes: usize,
     out: Vec<Output>,
 }
+
+/// Most bytes of early chunks kept (beyond, anti-entropy fetches them).
+const EARLY_CHUNK_BYTES: usize = 16 << 20;
 
 fn seq_key(user: &UserId, mailbox: &MailboxId) -> u64 {
     let mut k = [0u8; 8];
@@ -355,6 +363,8 @@ impl<S: Store> Replica<S> {
             users: BTreeMap::new(),
             waiting: HashMap::new(),
             sealed_waiting: HashSet::new(),
+            early_chunks: BTreeMap::new(),
+            early_bytes: 0,
             tickets: BTreeMap::new(),
             next_ticket: 1,
             record_no: 0,
@@ -1546,14 +1556,26 @@ impl<S: Store> Replica<S> {
             SyncMsg::Chunk(c) => {
                 let user = c.user;
                 let u = self.user_mut(&user);
-                if u.logs.chunk_fits(&c) && !self.store.has_chunk(&c.user, &c.blob, c.index)? {
-                    self.store.put_chunk(&c)?;
+                if u.logs.chunk_fits(&c) {
+                    if !self.store.has_chunk(&c.user, &c.blob, c.index)? {
+                        self.store.put_chunk(&c)?;
+                    }
+                } else if !u.logs.blobs().contains_key(&c.blob)
+                    && self.early_bytes + c.bytes.len() <= EARLY_CHUNK_BYTES
+                {
+                    self.early_bytes += c.bytes.len();
+                    if let Some(old) = self.early_chunks.insert((user, c.blob, c.index), c) {
+                        self.early_bytes -= old.bytes.len();
+                    }
                 }
             }
             other => {
                 let Some(user) = other.user() else {
                     return Ok(());
                 };
+                // Gossip comes from the op's origin, which pushed the blob's
+                // chunks with it: they are on their way (or arrived early).
+                let pushed = matches!(other, SyncMsg::Gossip { .. });
                 let received = self
                     .user_mut(&user)
                     .logs
@@ -1580,6 +1602,9 @@ impl<S: Store> Replica<S> {
                     }
                 }
                 if blobs {
+                    self.take_early_chunks(&user)?;
+                }
+                if blobs && !pushed {
                     let store = &self.store;
                     let wanted = self.users[&user].logs.wanted_chunks(
                         |b, i| store.has_chunk(&user, b, i).unwrap_or(false),
@@ -1602,6 +1627,30 @@ impl<S: Store> Replica<S> {
                         msg: PeerMsg::Sync(have),
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the early chunks of `user` whose blob is now announced.
+    fn take_early_chunks(&mut self, user: &UserId) -> Result<(), ReplicaError> {
+        let lo = (*user, BlobId([0; 16]), 0);
+        let hi = (*user, BlobId([0xff; 16]), u32::MAX);
+        let keys: Vec<(UserId, BlobId, u32)> = self
+            .early_chunks
+            .range(lo..=hi)
+            .filter(|(k, _)| self.users[user].logs.blobs().contains_key(&k.1))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            let Some(c) = self.early_chunks.remove(&k) else {
+                continue;
+            };
+            self.early_bytes -= c.bytes.len();
+            if self.users[user].logs.chunk_fits(&c)
+                && !self.store.has_chunk(user, &c.blob, c.index)?
+            {
+                self.store.put_chunk(&c)?;
             }
         }
         Ok(())
@@ -1695,6 +1744,29 @@ impl<S: Store> Replica<S> {
                     self.out.push(Output::Send {
                         to,
                         msg: PeerMsg::Sync(have),
+                    });
+                }
+                // Chunks a push did not bring (lost, or their announce came
+                // by gossip while they were dropped): ask this peer.
+                let store = &self.store;
+                let wants: Vec<SyncMsg> = self
+                    .users
+                    .iter()
+                    .filter_map(|(user, u)| {
+                        let chunks = u.logs.wanted_chunks(
+                            |b, i| store.has_chunk(user, b, i).unwrap_or(false),
+                            MAX_WANT_CHUNKS,
+                        );
+                        (!chunks.is_empty()).then_some(SyncMsg::WantChunks {
+                            user: *user,
+                            chunks,
+                        })
+                    })
+                    .collect();
+                for w in wants {
+                    self.out.push(Output::Send {
+                        to,
+                        msg: PeerMsg::Sync(w),
                     });
                 }
             }

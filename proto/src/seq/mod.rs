@@ -376,7 +376,7 @@ impl Sequencer {
             provisional: None,
         };
         self.pending.insert(op, p.clone());
-        self.broadcast(SeqMsg::Forward { ops: vec![p] });
+        self.forward(now, vec![p]);
         self.lead(now);
     }
 
@@ -511,9 +511,25 @@ impl Sequencer {
         }
         let all = self.all_mine();
         for chunk in all.chunks(self.params.max_batch.max(1)) {
-            self.broadcast(SeqMsg::Forward {
-                ops: chunk.to_vec(),
-            });
+            self.forward(now, chunk.to_vec());
+        }
+    }
+
+    /// Sends ops to the owner, when one was heard lately; to every member
+    /// otherwise. Only the owner uses a Forward (the others learn the op from
+    /// its log and note it); a new owner gets them again when this replica
+    /// first hears it (`reforward`).
+    fn forward(&mut self, now: u64, ops: Vec<Pending>) {
+        let msg = SeqMsg::Forward { ops };
+        match self.leader_seen {
+            _ if self.is_owner() => {}
+            Some((b, seen))
+                if b.leader != self.me
+                    && now.saturating_sub(seen) < self.params.election_timeout_ms =>
+            {
+                self.send(b.leader, msg)
+            }
+            _ => self.broadcast(msg),
         }
     }
 
@@ -969,12 +985,26 @@ impl Sequencer {
         if newly.is_empty() {
             return;
         }
+        // Who waits for these slots: the origins of their ops (a local action
+        // is acknowledged when its op is shown) and the replicas they reserve
+        // for. They hear of the commit at once; every other member learns it
+        // from the next Accept or the periodic Heartbeat (at most
+        // `heartbeat_ms` later), which saves a broadcast per commit.
+        let mut waiting = BTreeSet::new();
         for (slot, v) in newly {
+            for d in &v {
+                waiting.insert(match d {
+                    Decision::Sequence { op, .. } => op.origin,
+                    Decision::Reserve(r) => r.replica,
+                });
+            }
             self.persist(SeqRecord::Committed(slot, v.clone()));
             self.apply_committed(v);
         }
         let commit = self.commit_index();
-        self.broadcast(SeqMsg::Heartbeat { ballot, commit });
+        for to in waiting {
+            self.send(to, SeqMsg::Heartbeat { ballot, commit });
+        }
     }
 
     fn on_nack(&mut self, now: u64, promised: Ballot) {
@@ -1126,6 +1156,25 @@ impl Sequencer {
 
     fn maybe_elect(&mut self, now: u64) {
         let timeout = self.params.election_timeout_ms;
+        match &self.role {
+            Role::Leader { .. } => return,
+            Role::Candidate { since, .. } => {
+                if now.saturating_sub(*since) < timeout {
+                    return;
+                }
+                self.role = Role::Follower;
+                self.next_election = now + self.backoff();
+                return;
+            }
+            Role::Follower => {}
+        }
+        if let Some((_, seen)) = self.leader_seen {
+            if now.saturating_sub(seen) < timeout {
+                self.quorum_lost = None; // an owner is heard: not cut off
+                return;
+            }
+        }
+        // (Tracked only while no owner is heard: that is when it matters.)
         let heard = self
             .members
             .iter()
@@ -1142,23 +1191,6 @@ impl Sequencer {
         } else if let Some(since) = self.quorum_lost.take() {
             if now.saturating_sub(since) >= timeout {
                 self.rejoined_at = now;
-            }
-        }
-        match &self.role {
-            Role::Leader { .. } => return,
-            Role::Candidate { since, .. } => {
-                if now.saturating_sub(*since) < timeout {
-                    return;
-                }
-                self.role = Role::Follower;
-                self.next_election = now + self.backoff();
-                return;
-            }
-            Role::Follower => {}
-        }
-        if let Some((_, seen)) = self.leader_seen {
-            if now.saturating_sub(seen) < timeout {
-                return;
             }
         }
         if now.saturating_sub(self.last_alive) >= self.params.heartbeat_ms {
