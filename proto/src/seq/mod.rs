@@ -65,6 +65,9 @@ impl Default for SeqParams {
     }
 }
 
+/// How many best-ranked members an `Alive` goes to, at first.
+const ALIVE_TARGETS: usize = 3;
+
 /// Clock of an op resumed after a restart, until the next tick.
 const RESUMED: u64 = u64::MAX;
 
@@ -149,6 +152,8 @@ pub struct Sequencer {
     /// Ops resumed after a restart wait for their clocks to start at the
     /// next tick (`RESUMED`).
     resumed: bool,
+    /// Since when no owner is heard (while following).
+    leaderless_since: Option<u64>,
     leader_seen: Option<(Ballot, u64)>,
     next_election: u64,
     last_resend: u64,
@@ -201,6 +206,7 @@ impl Sequencer {
             quorum_lost: None,
             rejoined_at: 0,
             resumed: false,
+            leaderless_since: None,
             leader_seen: None,
             next_election: 0,
             last_resend: 0,
@@ -1171,6 +1177,7 @@ impl Sequencer {
         if let Some((_, seen)) = self.leader_seen {
             if now.saturating_sub(seen) < timeout {
                 self.quorum_lost = None; // an owner is heard: not cut off
+                self.leaderless_since = None;
                 return;
             }
         }
@@ -1196,7 +1203,20 @@ impl Sequencer {
         if now.saturating_sub(self.last_alive) >= self.params.heartbeat_ms {
             self.last_alive = now;
             let commit = self.commit_index();
-            self.broadcast(SeqMsg::Alive { commit });
+            // Only candidates need to hear it: the best-ranked members stand
+            // first. After three election timeouts without an owner (they
+            // may all be down), everyone hears it, so that the best live
+            // replica learns it can win.
+            let since = *self.leaderless_since.get_or_insert(now);
+            if now.saturating_sub(since) >= 3 * timeout || self.members.len() <= ALIVE_TARGETS + 1 {
+                self.broadcast(SeqMsg::Alive { commit });
+            } else {
+                let mut top: Vec<ReplicaId> = self.members.iter().copied().collect();
+                top.sort_by_key(|r| std::cmp::Reverse(rank_score(self.key, *r)));
+                for to in top.into_iter().take(ALIVE_TARGETS) {
+                    self.send(to, SeqMsg::Alive { commit });
+                }
+            }
         }
         if now < self.next_election || now.saturating_sub(self.rejoined_at) < timeout {
             return;
