@@ -145,13 +145,14 @@ fn multi_writer_all_invariants() {
 
 #[test]
 fn partition_heal_all_invariants() {
-    sweep("partition-heal", 3, seeds(32), 300, &[]);
-    sweep("partition-heal", 5, seeds(16), 300, &[]);
+    sweep("partition-heal", 3, seeds(64), 300, &[]);
+    sweep("partition-heal", 5, seeds(64), 300, &[]);
 }
 
 #[test]
 fn failover_all_invariants() {
-    sweep("failover", 3, seeds(32), 300, &[]);
+    sweep("failover", 3, seeds(64), 300, &[]);
+    sweep("failover", 5, seeds(64), 300, &[]);
 }
 
 #[test]
@@ -162,11 +163,12 @@ fn crash_restart_all_invariants() {
 
 #[test]
 fn geo_all_invariants() {
-    sweep("geo", 3, seeds(32), 300, &[]);
+    sweep("geo", 3, seeds(64), 300, &[]);
+    sweep("geo", 6, seeds(16), 300, &[]);
 }
 
 #[test]
-#[ignore = "finding 5's reservation floor is fixed (chaos seeds 1 and 15 pass), but chaos still fails on some seeds: L2 (3 nodes: 7, 23), L1 (16, 30, 32) and a CHANGEDSINCE gap for ops a replica holds for a Resequence (30); see sim/README.md, Findings 6-8"]
+#[ignore = "chaos still fails on some seeds (3 nodes, 0..32: 4, 8, 16, 28, 30; 5 nodes, 0..16: 1, 6, 8, 9, 11): L1 bound exceeded under flapping and one-way cuts, a CHANGEDSINCE window while a replica waits for a Resequence, a late acknowledgement naming an expunged message; see sim/README.md, Findings 7-9"]
 fn chaos_all_invariants() {
     sweep("chaos", 3, seeds(32), 300, &[]);
     sweep("chaos", 5, seeds(16), 300, &[]);
