@@ -109,14 +109,83 @@ pub trait Store {
     fn flush(&mut self) -> Result<(), StoreError>;
 }
 
-/// One write, as journaled by [`MemStore`] until the next flush.
+/// What a write replaced, journaled by [`MemStore`] until the next flush so
+/// that a crash can take the write back.
 #[derive(Clone, Debug)]
-enum Write {
-    Op(Op),
-    Chunk(BlobChunk),
-    Checkpoint(UserId, LogId, u64, Vec<u8>),
-    Meta(Vec<u8>, Vec<u8>),
-    Account(UserId, u64, Vec<u8>),
+enum Undo {
+    Op(UserId, LogId, OpId, Option<Op>),
+    Chunk((UserId, BlobId, u32), Option<Vec<u8>>),
+    Checkpoint((UserId, LogId), Option<(u64, Vec<u8>)>),
+    Meta(Vec<u8>, Option<Vec<u8>>),
+    Account(UserId, Option<(u64, Vec<u8>)>),
+}
+
+/// Meta records, keyed in two levels: the first `META_SPLIT` bytes of the
+/// key, then the rest. Keys share long prefixes (tag, user, mailbox: 33
+/// bytes, then a record number), so one flat map spent its time comparing
+/// those prefixes. The order is the same as the flat map's.
+#[derive(Clone, Debug, Default)]
+struct MetaMap(BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>);
+
+const META_SPLIT: usize = 33;
+
+fn split_key(key: &[u8]) -> (&[u8], &[u8]) {
+    key.split_at(key.len().min(META_SPLIT))
+}
+
+impl MetaMap {
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) -> Option<Vec<u8>> {
+        let (a, b) = split_key(key);
+        match self.0.get_mut(a) {
+            Some(m) => m.insert(b.to_vec(), value),
+            None => {
+                let mut m = BTreeMap::new();
+                m.insert(b.to_vec(), value);
+                self.0.insert(a.to_vec(), m);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        let (a, b) = split_key(key);
+        if let Some(m) = self.0.get_mut(a) {
+            m.remove(b);
+            if m.is_empty() {
+                self.0.remove(a);
+            }
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        let (a, b) = split_key(key);
+        self.0.get(a)?.get(b)
+    }
+
+    fn scan(&self, prefix: &[u8]) -> MetaRecords {
+        let (a, b) = split_key(prefix);
+        let mut out = Vec::new();
+        for (k, m) in self.0.range(a.to_vec()..) {
+            if !k.starts_with(a) {
+                break;
+            }
+            if b.is_empty() {
+                out.extend(
+                    m.iter()
+                        .map(|(r, v)| ([k.as_slice(), r].concat(), v.clone())),
+                );
+            } else {
+                // The prefix is longer than the split: `k == a` here.
+                out.extend(
+                    m.range(b.to_vec()..)
+                        .take_while(|(r, _)| r.starts_with(b))
+                        .map(|(r, v)| ([k.as_slice(), r].concat(), v.clone())),
+                );
+                break;
+            }
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -124,51 +193,71 @@ struct Tables {
     ops: BTreeMap<(UserId, LogId), BTreeMap<OpId, Op>>,
     chunks: BTreeMap<(UserId, BlobId, u32), Vec<u8>>,
     checkpoints: BTreeMap<(UserId, LogId), (u64, Vec<u8>)>,
-    meta: BTreeMap<Vec<u8>, Vec<u8>>,
+    meta: MetaMap,
     accounts: BTreeMap<UserId, (u64, Vec<u8>)>,
 }
 
 impl Tables {
-    fn apply(&mut self, w: &Write) {
-        match w {
-            Write::Op(op) => {
-                self.ops
-                    .entry((op.user, op.log))
-                    .or_default()
-                    .insert(op.id, op.clone());
-            }
-            Write::Chunk(c) => {
-                self.chunks
-                    .insert((c.user, c.blob, c.index), c.bytes.clone());
-            }
-            Write::Checkpoint(user, log, upto, bytes) => {
-                let slot = self
-                    .checkpoints
-                    .entry((*user, *log))
-                    .or_insert((0, Vec::new()));
-                if *upto >= slot.0 {
-                    *slot = (*upto, bytes.clone());
+    fn undo(&mut self, u: Undo) {
+        match u {
+            Undo::Op(user, log, id, old) => {
+                let m = self.ops.entry((user, log)).or_default();
+                match old {
+                    Some(op) => {
+                        m.insert(id, op);
+                    }
+                    None => {
+                        m.remove(&id);
+                        if m.is_empty() {
+                            self.ops.remove(&(user, log));
+                        }
+                    }
                 }
             }
-            Write::Meta(k, v) => {
-                self.meta.insert(k.clone(), v.clone());
-            }
-            Write::Account(user, version, record) => {
-                self.accounts.insert(*user, (*version, record.clone()));
-            }
+            Undo::Chunk(k, old) => match old {
+                Some(v) => {
+                    self.chunks.insert(k, v);
+                }
+                None => {
+                    self.chunks.remove(&k);
+                }
+            },
+            Undo::Checkpoint(k, old) => match old {
+                Some(v) => {
+                    self.checkpoints.insert(k, v);
+                }
+                None => {
+                    self.checkpoints.remove(&k);
+                }
+            },
+            Undo::Meta(k, old) => match old {
+                Some(v) => {
+                    self.meta.insert(&k, v);
+                }
+                None => self.meta.remove(&k),
+            },
+            Undo::Account(k, old) => match old {
+                Some(v) => {
+                    self.accounts.insert(k, v);
+                }
+                None => {
+                    self.accounts.remove(&k);
+                }
+            },
         }
     }
 }
 
 /// In-memory [`Store`] for tests and the simulator.
 ///
-/// Keeps a durable copy and a journal of the writes since the last flush;
-/// [`MemStore::crash`] drops exactly the journaled (unflushed) writes.
+/// Keeps one copy of the data and, since the last flush, a journal of what
+/// each write replaced; [`MemStore::crash`] takes back exactly the journaled
+/// (unflushed) writes. (It used to keep a second, durable copy and apply
+/// every write twice.)
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
     live: Tables,
-    durable: Tables,
-    journal: Vec<Write>,
+    journal: Vec<Undo>,
     full: bool,
     flushes: u64,
 }
@@ -182,8 +271,9 @@ impl MemStore {
     /// Simulates a crash: every write since the last successful flush is
     /// lost; everything flushed stays.
     pub fn crash(&mut self) {
-        self.live = self.durable.clone();
-        self.journal.clear();
+        while let Some(u) = self.journal.pop() {
+            self.live.undo(u);
+        }
     }
 
     /// While `full`, every `put_*` fails with [`StoreError::Full`] and
@@ -202,19 +292,25 @@ impl MemStore {
         self.flushes
     }
 
-    fn write(&mut self, w: Write) -> Result<(), StoreError> {
+    fn check(&self) -> Result<(), StoreError> {
         if self.full {
             return Err(StoreError::Full);
         }
-        self.live.apply(&w);
-        self.journal.push(w);
         Ok(())
     }
 }
 
 impl Store for MemStore {
     fn put_op(&mut self, op: &Op) -> Result<(), StoreError> {
-        self.write(Write::Op(op.clone()))
+        self.check()?;
+        let old = self
+            .live
+            .ops
+            .entry((op.user, op.log))
+            .or_default()
+            .insert(op.id, op.clone());
+        self.journal.push(Undo::Op(op.user, op.log, op.id, old));
+        Ok(())
     }
 
     fn ops(&self, user: &UserId, log: &LogId) -> Result<Vec<Op>, StoreError> {
@@ -237,7 +333,11 @@ impl Store for MemStore {
     }
 
     fn put_chunk(&mut self, chunk: &BlobChunk) -> Result<(), StoreError> {
-        self.write(Write::Chunk(chunk.clone()))
+        self.check()?;
+        let k = (chunk.user, chunk.blob, chunk.index);
+        let old = self.live.chunks.insert(k, chunk.bytes.clone());
+        self.journal.push(Undo::Chunk(k, old));
+        Ok(())
     }
 
     fn get_chunk(
@@ -269,7 +369,14 @@ impl Store for MemStore {
         upto: u64,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        self.write(Write::Checkpoint(*user, *log, upto, bytes.to_vec()))
+        self.check()?;
+        let k = (*user, *log);
+        let old = self.live.checkpoints.get(&k).cloned();
+        if old.as_ref().is_none_or(|(u, _)| upto >= *u) {
+            self.live.checkpoints.insert(k, (upto, bytes.to_vec()));
+        }
+        self.journal.push(Undo::Checkpoint(k, old));
+        Ok(())
     }
 
     fn latest_checkpoint(
@@ -281,7 +388,10 @@ impl Store for MemStore {
     }
 
     fn put_meta(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.write(Write::Meta(key.to_vec(), value.to_vec()))
+        self.check()?;
+        let old = self.live.meta.insert(key, value.to_vec());
+        self.journal.push(Undo::Meta(key.to_vec(), old));
+        Ok(())
     }
 
     fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -289,13 +399,7 @@ impl Store for MemStore {
     }
 
     fn scan_meta(&self, prefix: &[u8]) -> Result<MetaRecords, StoreError> {
-        Ok(self
-            .live
-            .meta
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(self.live.meta.scan(prefix))
     }
 
     fn put_account(
@@ -304,7 +408,10 @@ impl Store for MemStore {
         version: u64,
         record: &[u8],
     ) -> Result<(), StoreError> {
-        self.write(Write::Account(*user, version, record.to_vec()))
+        self.check()?;
+        let old = self.live.accounts.insert(*user, (version, record.to_vec()));
+        self.journal.push(Undo::Account(*user, old));
+        Ok(())
     }
 
     fn get_account(&self, user: &UserId) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
@@ -322,9 +429,7 @@ impl Store for MemStore {
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
-        for w in self.journal.drain(..) {
-            self.durable.apply(&w);
-        }
+        self.journal.clear();
         self.flushes += 1;
         Ok(())
     }
@@ -387,6 +492,41 @@ mod tests {
         s.put_account(&other, 2, b"acct").unwrap();
         assert_eq!(s.get_account(&other).unwrap(), Some((2, b"acct".to_vec())));
         assert_eq!(s.users().unwrap(), vec![user(), other]);
+    }
+
+    #[test]
+    fn meta_scan_matches_a_flat_map_around_the_split() {
+        let mut s = MemStore::new();
+        let mut flat = BTreeMap::new();
+        let mut k = 0u64;
+        for len in [1usize, 5, 32, 33, 34, 41, 60] {
+            for first in [b'a', b's', b'v'] {
+                for n in 0..3u8 {
+                    k += 1;
+                    let mut key = vec![first; len];
+                    key[len - 1] = n;
+                    s.put_meta(&key, &k.to_be_bytes()).unwrap();
+                    flat.insert(key, k.to_be_bytes().to_vec());
+                }
+            }
+        }
+        for prefix in [
+            &b""[..],
+            b"s",
+            b"ss",
+            &[b's'; 33][..],
+            &[b's'; 34][..],
+            &[b's'; 40][..],
+        ] {
+            let want: MetaRecords = flat
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(s.scan_meta(prefix).unwrap(), want, "prefix {prefix:?}");
+        }
+        s.crash();
+        assert!(s.scan_meta(b"").unwrap().is_empty());
     }
 
     #[test]

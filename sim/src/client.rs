@@ -10,7 +10,7 @@ use aerogramme_proto::ids::{EntryId, MailboxId};
 use aerogramme_proto::mailbox::Flag;
 use aerogramme_proto::replica::MailboxView;
 use aerogramme_proto::seq::Spaces;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One cached message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,10 @@ pub struct CBox {
     pub ever: HashMap<u32, EntryId>,
     /// Highest UID seen from each node.
     pub max_seen: BTreeMap<usize, u32>,
+    /// UIDs the client knows are expunged: VANISHED in its syncs (the first
+    /// SELECT counts every UID its node had expunged), EXPUNGE events. A
+    /// node that still shows one of them is behind (a stale read).
+    pub gone: HashSet<u32>,
 }
 
 /// A simulated client.
@@ -102,6 +106,7 @@ impl Client {
         if let Some(b) = self.boxes.get_mut(&mb) {
             if b.uv == uv {
                 b.msgs.remove(&uid);
+                b.gone.insert(uid);
             }
         }
     }
@@ -204,11 +209,13 @@ pub fn resync(
             }
         }
         b.hms = view.highest_modseq();
+        b.gone.extend(view.changed_since(0, spaces).1);
         return f;
     }
     let (changed, vanished) = view.changed_since(b.hms, spaces);
     for uid in &vanished {
         b.msgs.remove(uid);
+        b.gone.insert(*uid);
     }
     let mut reported: Vec<u32> = Vec::with_capacity(changed.len());
     for uid in changed {
@@ -274,9 +281,10 @@ pub fn resync(
         for uid in view.uids() {
             if !b.msgs.contains_key(&uid) {
                 if let Some(m) = cmsg(view, uid) {
-                    if b.ever.get(&uid) == Some(&m.entry) {
+                    if b.ever.get(&uid) == Some(&m.entry) || b.gone.contains(&uid) {
                         // The client saw it go (an expunge shown by another
-                        // node): this node has not applied it yet.
+                        // node, or VANISHED when it synced there): this node
+                        // has not applied that expunge yet.
                         f.stale += 1;
                         continue;
                     }

@@ -144,15 +144,15 @@ fn multi_writer_all_invariants() {
 }
 
 #[test]
-#[ignore = "E bound exceeded on 4 of 32 seeds (seed 5: 78 re-announced, bound 71): at the heal the owner can still sequence a cut-off replica's op before its Forward with the provisional values arrives (see sim/README.md, Findings 4)"]
 fn partition_heal_all_invariants() {
-    sweep("partition-heal", 3, seeds(32), 300, &[]);
-    sweep("partition-heal", 5, seeds(16), 300, &[]);
+    sweep("partition-heal", 3, seeds(64), 300, &[]);
+    sweep("partition-heal", 5, seeds(64), 300, &[]);
 }
 
 #[test]
 fn failover_all_invariants() {
-    sweep("failover", 3, seeds(32), 300, &[]);
+    sweep("failover", 3, seeds(64), 300, &[]);
+    sweep("failover", 5, seeds(64), 300, &[]);
 }
 
 #[test]
@@ -163,11 +163,12 @@ fn crash_restart_all_invariants() {
 
 #[test]
 fn geo_all_invariants() {
-    sweep("geo", 3, seeds(32), 300, &[]);
+    sweep("geo", 3, seeds(64), 300, &[]);
+    sweep("geo", 6, seeds(16), 300, &[]);
 }
 
 #[test]
-#[ignore = "client-side CHANGEDSINCE can miss a change after a failover during chaos (seed 1): the reservation floor of ARCHITECTURE.md section 4.4 does not cover decided changes a cut-off replica has not shown yet (see sim/README.md, Findings 5)"]
+#[ignore = "chaos still fails on some seeds (3 nodes, 0..32: 4, 8, 16, 28, 30; 5 nodes, 0..16: 1, 6, 8, 9, 11): L1 bound exceeded under flapping and one-way cuts, a CHANGEDSINCE window while a replica waits for a Resequence, a late acknowledgement naming an expunged message; see sim/README.md, Findings 7-9"]
 fn chaos_all_invariants() {
     sweep("chaos", 3, seeds(32), 300, &[]);
     sweep("chaos", 5, seeds(16), 300, &[]);

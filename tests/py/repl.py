@@ -3,8 +3,9 @@
 Usage:
   repl.py login IMAP_PORT USER PASSWORD SECONDS
       waits until USER can log in (its account has replicated here)
-  repl.py deliver LMTP_PORT USER N CLIENTS PREFIX
-      delivers N messages over LMTP from CLIENTS concurrent clients
+  repl.py deliver LMTP_PORT USER N CLIENTS PREFIX [SIZE]
+      delivers N messages (with SIZE more bytes of text each) over LMTP from
+      CLIENTS concurrent clients
   repl.py snapshot IMAP_PORT USER PASSWORD COUNT SECONDS
       waits until INBOX holds COUNT messages, then prints UIDVALIDITY and
       one line "UID MESSAGE-ID" per message, in UID order
@@ -50,8 +51,9 @@ def login(port, user, password, seconds):
             time.sleep(0.2)
 
 
-def deliver(port, user, n, clients, prefix):
+def deliver(port, user, n, clients, prefix, size=0):
     errors = []
+    filler = ("lorem ipsum dolor sit amet consectetur adipiscing elit\r\n" * (size // 56 + 1))[:size]
 
     def client(k):
         try:
@@ -59,8 +61,8 @@ def deliver(port, user, n, clients, prefix):
             for i in range(k, n, clients):
                 msg = (
                     "From: r@example.org\r\nTo: %s@example.org\r\n"
-                    "Message-ID: <%s-%d@example.org>\r\nSubject: %s %d\r\n\r\nbody %d\r\n"
-                    % (user, prefix, i, prefix, i, i)
+                    "Message-ID: <%s-%d@example.org>\r\nSubject: %s %d\r\n\r\nbody %d\r\n%s"
+                    % (user, prefix, i, prefix, i, i, filler)
                 )
                 lmtp.sendmail("r@example.org", ["%s@example.org" % user], msg.encode())
             lmtp.quit()
@@ -184,7 +186,7 @@ cmd, args = sys.argv[1], sys.argv[2:]
 if cmd == "login":
     login(args[0], args[1], args[2], float(args[3])).logout()
 elif cmd == "deliver":
-    deliver(args[0], args[1], int(args[2]), int(args[3]), args[4])
+    deliver(args[0], args[1], int(args[2]), int(args[3]), args[4], int(args[5]) if len(args) > 5 else 0)
 elif cmd == "snapshot":
     snapshot(args[0], args[1], args[2], int(args[3]), float(args[4]))
 elif cmd == "append":

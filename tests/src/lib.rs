@@ -349,6 +349,15 @@ impl Drop for Node {
     }
 }
 
+/// Waits until something listens on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until `addr` accepts connections (the node is up).
 pub fn wait_for(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -410,7 +419,9 @@ impl Netns {
     /// Creates `hosts` namespaces on one bridge; panics with the reason if
     /// the machine does not allow it (not root, no `ip`).
     pub fn new(hosts: usize) -> Netns {
-        let subnet = (std::process::id() % 200 + 20) as u8;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let subnet = ((std::process::id() * 7 + k) % 200 + 20) as u8;
         let net = Netns {
             tag: format!("ag{subnet}"),
             subnet,

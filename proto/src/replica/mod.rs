@@ -334,8 +334,16 @@ pub struct Replica<S: Store> {
     /// expected, sent at).
     chunk_wants: HashMap<UserId, (ReplicaId, usize, u64)>,
     dropped: u64,
+    /// Pushed chunks that arrived before their blob's announce (gossip
+    /// reorders them), kept until it comes: asking for them again would
+    /// cost a round trip. Bounded by `EARLY_CHUNK_BYTES`.
+    early_chunks: BTreeMap<(UserId, BlobId, u32), BlobChunk>,
+    early_bytes: usize,
     out: Vec<Output>,
 }
+
+/// Most bytes of early chunks kept (beyond, anti-entropy fetches them).
+const EARLY_CHUNK_BYTES: usize = 16 << 20;
 
 fn seq_key(user: &UserId, mailbox: &MailboxId) -> u64 {
     let mut k = [0u8; 8];
@@ -368,6 +376,8 @@ impl<S: Store> Replica<S> {
             users: BTreeMap::new(),
             waiting: HashMap::new(),
             sealed_waiting: HashSet::new(),
+            early_chunks: BTreeMap::new(),
+            early_bytes: 0,
             tickets: BTreeMap::new(),
             next_ticket: 1,
             record_no: 0,
@@ -410,6 +420,29 @@ impl<S: Store> Replica<S> {
                 );
                 s.drain();
                 u.seqs.insert(mb, s);
+            }
+            // Ops without a final decision go back to their sequencers: a
+            // crash may have lost them from its records (an op submitted but
+            // not yet provisional), and no peer would ever send them again.
+            let logs: Vec<(MailboxId, OpId, u32)> = u
+                .logs
+                .logs()
+                .filter_map(|l| match l.log() {
+                    LogId::Mailbox(mb) => Some((*mb, l)),
+                    _ => None,
+                })
+                .flat_map(|(mb, l)| l.iter().map(move |op| (mb, op.id, op.uids)))
+                .collect();
+            for (mb, op, uids) in logs {
+                let s = u.seqs.entry(mb).or_insert_with(|| {
+                    Sequencer::new(
+                        r.cfg.me,
+                        &r.cfg.members,
+                        seq_key(&user, &mb),
+                        r.cfg.seq.clone(),
+                    )
+                });
+                s.resume(op, uids);
             }
             for (k, v) in r.store.scan_meta(&prefix(TAG_VIEW, &user, None))? {
                 r.record_no = r.record_no.max(record_no(&k) + 1);
@@ -1613,8 +1646,17 @@ impl<S: Store> Replica<S> {
             SyncMsg::Chunk(c) => {
                 let user = c.user;
                 let u = self.user_mut(&user);
-                if u.logs.chunk_fits(&c) && !self.store.has_chunk(&c.user, &c.blob, c.index)? {
-                    self.store.put_chunk(&c)?;
+                if u.logs.chunk_fits(&c) {
+                    if !self.store.has_chunk(&c.user, &c.blob, c.index)? {
+                        self.store.put_chunk(&c)?;
+                    }
+                } else if !u.logs.blobs().contains_key(&c.blob)
+                    && self.early_bytes + c.bytes.len() <= EARLY_CHUNK_BYTES
+                {
+                    self.early_bytes += c.bytes.len();
+                    if let Some(old) = self.early_chunks.insert((user, c.blob, c.index), c) {
+                        self.early_bytes -= old.bytes.len();
+                    }
                 }
                 // The next request once the last one is answered: chunks
                 // flow at one request's worth per round trip.
@@ -1631,6 +1673,9 @@ impl<S: Store> Replica<S> {
                 let Some(user) = other.user() else {
                     return Ok(());
                 };
+                // Gossip comes from the op's origin, which pushed the blob's
+                // chunks with it: they are on their way (or arrived early).
+                let pushed = matches!(other, SyncMsg::Gossip { .. });
                 let received = self
                     .user_mut(&user)
                     .logs
@@ -1658,7 +1703,10 @@ impl<S: Store> Replica<S> {
                     }
                 }
                 if blobs {
-                    self.want_chunks(now, user, from, false);
+                    self.take_early_chunks(&user)?;
+                    if !pushed {
+                        self.want_chunks(now, user, from, false);
+                    }
                 }
                 if received.send_have {
                     let have = self.users[&user].logs.have();
@@ -1667,6 +1715,30 @@ impl<S: Store> Replica<S> {
                         msg: PeerMsg::Sync(have),
                     });
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the early chunks of `user` whose blob is now announced.
+    fn take_early_chunks(&mut self, user: &UserId) -> Result<(), ReplicaError> {
+        let lo = (*user, BlobId([0; 16]), 0);
+        let hi = (*user, BlobId([0xff; 16]), u32::MAX);
+        let keys: Vec<(UserId, BlobId, u32)> = self
+            .early_chunks
+            .range(lo..=hi)
+            .filter(|(k, _)| self.users[user].logs.blobs().contains_key(&k.1))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            let Some(c) = self.early_chunks.remove(&k) else {
+                continue;
+            };
+            self.early_bytes -= c.bytes.len();
+            if self.users[user].logs.chunk_fits(&c)
+                && !self.store.has_chunk(user, &c.blob, c.index)?
+            {
+                self.store.put_chunk(&c)?;
             }
         }
         Ok(())
@@ -1755,22 +1827,40 @@ impl<S: Store> Replica<S> {
             if !peers.is_empty() {
                 let to = peers[self.peer_turn % peers.len()];
                 self.peer_turn += 1;
-                // Chunk requests that went unanswered go to this round's
-                // peer (the one asked may be gone).
-                let stale: Vec<UserId> = self
-                    .chunk_wants
-                    .iter()
-                    .filter(|(_, (_, _, at))| now.saturating_sub(*at) >= CHUNK_REQUEST_STALE_MS)
-                    .map(|(u, _)| *u)
-                    .collect();
-                for user in stale {
-                    self.want_chunks(now, user, to, true);
+                // Chunks still missing (a push lost, a request unanswered)
+                // are asked of this round's peer.
+                let users: Vec<UserId> = self.users.keys().copied().collect();
+                for user in users {
+                    self.want_chunks(now, user, to, false);
                 }
                 let haves: Vec<SyncMsg> = self.users.values().map(|u| u.logs.have()).collect();
                 for have in haves {
                     self.out.push(Output::Send {
                         to,
                         msg: PeerMsg::Sync(have),
+                    });
+                }
+                // Chunks a push did not bring (lost, or their announce came
+                // by gossip while they were dropped): ask this peer.
+                let store = &self.store;
+                let wants: Vec<SyncMsg> = self
+                    .users
+                    .iter()
+                    .filter_map(|(user, u)| {
+                        let chunks = u.logs.wanted_chunks(
+                            |b, i| store.has_chunk(user, b, i).unwrap_or(false),
+                            MAX_WANT_CHUNKS,
+                        );
+                        (!chunks.is_empty()).then_some(SyncMsg::WantChunks {
+                            user: *user,
+                            chunks,
+                        })
+                    })
+                    .collect();
+                for w in wants {
+                    self.out.push(Output::Send {
+                        to,
+                        msg: PeerMsg::Sync(w),
                     });
                 }
             }

@@ -1034,3 +1034,46 @@ fn a_node_that_joins_later_learns_the_ledger_and_shares_it() {
     let ids = w.ids.clone();
     assert_eq!(w.node(0).members(), &ids[..]);
 }
+
+/// A replica that crashes after an op was durable but before it was
+/// forwarded or given provisional values (its sequencer records hold nothing
+/// about it) resumes the op at restart. Before, only ops with a provisional
+/// record came back: when the restarted replica owned the mailbox, nobody
+/// ever sequenced the op and every replica held it back forever (L2; the
+/// simulator's chaos seeds 7, 34, 40, 41, 48, 56).
+#[test]
+fn restart_resumes_ops_that_had_no_decision() {
+    for writer in 0..3 {
+        let mut w = World::new(3);
+        let (user, inbox) = w.user();
+        w.run(500);
+        w.partition(&[writer]);
+        w.append(writer, user, inbox, "before the crash");
+        w.run(50);
+        let mut store = w.nodes[writer].take().unwrap().into_store();
+        let id = w.ids[writer];
+        w.done.retain(|(r, _, _)| *r != id);
+        store.crash();
+        let mut cfg = Config::new(id, w.ids.clone());
+        cfg.seq = params();
+        cfg.anti_entropy_ms = 100;
+        let mut r = Replica::restore(cfg, store).unwrap();
+        let now = w.now;
+        r.unlock(
+            now,
+            user,
+            UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77)),
+        )
+        .unwrap();
+        w.nodes[writer] = Some(r);
+        w.flush(writer);
+        w.cut.clear();
+        w.run(5_000);
+        w.assert_converged(user, inbox);
+        for n in w.nodes.iter().flatten() {
+            let v = n.mailbox(&user, &inbox).unwrap();
+            assert_eq!(v.held(), 0, "writer {writer}: an op is held back");
+            assert_eq!(v.exists(), 1, "writer {writer}");
+        }
+    }
+}

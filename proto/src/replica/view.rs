@@ -173,11 +173,14 @@ impl MailboxView {
 
     /// Changes since a client's MODSEQ `x`: UIDs whose MODSEQ is above
     /// `floor(x)` and UIDs expunged above it. `floor(x)` is `x` for a value of
-    /// the owner's counter and the reservation's floor for a value inside a
-    /// reservation (ARCHITECTURE.md §4.4): it may over-report, never miss.
+    /// the owner's counter, and 0 (everything) for a value inside a
+    /// reservation (ARCHITECTURE.md §4.4): the replica that showed such a
+    /// provisional value was cut off and may have lacked any number of final
+    /// changes below it, which the reservation's `floor_modseq` cannot tell
+    /// (finding 5). It over-reports after a partition, never misses.
     pub fn changed_since(&self, x: u64, spaces: &Spaces) -> (Vec<u32>, Vec<u32>) {
         let floor = match spaces.modseq_owner(x) {
-            Some(r) => r.floor_modseq.min(x),
+            Some(_) => 0,
             None if x > self.marks.1 => 0, // the client is ahead of us: report everything
             None => x,
         };
@@ -442,5 +445,114 @@ impl MailboxView {
     /// Ops currently held (for diagnostics).
     pub fn held_ops(&self) -> HashSet<OpId> {
         self.held.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{BlobId, ReplicaId};
+    use crate::seq::{Reservation, Span};
+
+    fn add(n: u8) -> (OpId, MailboxOp) {
+        let op = OpId {
+            origin: ReplicaId(n as u64 % 2 + 1),
+            seq: n as u64,
+        };
+        let m = MailboxOp::Add {
+            entry: EntryId([n; 16]),
+            blob: BlobId([n; 16]),
+            flags: Vec::new(),
+            internal_date_ms: 0,
+            size: 1,
+        };
+        (op, m)
+    }
+
+    fn fin(modseq: u64, uid: u32) -> Option<(Assign, Fate)> {
+        Some((
+            Assign {
+                modseq,
+                uids: vec![uid],
+            },
+            Fate::Final,
+        ))
+    }
+
+    /// Finding 5 of the simulator: a replica cut off shows provisional
+    /// MODSEQs from its reservation although it has not shown every final
+    /// change below the reservation's floor (here an op whose payload had not
+    /// arrived, and an expunge). A client that synced there and asks another
+    /// replica for CHANGEDSINCE must still get those changes.
+    #[test]
+    fn changedsince_from_a_reservation_value_misses_nothing_shown_elsewhere() {
+        let r = ReplicaId(1);
+        let mut spaces = Spaces::new();
+        spaces.note_final(&[3], 7);
+        spaces.reserve(Reservation {
+            replica: r,
+            uids: Span { lo: 100, hi: 200 },
+            modseqs: Span { lo: 1000, hi: 2000 },
+            floor_modseq: 7,
+        });
+        let (a, pa) = add(1); // final (UID 2, MODSEQ 5): not arrived on the cut-off replica
+        let (b, pb) = add(2); // final (UID 3, MODSEQ 6), expunged at MODSEQ 7
+        let (c, pc) = add(3); // final (UID 1, MODSEQ 4): shown by both
+        let (d, pd) = add(4); // the cut-off replica's own, provisional (100, 1000)
+        let x_op = OpId {
+            origin: ReplicaId(2),
+            seq: 99,
+        };
+        let expunge = MailboxOp::Expunge {
+            entries: vec![EntryId([2; 16])],
+        };
+
+        // The cut-off replica: it shows C, then its own D from its
+        // reservation; A and B (and B's expunge) have not reached it.
+        let mut cut = MailboxView::new(1);
+        cut.on_op(c, pc.clone(), fin(4, 1));
+        cut.on_op(d, pd.clone(), None);
+        cut.on_decided(
+            d,
+            Assign {
+                modseq: 1000,
+                uids: vec![100],
+            },
+            Fate::Provisional,
+        );
+        let client_hms = cut.highest_modseq();
+        assert_eq!(client_hms, 1000);
+        let client_uids: Vec<u32> = cut.uids().collect();
+        assert_eq!(client_uids, vec![1, 100]);
+
+        // Another replica shows the whole ledger, D confirmed.
+        let mut other = MailboxView::new(1);
+        other.on_op(c, pc, fin(4, 1));
+        other.on_op(a, pa, fin(5, 2));
+        other.on_op(b, pb, fin(6, 3));
+        other.on_op(
+            x_op,
+            expunge,
+            Some((
+                Assign {
+                    modseq: 7,
+                    uids: vec![],
+                },
+                Fate::Final,
+            )),
+        );
+        other.on_op(d, pd, fin(1000, 100));
+        let (changed, vanished) = other.changed_since(client_hms, &spaces);
+        assert!(
+            changed.contains(&2),
+            "the new message A is reported: {changed:?}"
+        );
+        assert!(
+            vanished.contains(&3),
+            "B's expunge is reported: {vanished:?}"
+        );
+        // A value of the owner's counter is exact.
+        let (changed, _) = other.changed_since(5, &spaces);
+        assert!(!changed.contains(&1) && !changed.contains(&2));
     }
 }

@@ -65,6 +65,12 @@ impl Default for SeqParams {
     }
 }
 
+/// How many best-ranked members an `Alive` goes to, at first.
+const ALIVE_TARGETS: usize = 3;
+
+/// Clock of an op resumed after a restart, until the next tick.
+const RESUMED: u64 = u64::MAX;
+
 /// What each promiser answered: committed values after the candidate's
 /// commit index, and accepted values.
 type Promises = BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>;
@@ -101,6 +107,10 @@ enum Role {
 #[derive(Clone, Debug)]
 struct MyOp {
     uids: u32,
+    /// When it was submitted: the L1 clock (provisional values after
+    /// `forward_timeout`).
+    since: u64,
+    /// When it was last forwarded.
     last_sent: u64,
     provisional: Option<Assign>,
 }
@@ -130,10 +140,29 @@ pub struct Sequencer {
     mine: BTreeMap<OpId, MyOp>,
     // Failure detection.
     last_heard: HashMap<ReplicaId, u64>,
+    /// Since when this replica has heard from less than a majority.
+    quorum_lost: Option<u64>,
+    /// When it heard a majority again after hearing less for a whole
+    /// election timeout (it was cut off): it does not stand for election for
+    /// one more timeout, so that an owner the others follow is heard first
+    /// and not deposed (an election at a heal can replace the owner's
+    /// confirmations of provisional values still in flight by fresh values,
+    /// re-announcing the cut-off side's messages: E).
+    rejoined_at: u64,
+    /// Ops resumed after a restart wait for their clocks to start at the
+    /// next tick (`RESUMED`).
+    resumed: bool,
+    /// Since when no owner is heard (while following).
+    leaderless_since: Option<u64>,
     leader_seen: Option<(Ballot, u64)>,
     next_election: u64,
     last_resend: u64,
     last_alive: u64,
+    /// A leader was newly seen (another ballot, or after its silence): this
+    /// replica's undecided ops are forwarded again at once, so that a new or
+    /// reachable-again owner gets their provisional values before it could
+    /// sequence them from the log alone (ARCHITECTURE.md §4.3, E).
+    reforward: bool,
     role: Role,
     out: Vec<SeqOutput>,
 }
@@ -174,10 +203,15 @@ impl Sequencer {
             resequence: BTreeMap::new(),
             mine: BTreeMap::new(),
             last_heard: HashMap::new(),
+            quorum_lost: None,
+            rejoined_at: 0,
+            resumed: false,
+            leaderless_since: None,
             leader_seen: None,
             next_election: 0,
             last_resend: 0,
             last_alive: 0,
+            reforward: false,
             role: Role::Follower,
             out: Vec::new(),
         }
@@ -213,6 +247,7 @@ impl Sequencer {
                             op,
                             MyOp {
                                 uids,
+                                since: 0,
                                 last_sent: 0,
                                 provisional: Some(a.clone()),
                             },
@@ -293,7 +328,11 @@ impl Sequencer {
     pub fn owner(&self) -> Option<ReplicaId> {
         match &self.role {
             Role::Leader { .. } => Some(self.me),
-            _ => self.leader_seen.map(|(b, _)| b.leader),
+            // A ballot of its own that it no longer leads is nobody's.
+            _ => self
+                .leader_seen
+                .map(|(b, _)| b.leader)
+                .filter(|l| *l != self.me),
         }
     }
 
@@ -339,6 +378,7 @@ impl Sequencer {
             op,
             MyOp {
                 uids,
+                since: now,
                 last_sent: now,
                 provisional: None,
             },
@@ -349,7 +389,7 @@ impl Sequencer {
             provisional: None,
         };
         self.pending.insert(op, p.clone());
-        self.broadcast(SeqMsg::Forward { ops: vec![p] });
+        self.forward(now, vec![p]);
         self.lead(now);
     }
 
@@ -363,6 +403,41 @@ impl Sequencer {
         // Its origin's Forward (with its provisional values, if it made any)
         // may be on its way: sequence it only if that does not come in time.
         self.noted.entry(op).or_insert((uids, now));
+    }
+
+    /// After a restart: an op of this ledger's log, found in the store, that
+    /// has no final decision. This replica's own ops wait again (they were
+    /// submitted before the crash, maybe never forwarded); others' are noted
+    /// (their origin may be gone). Their clocks start at the next tick.
+    pub fn resume(&mut self, op: OpId, uids: u32) {
+        if self.finals.contains_key(&op)
+            || self.mine.contains_key(&op)
+            || self.pending.contains_key(&op)
+        {
+            return;
+        }
+        self.resumed = true;
+        if op.origin == self.me {
+            self.mine.insert(
+                op,
+                MyOp {
+                    uids,
+                    since: RESUMED,
+                    last_sent: 0,
+                    provisional: None,
+                },
+            );
+            self.pending.insert(
+                op,
+                Pending {
+                    op,
+                    uids,
+                    provisional: None,
+                },
+            );
+        } else {
+            self.noted.entry(op).or_insert((uids, RESUMED));
+        }
     }
 
     /// A known op whose final values this replica cannot expose (they are not
@@ -387,6 +462,14 @@ impl Sequencer {
     /// Time passes. `exposed` is what this replica has exposed to clients
     /// (highest UID, highest MODSEQ): provisional values must exceed it.
     pub fn tick(&mut self, now: u64, exposed: (u64, u64)) {
+        if std::mem::take(&mut self.resumed) {
+            for m in self.mine.values_mut().filter(|m| m.since == RESUMED) {
+                m.since = now;
+            }
+            for (_, since) in self.noted.values_mut().filter(|(_, t)| *t == RESUMED) {
+                *since = now;
+            }
+        }
         self.maybe_elect(now);
         self.retry_mine(now, exposed);
         self.lead(now);
@@ -395,8 +478,11 @@ impl Sequencer {
     // ----- origin side --------------------------------------------------
 
     /// This replica's own ops that carry a provisional assignment.
+    /// Lowest values first: the owner confirms provisional values in
+    /// ascending order, so it must learn them from the lowest up.
     fn my_provisional(&self) -> Vec<Pending> {
-        self.mine
+        let mut v: Vec<Pending> = self
+            .mine
             .iter()
             .filter_map(|(op, m)| {
                 m.provisional.clone().map(|a| Pending {
@@ -405,37 +491,87 @@ impl Sequencer {
                     provisional: Some(a),
                 })
             })
-            .take(self.params.max_batch)
-            .collect()
+            .collect();
+        v.sort_by_key(|p| p.provisional.as_ref().map(|a| a.modseq));
+        v.truncate(self.params.max_batch);
+        v
+    }
+
+    /// Every op of this replica still waiting for a final decision, as it
+    /// forwards them: provisional ones first, by ascending values, so that
+    /// an owner never confirms one of them before a lower one (which it
+    /// could then no longer confirm).
+    fn all_mine(&self) -> Vec<Pending> {
+        let mut v: Vec<Pending> = self
+            .mine
+            .iter()
+            .map(|(op, m)| Pending {
+                op: *op,
+                uids: m.uids,
+                provisional: m.provisional.clone(),
+            })
+            .collect();
+        v.sort_by_key(|p| match &p.provisional {
+            Some(a) => (0, a.modseq),
+            None => (1, 0),
+        });
+        v
+    }
+
+    fn forward_all_mine(&mut self, now: u64) {
+        for m in self.mine.values_mut() {
+            m.last_sent = now;
+        }
+        let all = self.all_mine();
+        for chunk in all.chunks(self.params.max_batch.max(1)) {
+            self.forward(now, chunk.to_vec());
+        }
+    }
+
+    /// Sends ops to the owner, when one was heard lately; to every member
+    /// otherwise. Only the owner uses a Forward (the others learn the op from
+    /// its log and note it); a new owner gets them again when this replica
+    /// first hears it (`reforward`).
+    fn forward(&mut self, now: u64, ops: Vec<Pending>) {
+        let msg = SeqMsg::Forward { ops };
+        match self.leader_seen {
+            _ if self.is_owner() => {}
+            Some((b, seen))
+                if b.leader != self.me
+                    && now.saturating_sub(seen) < self.params.election_timeout_ms =>
+            {
+                self.send(b.leader, msg)
+            }
+            _ => self.broadcast(msg),
+        }
     }
 
     fn retry_mine(&mut self, now: u64, exposed: (u64, u64)) {
         let timeout = self.params.forward_timeout_ms;
-        let due: Vec<OpId> = self
+        let late: Vec<OpId> = self
             .mine
             .iter()
-            .filter(|(_, m)| now.saturating_sub(m.last_sent) >= timeout)
+            .filter(|(_, m)| m.provisional.is_none() && now.saturating_sub(m.since) >= timeout)
             .map(|(op, _)| *op)
             .collect();
-        let mut forward = Vec::new();
-        for op in due {
-            let needs_provisional = self.mine.get(&op).is_some_and(|m| m.provisional.is_none());
-            if needs_provisional {
-                self.try_provisional(op, exposed);
-            }
-            if let Some(m) = self.mine.get_mut(&op) {
-                m.last_sent = now;
-                forward.push(Pending {
-                    op,
-                    uids: m.uids,
-                    provisional: m.provisional.clone(),
-                });
+        for op in late {
+            if !self.try_provisional(op, exposed) {
+                // No usable reservation: try again a full timeout later (a
+                // reservation that appears now comes from an owner that is
+                // working again, and has this op; give it the time to decide).
+                if let Some(m) = self.mine.get_mut(&op) {
+                    m.since = now;
+                }
             }
         }
-        for chunk in forward.chunks(self.params.max_batch.max(1)) {
-            self.broadcast(SeqMsg::Forward {
-                ops: chunk.to_vec(),
-            });
+        let any_due = self
+            .mine
+            .values()
+            .any(|m| now.saturating_sub(m.last_sent) >= timeout);
+        // All of them, not only those due: the owner must see every
+        // provisional value of this replica together (see `all_mine`).
+        if any_due {
+            self.forward_all_mine(now);
         }
         if self.resequence.is_empty() || now.saturating_sub(self.last_resend) < timeout {
             return;
@@ -460,12 +596,12 @@ impl Sequencer {
 
     /// Assigns an op from this replica's own reservation, if it has room
     /// above what it exposed. Persisted before it is reported.
-    fn try_provisional(&mut self, op: OpId, exposed: (u64, u64)) {
+    fn try_provisional(&mut self, op: OpId, exposed: (u64, u64)) -> bool {
         let Some(r) = self.spaces.reservation_of(self.me).cloned() else {
-            return;
+            return false;
         };
         let Some(n) = self.mine.get(&op).map(|m| m.uids) else {
-            return;
+            return false;
         };
         let ustart = self
             .cursor
@@ -480,7 +616,7 @@ impl Sequencer {
             .max(exposed.1 + 1)
             .max(self.spaces.max_modseq + 1);
         if ustart + n as u64 > r.uids.hi || mstart >= r.modseqs.hi {
-            return; // reservation used up or overtaken: wait for the owner
+            return false; // reservation used up or overtaken: wait for the owner
         }
         let assign = Assign {
             modseq: mstart,
@@ -500,6 +636,7 @@ impl Sequencer {
             assign,
             fate: Fate::Provisional,
         });
+        true
     }
 
     // ----- peer input ---------------------------------------------------
@@ -553,6 +690,9 @@ impl Sequencer {
             }
             SeqMsg::Pull { from: slot } => self.on_pull(from, slot),
             SeqMsg::Entries { from: slot, values } => self.on_entries(slot, values),
+        }
+        if std::mem::take(&mut self.reforward) && !self.mine.is_empty() && !self.is_owner() {
+            self.forward_all_mine(now);
         }
         self.lead(now);
     }
@@ -858,12 +998,26 @@ impl Sequencer {
         if newly.is_empty() {
             return;
         }
+        // Who waits for these slots: the origins of their ops (a local action
+        // is acknowledged when its op is shown) and the replicas they reserve
+        // for. They hear of the commit at once; every other member learns it
+        // from the next Accept or the periodic Heartbeat (at most
+        // `heartbeat_ms` later), which saves a broadcast per commit.
+        let mut waiting = BTreeSet::new();
         for (slot, v) in newly {
+            for d in &v {
+                waiting.insert(match d {
+                    Decision::Sequence { op, .. } => op.origin,
+                    Decision::Reserve(r) => r.replica,
+                });
+            }
             self.persist(SeqRecord::Committed(slot, v.clone()));
             self.apply_committed(v);
         }
         let commit = self.commit_index();
-        self.broadcast(SeqMsg::Heartbeat { ballot, commit });
+        for to in waiting {
+            self.send(to, SeqMsg::Heartbeat { ballot, commit });
+        }
     }
 
     fn on_nack(&mut self, now: u64, promised: Ballot) {
@@ -941,6 +1095,13 @@ impl Sequencer {
             _ => {}
         }
         if self.leader_seen.is_none_or(|(b, _)| b <= ballot) {
+            let silent = self.params.election_timeout_ms;
+            if self
+                .leader_seen
+                .is_none_or(|(b, seen)| b != ballot || now.saturating_sub(seen) >= silent)
+            {
+                self.reforward = true;
+            }
             self.leader_seen = Some((ballot, now));
         }
     }
@@ -1022,15 +1183,49 @@ impl Sequencer {
         }
         if let Some((_, seen)) = self.leader_seen {
             if now.saturating_sub(seen) < timeout {
+                self.quorum_lost = None; // an owner is heard: not cut off
+                self.leaderless_since = None;
                 return;
+            }
+        }
+        // (Tracked only while no owner is heard: that is when it matters.)
+        let heard = self
+            .members
+            .iter()
+            .filter(|r| {
+                **r == self.me
+                    || self
+                        .last_heard
+                        .get(r)
+                        .is_some_and(|t| now.saturating_sub(*t) < timeout)
+            })
+            .count();
+        if heard < self.majority() {
+            self.quorum_lost.get_or_insert(now);
+        } else if let Some(since) = self.quorum_lost.take() {
+            if now.saturating_sub(since) >= timeout {
+                self.rejoined_at = now;
             }
         }
         if now.saturating_sub(self.last_alive) >= self.params.heartbeat_ms {
             self.last_alive = now;
             let commit = self.commit_index();
-            self.broadcast(SeqMsg::Alive { commit });
+            // Only candidates need to hear it: the best-ranked members stand
+            // first. After three election timeouts without an owner (they
+            // may all be down), everyone hears it, so that the best live
+            // replica learns it can win.
+            let since = *self.leaderless_since.get_or_insert(now);
+            if now.saturating_sub(since) >= 3 * timeout || self.members.len() <= ALIVE_TARGETS + 1 {
+                self.broadcast(SeqMsg::Alive { commit });
+            } else {
+                let mut top: Vec<ReplicaId> = self.members.iter().copied().collect();
+                top.sort_by_key(|r| std::cmp::Reverse(rank_score(self.key, *r)));
+                for to in top.into_iter().take(ALIVE_TARGETS) {
+                    self.send(to, SeqMsg::Alive { commit });
+                }
+            }
         }
-        if now < self.next_election {
+        if now < self.next_election || now.saturating_sub(self.rejoined_at) < timeout {
             return;
         }
         // Only the best-ranked replica among those recently heard from stands.
@@ -1151,13 +1346,21 @@ impl Sequencer {
             }
             // New ops: confirm a provisional assignment still above everything
             // final, otherwise assign from the counters.
-            let todo: Vec<Pending> = self
+            // Provisional values first, lowest first: each is confirmed only
+            // if above everything final, so confirming them out of order (or
+            // after assigning counter values above them) would re-announce
+            // them needlessly; ops without values then get values above them.
+            let mut todo: Vec<Pending> = self
                 .pending
                 .values()
                 .filter(|p| !proposed.contains(&p.op) && !self.finals.contains_key(&p.op))
-                .take(params.max_batch.saturating_sub(value.len()))
                 .cloned()
                 .collect();
+            todo.sort_by_key(|p| match &p.provisional {
+                Some(a) => (0, a.modseq),
+                None => (1, 0),
+            });
+            todo.truncate(params.max_batch.saturating_sub(value.len()));
             for p in todo {
                 let keep = p.provisional.as_ref().filter(|a| {
                     a.modseq > tentative.max_modseq

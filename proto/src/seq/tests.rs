@@ -486,3 +486,43 @@ fn broken_rule_is_caught() {
     let caught = std::panic::catch_unwind(move || isolated_owner_scenario(params));
     assert!(caught.is_err(), "the S1 check must catch a broken rule");
 }
+
+/// Finding 4 of the simulator: a cut-off replica whose ops were written at
+/// different moments re-forwarded each one on its own timer, so at the heal
+/// the owner learned their provisional values piecemeal and out of order;
+/// once it confirmed a higher one (or assigned above it), the lower ones
+/// were no longer above every final value and were re-announced, beyond the
+/// one-side bound of E. The cut-off replica's own messages must all keep
+/// their provisional values, whatever the phases of its writes.
+#[test]
+fn heal_confirms_every_provisional_value_of_the_cut_off_replica() {
+    for seed in 0..8 {
+        let mut net = Net::new(3, seed, fast());
+        net.run(500);
+        net.partition(&[1]);
+        let mut mine = Vec::new();
+        for i in 0..12u64 {
+            mine.push(net.submit(0, 1));
+            net.submit(1 + (i as usize % 2), 1);
+            // Irregular gaps: the ops' re-forward timers get other phases.
+            let gap = 7 + net.rng.next_u64() % 90;
+            net.run(gap);
+        }
+        net.run(700);
+        for op in &mine {
+            assert!(net.nodes[0].view.contains_key(op), "seed {seed}: L1");
+        }
+        net.heal();
+        net.run(3_000);
+        net.assert_converged();
+        let theirs = mine
+            .iter()
+            .filter(|op| net.reannounced.contains(op))
+            .count();
+        assert_eq!(
+            theirs, 0,
+            "seed {seed}: the cut-off replica's messages are confirmed, not re-announced"
+        );
+        assert!(net.reannounced.len() <= 12, "seed {seed}: E one-side bound");
+    }
+}

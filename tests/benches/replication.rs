@@ -1,0 +1,184 @@
+//! Replication between real node processes on loopback:
+//!
+//! 1. latency from LMTP 250 on node 1 to the IDLE notification on node 2
+//!    (p50, p99), three nodes on loopback;
+//! 2. the same with 50 ms added (one way) between node 1 and the two
+//!    others, by a delaying TCP relay (the kernel here has no netem), and
+//!    the bytes the relay carried per delivered message byte;
+//! 3. catch-up: a node stopped while messages arrive, then started: how
+//!    fast it has them all (MB/s of message data).
+//!
+//! `cargo bench -p aerogramme-tests --bench replication`
+//! (`REPL_BENCH_N` deliveries per latency run, default 200;
+//! `REPL_BENCH_CATCHUP` messages of 10 kB for the catch-up, default 1000).
+
+use aerogramme_tests::{free_port, Node};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const USER: &str = "bench";
+const PW: &str = "bench password";
+const SIZE: usize = 4096;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn py(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+struct Relay {
+    child: Child,
+    port: u16,
+    counts: tempfile::NamedTempFile,
+}
+
+impl Relay {
+    fn start(target: u16, delay_ms: u64) -> Relay {
+        let port = free_port();
+        let counts = tempfile::NamedTempFile::new().expect("temp file");
+        let child = Command::new("python3")
+            .arg(py("delay_relay.py"))
+            .arg(port.to_string())
+            .arg(format!("127.0.0.1:{target}"))
+            .arg(delay_ms.to_string())
+            .arg(counts.path())
+            .spawn()
+            .expect("python3");
+        aerogramme_tests::wait_for_port(port);
+        Relay {
+            child,
+            port,
+            counts,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::read_to_string(self.counts.path())
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|w| w.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ready(nodes: &[Node]) {
+    for n in nodes {
+        n.wait_for_peers(nodes.len() - 1);
+    }
+    nodes[0].add_user(USER, PW);
+    for n in nodes {
+        n.python("repl.py", &["login", &n.imap.to_string(), USER, PW, "60"]);
+    }
+}
+
+/// (p50, p99, mean) in ms and the message bytes delivered.
+fn latency(from: &Node, to: &Node, n: usize) -> (f64, f64, f64, u64) {
+    let out = from.python(
+        "idle_latency.py",
+        &[
+            &from.lmtp.to_string(),
+            &to.imap.to_string(),
+            USER,
+            PW,
+            &n.to_string(),
+            &SIZE.to_string(),
+        ],
+    );
+    let v: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (v[0], v[1], v[2], v[3] as u64)
+}
+
+fn main() {
+    let n = env("REPL_BENCH_N", 200);
+    let catchup = env("REPL_BENCH_CATCHUP", 1000);
+
+    // 1. Loopback.
+    let mut nodes = Node::community(3);
+    ready(&nodes);
+    let (p50, p99, mean, _) = latency(&nodes[0], &nodes[1], n);
+    println!("LMTP 250 on node 1 -> IDLE on node 2, loopback, {n} messages of {SIZE} B: p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms");
+
+    // 3. Catch-up (same community).
+    nodes[2].stop();
+    nodes[0].python(
+        "repl.py",
+        &[
+            "deliver",
+            &nodes[0].lmtp.to_string(),
+            USER,
+            &catchup.to_string(),
+            "10",
+            "catchup",
+            "10240",
+        ],
+    );
+    let count = (n + catchup).to_string();
+    nodes[1].python(
+        "repl.py",
+        &[
+            "snapshot",
+            &nodes[1].imap.to_string(),
+            USER,
+            PW,
+            &count,
+            "600",
+        ],
+    );
+    let t = Instant::now();
+    nodes[2].start_again();
+    nodes[2].python(
+        "repl.py",
+        &[
+            "snapshot",
+            &nodes[2].imap.to_string(),
+            USER,
+            PW,
+            &count,
+            "600",
+        ],
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let mb = (catchup * 10_300) as f64 / 1e6;
+    println!("catch-up of {catchup} messages ({mb:.1} MB) by a restarted node, start to all readable over IMAP: {secs:.1} s, {:.1} MB/s", mb / secs);
+    drop(nodes);
+
+    // 2. 50 ms between node 1 and the others.
+    let first = Node::start();
+    let key = first.dir.path().join("network.key");
+    let r12 = Relay::start(first.p2p, 50);
+    let r13 = Relay::start(first.p2p, 50);
+    let via = |r: &Relay| format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", r.port, first.peer_id);
+    let second = Node::start_with(&[via(&r12)], Some(&key));
+    let third = Node::start_with(&[via(&r13), second.p2p_addr()], Some(&key));
+    let nodes = vec![first, second, third];
+    ready(&nodes);
+    let before = r12.bytes();
+    let (p50, p99, mean, bytes) = latency(&nodes[0], &nodes[1], n);
+    let wire = r12.bytes() - before;
+    println!("LMTP 250 on node 1 -> IDLE on node 2, 50 ms added between node 1 and nodes 2, 3 (delaying relay), {n} messages: p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms");
+    println!(
+        "bytes on the wire between node 1 and node 2 per message byte: {:.2} ({wire} B for {bytes} B of messages)",
+        wire as f64 / bytes as f64
+    );
+}
