@@ -7,6 +7,7 @@ use super::backend::{Backend, BackendError, Event, FlagMode, Mailboxes, MessageM
 use super::cmd_mailbox::now_ms;
 use super::convert;
 use super::fetch;
+use super::rewrite;
 use super::search::{self, Candidate, Scope};
 use super::selected::{ranges, to_set};
 use super::session::{backend_err, Reply, Session};
@@ -292,6 +293,14 @@ impl<B: Backend> Session<B> {
             }
         }
         let modseq = (with_modseq && !found.is_empty()).then(|| nz64(highest));
+        if let Some((tag, opts)) = self.esearch.take() {
+            // RFC 4731: imap-codec has no ESEARCH response, so it is written here.
+            let mut nums: Vec<u32> = found.iter().map(|n| n.get()).collect();
+            nums.sort_unstable();
+            let out = rewrite::esearch(&tag, uid, opts, &nums, modseq.map(|m| m.get()));
+            self.raw(&out);
+            return Reply::ok("SEARCH completed");
+        }
         self.data(Data::Search(found, modseq));
         Reply::ok("SEARCH completed")
     }
