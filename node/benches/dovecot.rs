@@ -595,6 +595,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         a.format,
     );
+    println!("load average at start: {}", loadavg());
     let msgs = Arc::new(msgs);
     let has = |s: &str| a.sections.iter().any(|x| x == s);
 
@@ -688,6 +689,14 @@ fn main() {
             .collect();
         print_table("IMAP (issue 6)", &rows);
     }
+    println!("load average at end: {}", loadavg());
+}
+
+/// The machine's load (other work running beside the benchmark skews it).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The IMAP workload on one server; returns (label, value, unit, higher is better).

@@ -25,6 +25,31 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 
+struct Args {
+    corpus: Option<PathBuf>,
+    clients: usize,
+    messages: Option<usize>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        corpus: None,
+        clients: 10,
+        messages: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--corpus" => a.corpus = it.next().map(PathBuf::from),
+            "--clients" => a.clients = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            "--messages" => a.messages = it.next().and_then(|v| v.parse().ok()),
+            _ => {} // `cargo bench` passes `--bench`
+        }
+    }
+    a.clients = a.clients.max(1);
+    a
+}
+
 fn synthetic(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
