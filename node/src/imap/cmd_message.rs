@@ -659,3 +659,52 @@ impl<B: Backend> Session<B> {
         Reply::Ok(copyuid, "COPY completed".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(uid: u32, size: u32) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: Vec::new(),
+            internal_date_ms: 0,
+            size,
+            modseq: 1,
+        }
+    }
+
+    #[test]
+    fn windows_bound_count_and_bytes() {
+        let small: Vec<_> = (1..=70).map(|u| meta(u, 100)).collect();
+        let w = windows(&small);
+        assert_eq!(w.iter().map(|w| w.len()).collect::<Vec<_>>(), [32, 32, 6]);
+        // Large messages: a window holds at most WINDOW_BYTES, but at least one.
+        let big = [
+            meta(1, 5 << 20),
+            meta(2, 2 << 20),
+            meta(3, 20 << 20),
+            meta(4, 1),
+        ];
+        let w = windows(&big);
+        assert_eq!(w.iter().map(|w| w.len()).collect::<Vec<_>>(), [2, 1, 1]);
+        assert!(windows(&[]).is_empty());
+    }
+
+    #[test]
+    fn join_all_keeps_order() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let out = rt.block_on(join_all(
+            (0..5u64)
+                .map(|i| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * (5 - i))).await;
+                    i
+                })
+                .collect(),
+        ));
+        assert_eq!(out, [0, 1, 2, 3, 4]);
+    }
+}

@@ -262,4 +262,57 @@ mod tests {
         );
         assert_eq!(lsub(&boxes, "*").len(), 3);
     }
+
+    #[test]
+    fn recursivematch_childinfo() {
+        let boxes = vec![
+            mb("INBOX", true, None),
+            mb("a", false, None),
+            mb("a/b", false, None),
+            mb("a/b/c", true, None),
+            mb("d", true, None),
+            mb("d/e", true, None),
+            mb("f", false, None),
+        ];
+        let cmd = ListCommand {
+            subscribed: true,
+            recursive: true,
+            extended: true,
+            ..Default::default()
+        };
+        let got = |pattern: &str| {
+            list(&boxes, &cmd, &[pattern.into()])
+                .into_iter()
+                .map(|e| (e.name, e.childinfo_subscribed))
+                .collect::<Vec<_>>()
+        };
+        let own = |v: &[(&str, bool)]| {
+            v.iter()
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect::<Vec<_>>()
+        };
+        // "a" is returned for its subscribed grandchild; "f" is not.
+        assert_eq!(got("%"), own(&[("INBOX", false), ("a", true), ("d", true)]));
+        assert_eq!(
+            got("*"),
+            own(&[
+                ("INBOX", false),
+                ("a", true),
+                ("a/b", true),
+                ("a/b/c", false),
+                ("d", true),
+                ("d/e", false),
+            ])
+        );
+        // Without RECURSIVEMATCH, only what is subscribed, and no CHILDINFO.
+        let plain = ListCommand {
+            recursive: false,
+            ..cmd.clone()
+        };
+        let names: Vec<_> = list(&boxes, &plain, &["%".into()])
+            .into_iter()
+            .map(|e| (e.name, e.childinfo_subscribed))
+            .collect();
+        assert_eq!(names, own(&[("INBOX", false), ("d", false)]));
+    }
 }
