@@ -100,7 +100,7 @@ fn init_creates_the_files_and_prints_a_peer_id() {
     let config = aerogramme::config::Config::load(&dir).unwrap();
     assert_eq!(config.name, "n1");
     assert_eq!(config.imap.to_string(), "127.0.0.1:2143");
-    assert_eq!(config.join[0].as_str(), "/ip4/192.0.2.1/tcp/4001");
+    assert_eq!(config.join[0].to_string(), "/ip4/192.0.2.1/tcp/4001");
 
     // Never over an initialised directory.
     assert!(fails(&["init", "--data", d], "").contains("already"));
@@ -337,7 +337,7 @@ fn dev_sets_up_its_directory_and_serves_imap() {
         assert!(child.wait().unwrap().success());
     }
     let config = aerogramme::config::Config::load(&dir).unwrap();
-    assert_eq!(config.p2p_listen[0].as_str(), "/ip4/127.0.0.1/tcp/0");
+    assert_eq!(config.p2p_listen[0].to_string(), "/ip4/127.0.0.1/tcp/0");
     assert!(ok(&["user", "list", "--data", d], "").starts_with("demo\t"));
     ok(&["user", "check", "demo", "--data", d], "pw\n");
 }

@@ -168,7 +168,7 @@ fn defaults_follow_the_design() {
         .unwrap();
     assert_eq!(c.imap.to_string(), "127.0.0.1:1143");
     assert_eq!(c.lmtp.to_string(), "127.0.0.1:1024");
-    assert_eq!(c.p2p_listen[0].as_str(), "/ip4/0.0.0.0/tcp/4001");
+    assert_eq!(c.p2p_listen[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
     assert!(c.join.is_empty());
     assert_eq!(c.admin_socket, Path::new("/d/admin.sock"));
     assert_eq!(c.key_cache.as_secs(), 600);

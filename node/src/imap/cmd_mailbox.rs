@@ -11,17 +11,24 @@ use super::selected::{ranges, to_set, SelectedBox};
 use super::session::{backend_err, code, Reply, Session};
 use aerogramme_proto::mailbox::tree::{normalize_name, DELIMITER};
 use aerogramme_proto::mailbox::{Flag, SpecialUse};
+use imap_codec::encode::Encoder;
 use imap_codec::imap_types::{
     command::SelectParameter,
-    core::{Atom, IString, QuotedChar},
+    core::{AString, Atom, IString, QuotedChar},
     datetime::DateTime,
-    extensions::{binary::LiteralOrLiteral8, enable::CapabilityEnable, namespace::Namespace},
+    extensions::{
+        binary::LiteralOrLiteral8,
+        enable::CapabilityEnable,
+        namespace::Namespace,
+        utf8::{QuotedUtf8, Utf8Kind},
+    },
     fetch::MessageDataItem,
     flag::{Flag as IFlag, FlagNameAttribute},
-    mailbox::Mailbox,
-    response::{Code, Data, StatusKind},
+    mailbox::{Mailbox, MailboxOther},
+    response::{Code, Data, Response, StatusKind},
     status::{StatusDataItem, StatusDataItemName},
 };
+use imap_codec::ResponseCodec;
 use std::collections::BTreeSet;
 use std::num::{NonZeroU32, NonZeroU64};
 
@@ -50,11 +57,21 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    /// A client's name (modified UTF-7) as the store's (UTF-8).
+    /// A client's name (modified UTF-7, or UTF-8 once UTF8=ACCEPT is
+    /// enabled) as the store's (UTF-8).
     pub(crate) fn decode_name(&self, raw: &[u8]) -> Result<String, Reply> {
         let s = std::str::from_utf8(raw).map_err(|_| Reply::bad("Mailbox name is not UTF-8"))?;
-        let s = mutf7::decode(s).unwrap_or_else(|| s.to_owned());
-        Ok(normalize_name(&s))
+        Ok(normalize_name(&self.decode_text(s)))
+    }
+
+    /// A name or pattern from the client: modified UTF-7 unless UTF8=ACCEPT
+    /// is enabled (RFC 6855 §3: then names are UTF-8, not decoded).
+    pub(crate) fn decode_text(&self, s: &str) -> String {
+        if self.utf8 {
+            s.to_owned()
+        } else {
+            mutf7::decode(s).unwrap_or_else(|| s.to_owned())
+        }
     }
 
     pub(crate) fn name_of(&self, m: &Mailbox<'_>) -> Result<String, Reply> {
@@ -65,6 +82,12 @@ impl<B: Backend> Session<B> {
     pub(crate) fn encode_name(&self, name: &str) -> Option<Mailbox<'static>> {
         if name == "INBOX" {
             return Some(Mailbox::Inbox);
+        }
+        if self.utf8 && !name.is_ascii() {
+            // RFC 6855: UTF-8 names as quoted UTF-8 strings, not modified UTF-7.
+            let q = QuotedUtf8::try_from(name.to_owned()).ok()?;
+            let m = MailboxOther::try_from(AString::String(IString::QuotedUtf8(q))).ok()?;
+            return Some(Mailbox::Other(m));
         }
         Mailbox::try_from(mutf7::encode(name)).ok()
     }
@@ -410,7 +433,7 @@ impl<B: Backend> Session<B> {
         let mut patterns = Vec::new();
         for p in &cmd.patterns {
             let s = String::from_utf8_lossy(p);
-            patterns.push(mutf7::decode(&s).unwrap_or_else(|| s.into_owned()));
+            patterns.push(self.decode_text(&s));
         }
         if !cmd.extended && patterns.len() == 1 && patterns[0].is_empty() {
             if let Ok(m) = Mailbox::try_from("") {
@@ -438,11 +461,25 @@ impl<B: Backend> Session<B> {
             let Some(m) = self.encode_name(&e.name) else {
                 continue;
             };
-            self.data(Data::List {
+            let line = Data::List {
                 items: Self::attributes(&e.attrs),
                 delimiter: QuotedChar::try_from(DELIMITER).ok(),
                 mailbox: m.clone(),
-            });
+            };
+            if e.childinfo_subscribed {
+                // imap-codec's LIST response has no extended data items:
+                // the item is appended to its encoding.
+                let mut bytes = ResponseCodec::default()
+                    .encode(&Response::Data(line))
+                    .dump();
+                if bytes.ends_with(b"\r\n") {
+                    bytes.truncate(bytes.len() - 2);
+                }
+                bytes.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n");
+                self.raw(&bytes);
+            } else {
+                self.data(line);
+            }
             if let (Some(items), true) = (&cmd.ret_status, e.exists) {
                 let st = match self.mailboxes() {
                     Ok(u) => u.status(&e.name).await,
@@ -466,7 +503,7 @@ impl<B: Backend> Session<B> {
             }
         };
         let p = String::from_utf8_lossy(pattern);
-        let p = mutf7::decode(&p).unwrap_or_else(|| p.into_owned());
+        let p = self.decode_text(&p);
         let user = match self.mailboxes() {
             Ok(u) => u,
             Err(r) => return r,
@@ -603,6 +640,10 @@ impl<B: Backend> Session<B> {
         let mut enabled = Vec::new();
         for c in caps {
             match &c {
+                CapabilityEnable::Utf8(Utf8Kind::Accept) if !self.utf8 => {
+                    self.utf8 = true;
+                    enabled.push(c);
+                }
                 CapabilityEnable::CondStore if !self.condstore => {
                     self.condstore = true;
                     enabled.push(c);

@@ -7,10 +7,12 @@ use super::backend::{Backend, BackendError, Event, FlagMode, Mailboxes, MessageM
 use super::cmd_mailbox::now_ms;
 use super::convert;
 use super::fetch;
+use super::rewrite;
 use super::search::{self, Candidate, Scope};
 use super::selected::{ranges, to_set};
 use super::session::{backend_err, Reply, Session};
 use super::summary::Summary;
+use aerogramme_proto::ids::MailboxId;
 use aerogramme_proto::mailbox::Flag;
 use imap_codec::imap_types::{
     command::{FetchModifier, StoreModifier},
@@ -32,6 +34,82 @@ fn nz32(n: u32) -> NonZeroU32 {
 
 fn nz64(n: u64) -> NonZeroU64 {
     NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN)
+}
+
+/// At most this many message reads of one FETCH or SEARCH are in flight
+/// (and at most [`WINDOW_BYTES`] of message sizes): the backend serves
+/// concurrent reads together, and parsing here overlaps its work.
+const WINDOW: usize = 32;
+const WINDOW_BYTES: u64 = 8 << 20;
+
+/// Consecutive groups of `metas` within the window's bounds.
+fn windows(metas: &[MessageMeta]) -> Vec<&[MessageMeta]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, m) in metas.iter().enumerate() {
+        if i > start && (i - start >= WINDOW || bytes + u64::from(m.size) > WINDOW_BYTES) {
+            out.push(&metas[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += u64::from(m.size);
+    }
+    if start < metas.len() {
+        out.push(&metas[start..]);
+    }
+    out
+}
+
+/// Polls every future until all are ready; outputs in order.
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// A message's bytes and/or summary, as asked; `None` if it is gone.
+type Loaded = Option<(Option<Vec<u8>>, Option<Summary>)>;
+
+async fn load<M: Mailboxes>(
+    user: &M,
+    id: &MailboxId,
+    uid: u32,
+    raw: bool,
+    summary: bool,
+) -> Result<Loaded, BackendError> {
+    let bytes = if raw {
+        match user.fetch_raw(id, uid).await? {
+            Some(r) => Some(r),
+            None => return Ok(None),
+        }
+    } else {
+        None
+    };
+    let sum = match (&bytes, summary) {
+        (Some(r), true) => Some(Summary::parse(r)),
+        (None, true) => match user.fetch_summary(id, uid).await? {
+            Some(s) => Some(s),
+            None => return Ok(None),
+        },
+        _ => None,
+    };
+    Ok(Some((bytes, sum)))
 }
 
 /// COPYUID sets: runs where both sides are consecutive become ranges.
@@ -266,32 +344,43 @@ impl<B: Backend> Session<B> {
         };
         let mut found = Vec::new();
         let mut highest = 0;
-        for m in &metas {
-            let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
-                continue;
-            };
-            let raw = if needs.raw {
-                user.fetch_raw(&id, m.uid).await.ok().flatten()
+        for window in windows(&metas) {
+            let loaded = if needs.raw || needs.summary {
+                let reads = window
+                    .iter()
+                    .map(|m| load(user, &id, m.uid, needs.raw, needs.summary))
+                    .collect();
+                join_all(reads).await
             } else {
-                None
+                window.iter().map(|_| Ok(Some((None, None)))).collect()
             };
-            let summary = match (&raw, needs.summary) {
-                (Some(r), true) => Some(Summary::parse(r)),
-                (None, true) => user.fetch_summary(&id, m.uid).await.ok().flatten(),
-                _ => None,
-            };
-            let c = Candidate {
-                seq,
-                meta: m,
-                raw: raw.as_deref(),
-                summary: summary.as_ref(),
-            };
-            if search::matches(&key, &c, &scope) {
-                found.push(nz32(if uid { m.uid } else { seq }));
-                highest = highest.max(m.modseq);
+            for (m, l) in window.iter().zip(loaded) {
+                let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
+                    continue;
+                };
+                // A message that cannot be read matches only what needs no content.
+                let (raw, summary) = l.ok().flatten().unwrap_or((None, None));
+                let c = Candidate {
+                    seq,
+                    meta: m,
+                    raw: raw.as_deref(),
+                    summary: summary.as_ref(),
+                };
+                if search::matches(&key, &c, &scope) {
+                    found.push(nz32(if uid { m.uid } else { seq }));
+                    highest = highest.max(m.modseq);
+                }
             }
         }
         let modseq = (with_modseq && !found.is_empty()).then(|| nz64(highest));
+        if let Some((tag, opts)) = self.esearch.take() {
+            // RFC 4731: imap-codec has no ESEARCH response, so it is written here.
+            let mut nums: Vec<u32> = found.iter().map(|n| n.get()).collect();
+            nums.sort_unstable();
+            let out = rewrite::esearch(&tag, uid, opts, &nums, modseq.map(|m| m.get()));
+            self.raw(&out);
+            return Reply::ok("SEARCH completed");
+        }
         self.data(Data::Search(found, modseq));
         Reply::ok("SEARCH completed")
     }
@@ -394,38 +483,34 @@ impl<B: Backend> Session<B> {
                 }
             }
         }
-        for m in metas {
-            let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
-                continue;
+        for window in windows(&metas) {
+            let loaded = {
+                let user = match self.mailboxes() {
+                    Ok(u) => u,
+                    Err(r) => return r,
+                };
+                let reads = window
+                    .iter()
+                    .map(|m| load(user, &id, m.uid, plan.raw, plan.summary))
+                    .collect();
+                join_all(reads).await
             };
-            let user = match self.mailboxes() {
-                Ok(u) => u,
-                Err(r) => return r,
-            };
-            let raw = if plan.raw {
-                match user.fetch_raw(&id, m.uid).await {
-                    Ok(Some(r)) => Some(r),
+            for (m, l) in window.iter().zip(loaded) {
+                let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
+                    continue;
+                };
+                let (raw, summary) = match l {
+                    Ok(Some(x)) => x,
                     Ok(None) => continue,
                     Err(e) => return backend_err(e),
+                };
+                let items = fetch::items(&plan, m, raw.as_deref(), summary.as_ref());
+                if let Ok(d) = Data::fetch(seq, items) {
+                    self.data(d);
                 }
-            } else {
-                None
-            };
-            let summary = match (&raw, plan.summary) {
-                (Some(r), true) => Some(Summary::parse(r)),
-                (None, true) => match user.fetch_summary(&id, m.uid).await {
-                    Ok(Some(s)) => Some(s),
-                    Ok(None) => continue,
-                    Err(e) => return backend_err(e),
-                },
-                _ => None,
-            };
-            let items = fetch::items(&plan, &m, raw.as_deref(), summary.as_ref());
-            if let Ok(d) = Data::fetch(seq, items) {
-                self.data(d);
-            }
-            if self.maybe_flush().await.is_err() {
-                return Reply::no("Connection lost");
+                if self.maybe_flush().await.is_err() {
+                    return Reply::no("Connection lost");
+                }
             }
         }
         Reply::ok("FETCH completed")
@@ -572,5 +657,54 @@ impl<B: Backend> Session<B> {
             return Reply::ok("MOVE completed");
         }
         Reply::Ok(copyuid, "COPY completed".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(uid: u32, size: u32) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: Vec::new(),
+            internal_date_ms: 0,
+            size,
+            modseq: 1,
+        }
+    }
+
+    #[test]
+    fn windows_bound_count_and_bytes() {
+        let small: Vec<_> = (1..=70).map(|u| meta(u, 100)).collect();
+        let w = windows(&small);
+        assert_eq!(w.iter().map(|w| w.len()).collect::<Vec<_>>(), [32, 32, 6]);
+        // Large messages: a window holds at most WINDOW_BYTES, but at least one.
+        let big = [
+            meta(1, 5 << 20),
+            meta(2, 2 << 20),
+            meta(3, 20 << 20),
+            meta(4, 1),
+        ];
+        let w = windows(&big);
+        assert_eq!(w.iter().map(|w| w.len()).collect::<Vec<_>>(), [2, 1, 1]);
+        assert!(windows(&[]).is_empty());
+    }
+
+    #[test]
+    fn join_all_keeps_order() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let out = rt.block_on(join_all(
+            (0..5u64)
+                .map(|i| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * (5 - i))).await;
+                    i
+                })
+                .collect(),
+        ));
+        assert_eq!(out, [0, 1, 2, 3, 4]);
     }
 }

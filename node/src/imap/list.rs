@@ -17,6 +17,9 @@ pub struct Entry {
     pub attrs: Vec<&'static str>,
     /// Whether the mailbox exists (STATUS may be asked of it).
     pub exists: bool,
+    /// RFC 5258 CHILDINFO ("SUBSCRIBED"): with SUBSCRIBED RECURSIVEMATCH,
+    /// a descendant is subscribed.
+    pub childinfo_subscribed: bool,
 }
 
 /// Whether `name` matches an IMAP list pattern.
@@ -98,7 +101,18 @@ pub fn list(boxes: &[MailboxInfo], cmd: &ListCommand, patterns: &[String]) -> Ve
             continue;
         }
         let info = existing.get(name);
-        if cmd.subscribed && !info.is_some_and(|i| i.subscribed) {
+        // RECURSIVEMATCH (RFC 5258 §3.1): a name that matches the pattern
+        // is also returned when a descendant meets the selection, with the
+        // CHILDINFO extended data item.
+        let childinfo_subscribed = cmd.subscribed
+            && cmd.recursive
+            && boxes.iter().any(|b| {
+                b.subscribed
+                    && b.name.len() > name.len() + 1
+                    && b.name.starts_with(name)
+                    && b.name[name.len()..].starts_with(DELIMITER)
+            });
+        if cmd.subscribed && !info.is_some_and(|i| i.subscribed) && !childinfo_subscribed {
             continue;
         }
         if cmd.special_use_only && info.is_none_or(|i| i.special_use.is_none()) {
@@ -129,6 +143,7 @@ pub fn list(boxes: &[MailboxInfo], cmd: &ListCommand, patterns: &[String]) -> Ve
             name: name.to_owned(),
             attrs,
             exists: info.is_some(),
+            childinfo_subscribed,
         });
     }
     sorted(out)
@@ -150,6 +165,7 @@ pub fn lsub(boxes: &[MailboxInfo], pattern: &str) -> Vec<Entry> {
                     name: name.to_owned(),
                     attrs: Vec::new(),
                     exists: true,
+                    childinfo_subscribed: false,
                 },
             );
         } else {
@@ -159,6 +175,7 @@ pub fn lsub(boxes: &[MailboxInfo], pattern: &str) -> Vec<Entry> {
                         name: a.to_owned(),
                         attrs: vec!["\\Noselect"],
                         exists: false,
+                        childinfo_subscribed: false,
                     });
                 }
             }
@@ -244,5 +261,58 @@ mod tests {
             vec!["INBOX []", "Sent []", "a [\"\\\\Noselect\"]"]
         );
         assert_eq!(lsub(&boxes, "*").len(), 3);
+    }
+
+    #[test]
+    fn recursivematch_childinfo() {
+        let boxes = vec![
+            mb("INBOX", true, None),
+            mb("a", false, None),
+            mb("a/b", false, None),
+            mb("a/b/c", true, None),
+            mb("d", true, None),
+            mb("d/e", true, None),
+            mb("f", false, None),
+        ];
+        let cmd = ListCommand {
+            subscribed: true,
+            recursive: true,
+            extended: true,
+            ..Default::default()
+        };
+        let got = |pattern: &str| {
+            list(&boxes, &cmd, &[pattern.into()])
+                .into_iter()
+                .map(|e| (e.name, e.childinfo_subscribed))
+                .collect::<Vec<_>>()
+        };
+        let own = |v: &[(&str, bool)]| {
+            v.iter()
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect::<Vec<_>>()
+        };
+        // "a" is returned for its subscribed grandchild; "f" is not.
+        assert_eq!(got("%"), own(&[("INBOX", false), ("a", true), ("d", true)]));
+        assert_eq!(
+            got("*"),
+            own(&[
+                ("INBOX", false),
+                ("a", true),
+                ("a/b", true),
+                ("a/b/c", false),
+                ("d", true),
+                ("d/e", false),
+            ])
+        );
+        // Without RECURSIVEMATCH, only what is subscribed, and no CHILDINFO.
+        let plain = ListCommand {
+            recursive: false,
+            ..cmd.clone()
+        };
+        let names: Vec<_> = list(&boxes, &plain, &["%".into()])
+            .into_iter()
+            .map(|e| (e.name, e.childinfo_subscribed))
+            .collect();
+        assert_eq!(names, own(&[("INBOX", false), ("d", false)]));
     }
 }

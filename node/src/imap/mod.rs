@@ -3,18 +3,22 @@
 //! reference used by the tests).
 //!
 //! All parsing and serialization goes through imap-codec `2.0.0-alpha.10`,
-//! except the two command forms it cannot parse ([`listext`]: LIST-EXTENDED
-//! options and `CREATE ... (USE (...))`), which a small parser handles.
+//! except what it cannot express: the command forms of [`listext`]
+//! (LIST-EXTENDED options and `CREATE ... (USE (...))`), parsed by a small
+//! parser, and those of [`rewrite`] (`SEARCH RETURN (...)` of ESEARCH and
+//! APPEND's `UTF8 (~{n})` of UTF8=ACCEPT), reduced to forms imap-codec
+//! parses; and two responses it cannot encode, written by hand: `ESEARCH`
+//! and LIST's `CHILDINFO` extended data item (appended to imap-codec's LIST
+//! line).
 //!
 //! Advertised: IMAP4rev1, STARTTLS (when TLS is configured), AUTH=PLAIN or
 //! LOGINDISABLED, SASL-IR, LITERAL+, ID, ENABLE, IDLE, NAMESPACE, UNSELECT,
-//! UIDPLUS, MOVE, CONDSTORE, QRESYNC, LIST-EXTENDED, LIST-STATUS,
-//! SPECIAL-USE, CREATE-SPECIAL-USE, CHILDREN, STATUS=SIZE, WITHIN,
-//! APPENDLIMIT. Not advertised, because not implemented: IMAP4rev2 (needs
-//! ESEARCH, which imap-codec alpha.10 can neither parse nor encode),
-//! ESEARCH, UTF8=ACCEPT (its `APPEND ... UTF8 (~{n})` form is not parsed by
-//! imap-codec), BINARY, MULTIAPPEND, LIST-EXTENDED's CHILDINFO item (not
-//! encodable: RECURSIVEMATCH returns only the mailboxes that match).
+//! UIDPLUS, MOVE, CONDSTORE, QRESYNC, LIST-EXTENDED (with CHILDINFO),
+//! LIST-STATUS, SPECIAL-USE, CREATE-SPECIAL-USE, CHILDREN, STATUS=SIZE,
+//! WITHIN, APPENDLIMIT, ESEARCH, UTF8=ACCEPT. Not advertised, because not
+//! implemented: IMAP4rev2 (its other differences from IMAP4rev1 are not
+//! done: SEARCHRES, BINARY, LITERAL-, `STATUS DELETED`, no `\Recent` and
+//! ESEARCH-only answers once enabled), SEARCHRES, BINARY, MULTIAPPEND.
 //! `\Recent` is never set.
 //!
 //! Modules: [`server`] (listener, TLS), `session` (connection loop,
@@ -37,6 +41,7 @@ pub mod list;
 pub mod listext;
 pub mod memory;
 pub mod mutf7;
+pub mod rewrite;
 pub mod search;
 pub mod selected;
 pub mod server;

@@ -9,6 +9,7 @@ use super::conn::Conn;
 use super::convert;
 use super::framing::{tag_of, Discard, Frame, Framer, Limits};
 use super::listext;
+use super::rewrite::{self, ReturnOpts};
 use super::selected::SelectedBox;
 use super::server::Shared;
 use imap_codec::decode::{CommandDecodeError, Decoder};
@@ -17,7 +18,7 @@ use imap_codec::imap_types::{
     auth::{AuthMechanism, AuthenticateData},
     command::{Command, CommandBody},
     core::{Tag, Vec1},
-    extensions::idle::IdleDone,
+    extensions::{idle::IdleDone, utf8::Utf8Kind},
     response::{
         Capability, Code, CodeOther, CommandContinuationRequest, Data, Greeting, GreetingKind,
         Response, Status, StatusBody, StatusKind, Tagged,
@@ -105,6 +106,10 @@ pub(crate) struct Session<B: Backend> {
     pub(crate) selected: Option<SelectedBox>,
     pub(crate) condstore: bool,
     pub(crate) qresync: bool,
+    /// UTF8=ACCEPT enabled (RFC 6855): mailbox names in UTF-8.
+    pub(crate) utf8: bool,
+    /// The tag and RETURN options of the SEARCH being run (RFC 4731).
+    pub(crate) esearch: Option<(String, ReturnOpts)>,
     mode: Mode,
 }
 
@@ -132,6 +137,8 @@ impl<B: Backend> Session<B> {
             selected: None,
             condstore: false,
             qresync: false,
+            utf8: false,
+            esearch: None,
             mode: Mode::Command,
         }
     }
@@ -140,6 +147,11 @@ impl<B: Backend> Session<B> {
 
     pub(crate) fn write(&mut self, r: &Response<'_>) {
         self.out.extend(ResponseCodec::default().encode(r).dump());
+    }
+
+    /// Bytes imap-codec cannot encode (ESEARCH, LIST extended data items).
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
     }
 
     pub(crate) fn data(&mut self, d: Data<'_>) {
@@ -234,7 +246,9 @@ impl<B: Backend> Session<B> {
                 Capability::StatusSize,
                 Capability::Within,
             ]);
+            caps.push(Capability::Utf8(Utf8Kind::Accept));
             for other in [
+                "ESEARCH",
                 "SPECIAL-USE",
                 "CREATE-SPECIAL-USE",
                 "LIST-STATUS",
@@ -336,11 +350,17 @@ impl<B: Backend> Session<B> {
     async fn on_frame(&mut self, frame: Frame) -> After {
         match frame {
             Frame::Literal { sync, .. } => {
-                let ok = matches!(self.mode, Mode::Command)
-                    && matches!(
-                        CommandCodec::default().decode(self.framer.partial()),
+                let literal_found = |b: &[u8]| {
+                    matches!(
+                        CommandCodec::default().decode(b),
                         Err(CommandDecodeError::LiteralFound { .. })
-                    );
+                    )
+                };
+                let partial = self.framer.partial();
+                let ok = matches!(self.mode, Mode::Command)
+                    && (literal_found(partial)
+                        || (self.utf8
+                            && rewrite::append_utf8(partial).is_some_and(|b| literal_found(&b))));
                 if ok {
                     self.framer.accept();
                     if sync {
@@ -403,6 +423,36 @@ impl<B: Backend> Session<B> {
                     self.untagged(StatusKind::Bad, None, "Syntax error");
                     return After::Continue;
                 };
+                if let Some(parsed) = rewrite::search_return(bytes) {
+                    let reply = match parsed {
+                        Ok((opts, plain)) => match CommandCodec::default().decode(&plain) {
+                            Ok((b"", cmd)) if matches!(cmd.body, CommandBody::Search { .. }) => {
+                                let cmd = cmd.into_static();
+                                let uid = matches!(cmd.body, CommandBody::Search { uid: true, .. });
+                                self.esearch = Some((t.as_ref().to_owned(), opts));
+                                let reply = self.dispatch(cmd).await;
+                                self.esearch = None;
+                                return self.finish(t, reply, uid).await;
+                            }
+                            _ => Reply::bad("Syntax error in search criteria"),
+                        },
+                        Err(e) => Reply::Bad(format!("Syntax error: {e}")),
+                    };
+                    return self.finish(t, reply, true).await;
+                }
+                if let Some(plain) = rewrite::append_utf8(bytes) {
+                    let reply = match CommandCodec::default().decode(&plain) {
+                        Ok((b"", cmd)) if self.utf8 && self.user.is_some() => {
+                            self.dispatch(cmd.into_static()).await
+                        }
+                        Ok(_) if self.user.is_some() => {
+                            Reply::bad("APPEND UTF8 needs ENABLE UTF8=ACCEPT first")
+                        }
+                        Ok(_) => Reply::bad("Command not valid in this state"),
+                        Err(_) => Reply::bad("Syntax error"),
+                    };
+                    return self.finish(t, reply, true).await;
+                }
                 let reply = match listext::parse(bytes) {
                     Ok(ext) if self.user.is_some() => self.extended(ext).await,
                     Ok(_) => Reply::bad("Command not valid in this state"),

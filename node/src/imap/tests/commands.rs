@@ -223,7 +223,7 @@ async fn mailbox_management() {
     assert!(id[0].starts_with("* ID (\"name\" \"Aerogramme\""));
     assert_eq!(
         c.ok("ENABLE CONDSTORE QRESYNC UTF8=ACCEPT").await,
-        vec!["* ENABLED CONDSTORE QRESYNC\r\n"]
+        vec!["* ENABLED CONDSTORE QRESYNC UTF8=ACCEPT\r\n"]
     );
     assert_eq!(c.ok("ENABLE CONDSTORE").await, vec!["* ENABLED\r\n"]);
 }
