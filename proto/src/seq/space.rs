@@ -39,9 +39,11 @@ pub struct Reservation {
     /// Reserved MODSEQs.
     pub modseqs: Span,
     /// The owner's MODSEQ counter when the reservation was committed: every
-    /// committed change below it precedes the reservation in the ledger. A
-    /// client whose HIGHESTMODSEQ lies in this reservation has seen at least
-    /// every change up to `floor_modseq`.
+    /// committed change below it precedes the reservation in the ledger.
+    /// (It does not tell what a client whose HIGHESTMODSEQ lies in this
+    /// reservation has seen: the replica that showed that value may have
+    /// lacked changes below it, so CHANGEDSINCE reports everything then;
+    /// ARCHITECTURE.md §4.4.)
     pub floor_modseq: u64,
 }
 
