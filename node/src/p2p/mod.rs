@@ -149,6 +149,9 @@ struct Shared {
     haves: HashMap<(PeerId, UserId), Vec<(LogId, LogVersion)>>,
 }
 
+/// A peer's last anti-entropy summary for a user: (peer id, user, logs).
+pub type PeerHave = (String, UserId, Vec<(LogId, LogVersion)>);
+
 /// A handle on the running peer-to-peer layer.
 #[derive(Clone)]
 pub struct P2pHandle {
@@ -173,7 +176,7 @@ impl P2pHandle {
     }
 
     /// The last `Have` of every (peer, user).
-    pub fn haves(&self) -> Vec<(String, UserId, Vec<(LogId, LogVersion)>)> {
+    pub fn haves(&self) -> Vec<PeerHave> {
         self.shared
             .lock()
             .map(|s| {
@@ -572,21 +575,19 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    tracing::info!(peer = %peer_id, "peer disconnected");
-                    self.by_replica.remove(&replica_of(&peer_id));
-                    self.queues.remove(&peer_id);
-                    self.status(peer_id, |p| {
-                        p.connected = false;
-                        p.queued = 0;
-                    });
-                    for j in &mut self.joins {
-                        if j.peer == Some(peer_id) {
-                            j.next = Instant::now() + j.delay;
-                        }
+                tracing::info!(peer = %peer_id, "peer disconnected");
+                self.by_replica.remove(&replica_of(&peer_id));
+                self.queues.remove(&peer_id);
+                self.status(peer_id, |p| {
+                    p.connected = false;
+                    p.queued = 0;
+                });
+                for j in &mut self.joins {
+                    if j.peer == Some(peer_id) {
+                        j.next = Instant::now() + j.delay;
                     }
                 }
             }
