@@ -39,6 +39,7 @@ fn all_keys() -> BTreeSet<String> {
     f.tls.cert = Some("c".into());
     f.tls.key = Some("k".into());
     f.imap.tls_listen = Some("0.0.0.0:993".into());
+    f.p2p.mdns = Some(false);
     let table: toml::Table = toml::from_str(&toml::to_string(&f).unwrap()).unwrap();
     let mut keys = BTreeSet::new();
     leaf_keys("", &table, &mut keys);

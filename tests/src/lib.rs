@@ -48,6 +48,7 @@ pub struct Node {
     pub peer_id: String,
     p2p_ip: String,
     netns: Option<String>,
+    quic: bool,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -71,10 +72,25 @@ impl Node {
     /// peer-to-peer), in the network namespace `netns` when given.
     pub fn start_at(
         ip: &str,
+        ports: (u16, u16, u16),
+        join: &[String],
+        network_key: Option<&Path>,
+        netns: Option<String>,
+    ) -> Node {
+        let mut node = Self::init_at(ip, ports, join, network_key, netns, false);
+        node.spawn();
+        node
+    }
+
+    /// `aerogramme init` only (start it with `start_again`); peers on QUIC
+    /// (UDP) instead of TCP when `quic`.
+    pub fn init_at(
+        ip: &str,
         (imap, lmtp, p2p): (u16, u16, u16),
         join: &[String],
         network_key: Option<&Path>,
         netns: Option<String>,
+        quic: bool,
     ) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(binary());
@@ -84,7 +100,11 @@ impl Node {
             "--lmtp",
             &format!("{ip}:{lmtp}"),
             "--p2p",
-            &format!("/ip4/{ip}/tcp/{p2p}"),
+            &if quic {
+                format!("/ip4/{ip}/udp/{p2p}/quic-v1")
+            } else {
+                format!("/ip4/{ip}/tcp/{p2p}")
+            },
         ]);
         for j in join {
             cmd.args(["--join", j]);
@@ -121,7 +141,7 @@ impl Node {
             );
         std::fs::write(&cfg, text).expect("write config");
         let log = dir.path().join("node.log");
-        let mut node = Node {
+        let node = Node {
             imap: format!("{ip}:{imap}").parse().expect("addr"),
             lmtp: format!("{ip}:{lmtp}").parse().expect("addr"),
             p2p,
@@ -131,9 +151,16 @@ impl Node {
             dir,
             child: None,
             log,
+            quic,
         };
-        node.spawn();
         node
+    }
+
+    /// Rewrites the node's configuration file with `edit` (before a start).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let cfg = self.dir.path().join("aerogramme.toml");
+        let text = std::fs::read_to_string(&cfg).expect("config");
+        std::fs::write(&cfg, edit(text)).expect("write config");
     }
 
     fn spawn(&mut self) {
@@ -177,7 +204,12 @@ impl Node {
 
     /// The node's peer-to-peer address with its peer id.
     pub fn p2p_addr(&self) -> String {
-        format!("/ip4/{}/tcp/{}/p2p/{}", self.p2p_ip, self.p2p, self.peer_id)
+        let transport = if self.quic { "udp" } else { "tcp" };
+        let quic = if self.quic { "/quic-v1" } else { "" };
+        format!(
+            "/ip4/{}/{transport}/{}{quic}/p2p/{}",
+            self.p2p_ip, self.p2p, self.peer_id
+        )
     }
 
     /// Kills the node with SIGKILL (no shutdown at all).

@@ -179,3 +179,39 @@ fn a_peer_sending_malformed_or_oversized_messages_is_disconnected() {
     deliver(&nodes[0], 2, 1, "after");
     assert_eq!(snapshot(&nodes[1], 2), snapshot(&nodes[0], 2));
 }
+
+#[test]
+fn over_quic_an_allow_list_admits_members_only() {
+    use aerogramme_tests::free_port;
+    let ports = || (free_port(), free_port(), free_port());
+    let first = Node::init_at("127.0.0.1", ports(), &[], None, None, true);
+    let key = first.dir.path().join("network.key");
+    let join = [first.p2p_addr()];
+    let second = Node::init_at("127.0.0.1", ports(), &join, Some(&key), None, true);
+    // Holds the key, but is not on the allow-list.
+    let stranger = Node::init_at("127.0.0.1", ports(), &join, Some(&key), None, true);
+    let allow = format!(
+        "[p2p]\nquic = true\nallow = [\"{}\", \"{}\"]\n",
+        first.peer_id, second.peer_id
+    );
+    let mut nodes = vec![first, second, stranger];
+    for n in &mut nodes {
+        let allow = allow.clone();
+        n.edit_config(|t| {
+            t.replace("quic = false\n", "")
+                .replace("allow = []\n", "")
+                .replace("[p2p]\n", &allow)
+        });
+        n.start_again();
+    }
+    nodes[0].wait_for_peers(1);
+    nodes[0].add_user(USER, PW);
+    wait_login(&nodes[1]);
+    deliver(&nodes[0], 1, 1, "quic");
+    assert_eq!(snapshot(&nodes[1], 1), snapshot(&nodes[0], 1));
+    // The stranger's connections are refused once its peer id is known.
+    let status = nodes[2].status();
+    assert!(!status.contains("(connected)"), "{status}");
+    assert!(status.contains("users       : 0"), "{status}");
+    assert!(!nodes[0].status().contains(&nodes[2].peer_id));
+}
