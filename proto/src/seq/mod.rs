@@ -33,6 +33,9 @@ pub struct SeqParams {
     pub space: SpaceParams,
     /// How often the owner says it is alive.
     pub heartbeat_ms: u64,
+    /// How soon after a commit every member hears of it (the next Heartbeat
+    /// is brought forward; the ops' origins hear at once).
+    pub commit_notice_ms: u64,
     /// Silence from the owner after which a replica may start an election.
     pub election_timeout_ms: u64,
     /// How long an origin waits for a final decision before it uses its own
@@ -55,6 +58,7 @@ impl Default for SeqParams {
         SeqParams {
             space: SpaceParams::default(),
             heartbeat_ms: 250,
+            commit_notice_ms: 0,
             election_timeout_ms: 1_000,
             forward_timeout_ms: 2_000,
             max_inflight: 8,
@@ -675,7 +679,7 @@ impl Sequencer {
                 value,
                 commit,
             } => self.on_accept(now, from, ballot, slot, value, commit),
-            SeqMsg::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot),
+            SeqMsg::Accepted { ballot, slot } => self.on_accepted(now, from, ballot, slot),
             SeqMsg::Nack { promised } => self.on_nack(now, promised),
             SeqMsg::Heartbeat { ballot, commit } => {
                 if ballot >= self.promised {
@@ -906,14 +910,14 @@ impl Sequencer {
             _ => Vec::new(),
         };
         for (slot, value) in slots {
-            self.propose(ballot, slot, value);
+            self.propose(now, ballot, slot, value);
         }
         let commit = self.commit_index();
         self.broadcast(SeqMsg::Heartbeat { ballot, commit });
     }
 
     /// Sends a slot's value to every member and accepts it locally.
-    fn propose(&mut self, ballot: Ballot, slot: Slot, value: Vec<Decision>) {
+    fn propose(&mut self, now: u64, ballot: Ballot, slot: Slot, value: Vec<Decision>) {
         self.accepted.insert(slot, (ballot, value.clone()));
         self.persist(SeqRecord::Accepted(slot, ballot, value.clone()));
         let commit = self.commit_index();
@@ -930,9 +934,9 @@ impl Sequencer {
             }
         }
         if self.params.unsafe_commit_without_majority {
-            self.on_accepted_inner(me, ballot, slot, true);
+            self.on_accepted_inner(now, me, ballot, slot, true);
         } else {
-            self.on_accepted_inner(me, ballot, slot, false);
+            self.on_accepted_inner(now, me, ballot, slot, false);
         }
     }
 
@@ -963,11 +967,18 @@ impl Sequencer {
         self.learn_commit(from, ballot, commit);
     }
 
-    fn on_accepted(&mut self, from: ReplicaId, ballot: Ballot, slot: Slot) {
-        self.on_accepted_inner(from, ballot, slot, false);
+    fn on_accepted(&mut self, now: u64, from: ReplicaId, ballot: Ballot, slot: Slot) {
+        self.on_accepted_inner(now, from, ballot, slot, false);
     }
 
-    fn on_accepted_inner(&mut self, from: ReplicaId, ballot: Ballot, slot: Slot, force: bool) {
+    fn on_accepted_inner(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        ballot: Ballot,
+        slot: Slot,
+        force: bool,
+    ) {
         let majority = self.majority();
         let Role::Leader {
             ballot: mine,
@@ -1017,6 +1028,16 @@ impl Sequencer {
         let commit = self.commit_index();
         for to in waiting {
             self.send(to, SeqMsg::Heartbeat { ballot, commit });
+        }
+        // The others hear of it with the next Heartbeat, brought forward to
+        // `commit_notice_ms` from now: a session on another node shows new
+        // mail within that delay, and the commits of that interval share one
+        // broadcast.
+        let notice = self.params.commit_notice_ms;
+        let heartbeat = self.params.heartbeat_ms;
+        if let Role::Leader { last_beat, .. } = &mut self.role {
+            let due = (now + notice).saturating_sub(heartbeat);
+            *last_beat = (*last_beat).min(due);
         }
     }
 
@@ -1428,7 +1449,7 @@ impl Sequencer {
             }
             _ => return,
         };
-        self.propose(ballot, slot, value);
+        self.propose(now, ballot, slot, value);
     }
 }
 
