@@ -2,7 +2,7 @@
 //! runs every change to them, in batches. A batch is run, the store is
 //! flushed **once**, and only then are the batch's answers released: this is
 //! the group commit that makes an APPEND OK or an LMTP 250 durable without
-//! one fsync per message. IMAP sessions, LMTP sessions and (later) the
+//! one fsync per message. IMAP sessions, LMTP sessions and the
 //! network talk to the core through a cloneable [`CoreHandle`].
 
 mod imap_backend;
