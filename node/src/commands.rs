@@ -23,6 +23,10 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default network key file name in the data directory.
 const NETWORK_KEY: &str = "network.key";
 
+/// Where the banner of `dev` names the node's peer addresses (known once
+/// it listens).
+const PEERS: &str = "{peers}";
+
 /// `aerogramme dev`: sets up (or reuses) the data directory with a demo
 /// user, serves it, and prints how to connect.
 pub fn dev(args: &DevArgs) -> ExitCode {
@@ -35,6 +39,7 @@ pub fn dev(args: &DevArgs) -> ExitCode {
              \x20 password : {password}\n\
              \x20 data     : {dir}\n\
              \x20 try      : curl -u {user}:{password} imap://{imap}/INBOX\n\
+             \x20 peers    : {PEERS} (another node joins with --join and DIR/network.key)\n\
              Stop with Ctrl-C.",
             imap = config.imap,
             iport = config.imap.port(),
@@ -43,6 +48,7 @@ pub fn dev(args: &DevArgs) -> ExitCode {
             user = args.user,
             password = args.password,
             dir = args.data.display(),
+            PEERS = PEERS,
         );
         serve_dir(&args.data, Some(banner))
     });
@@ -228,9 +234,18 @@ fn serve_dir(dir: &Path, banner: Option<String>) -> Result<()> {
         tracing::info!(?signal, "signal");
         let _ = stop_tx.send(());
     });
+    let serving = node.clone();
     let result = runtime.block_on(aerogramme::serve::run(node.clone(), async move {
         if let Some(b) = banner {
-            println!("{b}");
+            let peers: Vec<String> = serving
+                .running
+                .get()
+                .map(|r| r.p2p.listen_addrs())
+                .unwrap_or_default()
+                .iter()
+                .map(|a| format!("{a}/p2p/{}", serving.peer_id))
+                .collect();
+            println!("{}", b.replace(PEERS, &peers.join(" ")));
         }
         let _ = stop_rx.await;
     }));
