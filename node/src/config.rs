@@ -593,4 +593,30 @@ mod tests {
         f.tls.key = Some("key.pem".into());
         assert_eq!(ConfigFile::parse(&f.to_toml()).unwrap(), f);
     }
+
+    #[test]
+    fn p2p_options_are_checked_and_mdns_follows_the_listen_addresses() {
+        let load = |text: &str| ConfigFile::parse(text).unwrap().validate(Path::new("/d"));
+        // Default: every interface, so no mDNS; Kademlia on; no QUIC.
+        let c = load("").unwrap();
+        assert!(!c.mdns && c.kademlia && !c.quic && c.allow.is_empty());
+        // Loopback and private addresses only: mDNS on unless told otherwise.
+        let local = "[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/1\", \"/ip4/10.1.2.3/tcp/1\"]\n";
+        assert!(load(local).unwrap().mdns);
+        assert!(!load(&format!("{local}mdns = false\n")).unwrap().mdns);
+        let public = "[p2p]\nlisten = [\"/ip4/192.0.2.1/tcp/1\"]\nmdns = true\n";
+        assert!(load(public).unwrap().mdns);
+        // QUIC bypasses the network key: it needs an allow-list.
+        let e = load("[p2p]\nquic = true\n").unwrap_err().to_string();
+        assert!(e.contains("p2p.quic"), "{e}");
+        let peer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+        let c = load(&format!("[p2p]\nquic = true\nallow = [\"{peer}\"]\n")).unwrap();
+        assert!(c.quic);
+        assert_eq!(c.allow[0].to_string(), peer);
+        let e = load("[p2p]\nallow = [\"nope\"]\n").unwrap_err().to_string();
+        assert!(
+            e.contains("p2p.allow") && e.contains("not a peer id"),
+            "{e}"
+        );
+    }
 }
