@@ -521,42 +521,20 @@ impl Netns {
     /// Drops every packet between host `a` and host `b`, both ways (the
     /// kernel discards them: a real cut, not a mock).
     pub fn cut(&self, a: usize, b: usize) {
-        self.ip(&[
-            "-n",
-            &self.ns(a),
-            "route",
-            "add",
-            "blackhole",
-            &format!("{}/32", self.addr(b)),
-        ]);
-        self.ip(&[
-            "-n",
-            &self.ns(b),
-            "route",
-            "add",
-            "blackhole",
-            &format!("{}/32", self.addr(a)),
-        ]);
+        self.blackhole("add", a, b);
     }
 
     /// Undoes `cut`.
     pub fn heal(&self, a: usize, b: usize) {
-        self.ip(&[
-            "-n",
-            &self.ns(a),
-            "route",
-            "del",
-            "blackhole",
-            &format!("{}/32", self.addr(b)),
-        ]);
-        self.ip(&[
-            "-n",
-            &self.ns(b),
-            "route",
-            "del",
-            "blackhole",
-            &format!("{}/32", self.addr(a)),
-        ]);
+        self.blackhole("del", a, b);
+    }
+
+    /// Adds or deletes the blackhole routes between `a` and `b`.
+    fn blackhole(&self, action: &str, a: usize, b: usize) {
+        for (from, to) in [(a, b), (b, a)] {
+            let dest = format!("{}/32", self.addr(to));
+            self.ip(&["-n", &self.ns(from), "route", action, "blackhole", &dest]);
+        }
     }
 
     /// A node on host `i`, joining `join`, with the network key `key`.

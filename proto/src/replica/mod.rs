@@ -479,6 +479,16 @@ impl<S: Store> Replica<S> {
         }
     }
 
+    /// Stores a chunk of a new blob and pushes it to the user's replicas.
+    fn push_chunk(&mut self, c: BlobChunk) -> Result<(), ReplicaError> {
+        self.store.put_chunk(&c)?;
+        self.out.push(Output::Broadcast {
+            user: c.user,
+            msg: PeerMsg::Sync(SyncMsg::Chunk(c)),
+        });
+        Ok(())
+    }
+
     /// Asks `peer` for chunks of `user`'s blobs this replica lacks, unless a
     /// request is in progress (and not stale) or `force`.
     fn want_chunks(&mut self, now: u64, user: UserId, peer: ReplicaId, force: bool) {
@@ -694,11 +704,7 @@ impl<S: Store> Replica<S> {
                 index: i as u32,
                 bytes: piece.to_vec(),
             };
-            self.store.put_chunk(&c)?;
-            self.out.push(Output::Broadcast {
-                user,
-                msg: PeerMsg::Sync(SyncMsg::Chunk(c)),
-            });
+            self.push_chunk(c)?;
         }
         self.announce_blob(now, user, blob, sealed.len() as u64, meta)?;
         // The entry, sealed too.
@@ -1399,11 +1405,7 @@ impl<S: Store> Replica<S> {
             .unwrap_or_default(),
         )?;
         for c in chunks {
-            self.store.put_chunk(&c)?;
-            self.out.push(Output::Broadcast {
-                user,
-                msg: PeerMsg::Sync(SyncMsg::Chunk(c)),
-            });
+            self.push_chunk(c)?;
         }
         self.announce_blob(now, user, blob, len, sealed)?;
         Ok(blob)
@@ -1827,42 +1829,14 @@ impl<S: Store> Replica<S> {
             if !peers.is_empty() {
                 let to = peers[self.peer_turn % peers.len()];
                 self.peer_turn += 1;
-                // Chunks still missing (a push lost, a request unanswered)
-                // are asked of this round's peer.
+                // Chunks still missing (a push lost or dropped before its
+                // announce, a request unanswered) are asked of this round's
+                // peer, unless a request is in progress.
                 let users: Vec<UserId> = self.users.keys().copied().collect();
                 for user in users {
                     self.want_chunks(now, user, to, false);
                 }
-                let haves: Vec<SyncMsg> = self.users.values().map(|u| u.logs.have()).collect();
-                for have in haves {
-                    self.out.push(Output::Send {
-                        to,
-                        msg: PeerMsg::Sync(have),
-                    });
-                }
-                // Chunks a push did not bring (lost, or their announce came
-                // by gossip while they were dropped): ask this peer.
-                let store = &self.store;
-                let wants: Vec<SyncMsg> = self
-                    .users
-                    .iter()
-                    .filter_map(|(user, u)| {
-                        let chunks = u.logs.wanted_chunks(
-                            |b, i| store.has_chunk(user, b, i).unwrap_or(false),
-                            MAX_WANT_CHUNKS,
-                        );
-                        (!chunks.is_empty()).then_some(SyncMsg::WantChunks {
-                            user: *user,
-                            chunks,
-                        })
-                    })
-                    .collect();
-                for w in wants {
-                    self.out.push(Output::Send {
-                        to,
-                        msg: PeerMsg::Sync(w),
-                    });
-                }
+                self.sync_with(to);
             }
         }
     }
