@@ -26,12 +26,32 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A port on 127.0.0.1 that is free for both TCP and UDP.
+///
+/// Ports come from below the kernel's ephemeral range (so no outgoing
+/// connection can take one before the node binds it) and are never handed
+/// out twice by one test process (so tests running in parallel threads
+/// cannot collide); each process starts at an offset of its own.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000; // up to 31999, below 32768
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// A running node in a temporary data directory.
@@ -187,6 +207,15 @@ impl Node {
             .expect("run serve");
         self.child = Some(child);
         wait_for(self.lmtp);
+        // Something answers on the port: make sure it is this node.
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            self.child = None;
+            panic!("the node exited ({status}):\n{}", self.log());
+        }
     }
 
     /// A community of `n` nodes sharing one network key, each joining the
@@ -378,6 +407,15 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            // Every node's log, not only the one a failed check names.
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- log of node {} (last lines) ---", self.peer_id);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -592,7 +592,21 @@ impl Task {
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(?peer_id, "connection failed: {error}");
+                // Failing to reach a configured peer is worth an operator's
+                // attention; other failures (stale addresses) are routine.
+                let now = Instant::now();
+                match self
+                    .joins
+                    .iter()
+                    .find(|j| j.peer.is_some() && j.peer == peer_id)
+                {
+                    Some(j) => tracing::info!(
+                        addr = %j.addr,
+                        retry_in_ms = j.next.saturating_duration_since(now).as_millis() as u64,
+                        "cannot reach a peer to join: {error}"
+                    ),
+                    None => tracing::debug!(?peer_id, "connection failed: {error}"),
+                }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!("incoming connection failed: {error}");
