@@ -15,8 +15,11 @@ use crate::accounts::Accounts;
 use crate::p2p::{NetOut, NetSink};
 use crate::store::SledStore;
 use aerogramme_proto::ids::{MailboxId, ReplicaId, UserId};
-use aerogramme_proto::replica::{Config as ReplicaConfig, Event, Outcome, Output, Replica, Ticket};
+use aerogramme_proto::replica::{
+    Config as ReplicaConfig, Event, Outcome, Output, PeerMsg, Replica, Ticket,
+};
 use aerogramme_proto::store::Store;
+use aerogramme_proto::sync::SyncMsg;
 use rand_chacha::rand_core::{OsRng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
@@ -397,6 +400,10 @@ fn finish_batch(st: &mut CoreState) {
     }
     let outputs = st.replica.drain();
     let mut done = Vec::new();
+    // Broadcasts go out together, per user, in order, and before the
+    // messages to single replicas (which often refer to what they carry).
+    let mut broadcasts: Vec<(UserId, Vec<Vec<u8>>)> = Vec::new();
+    let mut sends = Vec::new();
     for o in outputs {
         match o {
             Output::Event {
@@ -409,21 +416,29 @@ fn finish_batch(st: &mut CoreState) {
                 }
             }
             Output::Done { ticket, outcome } => done.push((ticket, outcome)),
-            Output::Send { to, msg } => {
-                if let Some(net) = &st.net {
-                    let _ = net.send(NetOut::send(to, &msg));
-                }
-            }
+            Output::Send { to, msg } => sends.push(NetOut::send(to, &msg)),
+            Output::Broadcast {
+                msg: msg @ PeerMsg::Sync(SyncMsg::Chunk(_)),
+                ..
+            } => sends.push(NetOut::ToEach {
+                bytes: msg.encode(),
+            }),
             Output::Broadcast { user, msg } => {
-                if let Some(net) = &st.net {
-                    let _ = net.send(NetOut::Broadcast {
-                        user,
-                        bytes: msg.encode(),
-                    });
+                match broadcasts.iter_mut().find(|(u, _)| *u == user) {
+                    Some((_, msgs)) => msgs.push(msg.encode()),
+                    None => broadcasts.push((user, vec![msg.encode()])),
                 }
             }
             Output::AccountChanged { user } => st.account_arrived(user),
             Output::MailboxesChanged { .. } => {}
+        }
+    }
+    if let Some(net) = &st.net {
+        for (user, msgs) in broadcasts {
+            let _ = net.send(NetOut::Broadcast { user, msgs });
+        }
+        for m in sends {
+            let _ = net.send(m);
         }
     }
     for (ticket, outcome) in done {

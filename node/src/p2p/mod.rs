@@ -79,6 +79,15 @@ pub enum NetOut {
     Broadcast {
         /// User.
         user: UserId,
+        /// The encoded [`PeerMsg`]s, in order (sent in as few gossip
+        /// messages as their size allows).
+        msgs: Vec<Vec<u8>>,
+    },
+    /// Directly to every connected member, not by gossip: for message
+    /// chunks, which gossipsub would also forward between the receivers
+    /// (each chunk crossing every link of the mesh instead of reaching each
+    /// node once). A member not connected now fetches them by anti-entropy.
+    ToEach {
         /// The encoded [`PeerMsg`].
         bytes: Vec<u8>,
     },
@@ -414,26 +423,36 @@ impl Task {
                     self.enqueue(peer, bytes, bulk);
                 }
             }
-            NetOut::Broadcast { user, bytes } => {
+            NetOut::Broadcast { user, msgs } => {
                 self.subscribe(user);
-                match self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(topic(&user), bytes.clone())
-                {
-                    Ok(_) => {}
-                    Err(
-                        gossipsub::PublishError::NoPeersSubscribedToTopic
-                        | gossipsub::PublishError::AllQueuesFull(_),
-                    ) => {
-                        // No one listens on the topic yet: send directly.
-                        let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
-                        for p in peers {
-                            self.enqueue(p, bytes.clone(), false);
+                for payload in wire::pack(msgs) {
+                    match self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(topic(&user), payload.clone())
+                    {
+                        Ok(_) => {}
+                        Err(
+                            gossipsub::PublishError::NoPeersSubscribedToTopic
+                            | gossipsub::PublishError::AllQueuesFull(_),
+                        ) => {
+                            // No one listens on the topic yet: send directly.
+                            let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
+                            for m in wire::unpack(&payload).unwrap_or_default() {
+                                for p in &peers {
+                                    self.enqueue(*p, m.to_vec(), false);
+                                }
+                            }
                         }
+                        Err(e) => tracing::warn!(%user, "gossipsub publish: {e}"),
                     }
-                    Err(e) => tracing::warn!(%user, "gossipsub publish: {e}"),
+                }
+            }
+            NetOut::ToEach { bytes } => {
+                let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
+                for p in peers {
+                    self.enqueue(p, bytes.clone(), false);
                 }
             }
             NetOut::Subscribe(user) => self.subscribe(user),
@@ -624,9 +643,16 @@ impl Task {
                 message_id,
                 message,
             }) => {
-                let ok = match message.source {
-                    Some(source) => self.deliver(source, &message.data),
-                    None => false,
+                let ok = match (message.source, wire::unpack(&message.data)) {
+                    (Some(source), Some(msgs)) => {
+                        // Every message is handed over even if one is bad.
+                        let bad = msgs
+                            .into_iter()
+                            .filter(|m| !self.deliver(source, m))
+                            .count();
+                        bad == 0
+                    }
+                    _ => false,
                 };
                 let acceptance = if ok {
                     gossipsub::MessageAcceptance::Accept

@@ -5,6 +5,11 @@
 //!
 //! A frame longer than [`MAX_FRAME`] is refused before anything is
 //! allocated for it; the peer is disconnected.
+//!
+//! A gossipsub message carries a *batch*: the messages one core batch
+//! broadcast for one user, each framed the same way ([`pack`], [`unpack`]),
+//! so that a delivery's chunk, blob announcement and entry cost one
+//! gossipsub envelope (signature, sender, topic) instead of three.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -15,6 +20,44 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/aerogramme/replicatio
 
 /// Largest frame: the largest sync message plus the message tag.
 pub const MAX_FRAME: usize = aerogramme_proto::sync::MAX_MESSAGE_BYTES + 64;
+
+/// Largest gossip batch: [`pack`] starts a new one beyond this size.
+pub const MAX_BATCH: usize = 1 << 20;
+
+/// Packs encoded messages into gossip payloads of length-framed messages,
+/// each at most [`MAX_BATCH`] bytes unless one message alone is larger.
+pub fn pack(msgs: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for m in msgs {
+        let fits = out
+            .last()
+            .is_some_and(|b| b.len() + 4 + m.len() <= MAX_BATCH);
+        if !fits {
+            out.push(Vec::with_capacity((4 + m.len()).min(MAX_BATCH)));
+        }
+        let b = out.last_mut().expect("a batch was just pushed");
+        b.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        b.extend_from_slice(&m);
+    }
+    out
+}
+
+/// The messages of a gossip payload made by [`pack`]; `None` when it is
+/// malformed (a length running past the end, or an empty payload).
+pub fn unpack(mut payload: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !payload.is_empty() {
+        let (len, rest) = payload.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > rest.len() {
+            return None;
+        }
+        let (m, rest) = rest.split_at(len);
+        out.push(m);
+        payload = rest;
+    }
+    (!out.is_empty()).then_some(out)
+}
 
 /// Reads one frame of at most `max` bytes.
 pub async fn read_frame<T: AsyncRead + Unpin + Send>(
@@ -39,8 +82,11 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(
 pub async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
     let len = u32::try_from(bytes.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(bytes).await?;
+    // One write: the length and the body travel in one encrypted frame.
+    let mut frame = Vec::with_capacity(4 + bytes.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(bytes);
+    io.write_all(&frame).await?;
     io.close().await
 }
 
@@ -97,6 +143,30 @@ impl libp2p::request_response::Codec for Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_round_trip_and_malformed_ones_are_refused() {
+        let msgs = vec![b"a".to_vec(), Vec::new(), vec![7; 300]];
+        let packed = pack(msgs.clone());
+        assert_eq!(packed.len(), 1);
+        let got: Vec<Vec<u8>> = unpack(&packed[0])
+            .unwrap()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        assert_eq!(got, msgs);
+        // Large messages start new batches.
+        let big = vec![vec![1; MAX_BATCH / 2]; 3];
+        let packed = pack(big);
+        assert_eq!(packed.len(), 3);
+        assert!(packed.iter().all(|b| unpack(b).unwrap().len() == 1));
+        // Truncated, over-long or empty payloads are refused.
+        let p = &pack(vec![b"hello".to_vec()])[0];
+        for cut in 0..p.len() {
+            assert_eq!(unpack(&p[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(unpack(&[0xff, 0xff, 0xff, 0xff, 1]), None);
+    }
 
     #[test]
     fn frames_round_trip_and_oversized_ones_are_refused_before_allocating() {
