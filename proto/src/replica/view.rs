@@ -85,13 +85,18 @@ pub struct MailboxView {
     uids: BTreeMap<u32, EntryId>,
     /// UID and MODSEQ of each entry that has a UID.
     meta: HashMap<EntryId, (u32, u64)>,
-    /// Final decisions whose op has not arrived yet, by MODSEQ.
-    missing: BTreeMap<u64, OpId>,
-    missing_of: HashMap<OpId, u64>,
-    /// Final decisions held back behind a missing one (shown in ledger
-    /// order, so that a late op does not fall below the marks).
-    blocked: BTreeMap<u64, (OpId, Assign)>,
-    blocked_of: HashMap<OpId, u64>,
+    /// Final decisions not shown yet: the latest value the ledger gave each
+    /// op (its payload may not have arrived, or the value may lie below the
+    /// marks and wait for a `Resequence`).
+    todo: HashMap<OpId, Assign>,
+    /// The lowest final MODSEQ each op of `todo` got that this replica did
+    /// not show it at. Final values are shown in ledger order: no final
+    /// value above such a MODSEQ is shown until that op is, so that an
+    /// announced HIGHESTMODSEQ that is a final value covers every change
+    /// below it (ARCHITECTURE.md §4.4).
+    order_of: HashMap<OpId, u64>,
+    /// Ops of `todo` this replica asked new values for.
+    asked: HashSet<OpId>,
     /// Expunged UIDs by the MODSEQ of their expunge (for QRESYNC VANISHED).
     vanished: BTreeMap<u64, Vec<u32>>,
     /// Highest UID and MODSEQ shown.
@@ -239,75 +244,130 @@ impl MailboxView {
         self.held.insert(op, payload);
         match decision {
             Some((a, f)) => self.on_decided(op, a, f),
+            None if self.todo.contains_key(&op) => {
+                let mut fx = Vec::new();
+                self.release(&mut fx);
+                fx
+            }
             None => Vec::new(),
         }
     }
 
-    /// The sequencer decided values for an op.
+    /// The sequencer decided values for an op: final ones (the ledger's)
+    /// are shown in ledger order; provisional ones (this replica's own op,
+    /// from its reservation) at once.
     pub(crate) fn on_decided(&mut self, op: OpId, assign: Assign, fate: Fate) -> Vec<Effect> {
         let mut fx = Vec::new();
         if self.uidvalidity == 0 {
             return fx; // the mailbox's Create has not arrived: nothing is shown yet
         }
-        self.decide(op, assign, fate, &mut fx);
-        // Release what waited behind ops that have now arrived.
-        loop {
-            let limit = self.missing.keys().next().copied().unwrap_or(u64::MAX);
-            let Some((&m, _)) = self.blocked.iter().next() else {
-                break;
-            };
-            if m >= limit {
-                break;
+        match fate {
+            Fate::Final => self.queue(op, assign),
+            Fate::Provisional => {
+                // Its final value, if the ledger has one this replica cannot
+                // show yet, stays in `order`: showing the op from the
+                // reservation announces a reservation value, which tells
+                // every replica that this one may be incomplete (§4.4).
+                let known = self.held.contains_key(&op) || self.shown.contains_key(&op);
+                if known && self.shown.get(&op) != Some(&assign) && self.is_above(&assign) {
+                    self.expose(op, assign, &mut fx);
+                }
             }
-            let Some((op, a)) = self.blocked.remove(&m) else {
-                break;
-            };
-            self.blocked_of.remove(&op);
-            self.decide(op, a, Fate::Final, &mut fx);
         }
+        self.release(&mut fx);
         fx
     }
 
-    fn forget_waiting(&mut self, op: &OpId) {
-        if let Some(m) = self.missing_of.remove(op) {
-            self.missing.remove(&m);
+    /// Own ops (or any) whose final value is not shown here yet.
+    pub(crate) fn unshown_finals(&self) -> impl Iterator<Item = &OpId> + '_ {
+        self.todo.keys()
+    }
+
+    fn is_above(&self, a: &Assign) -> bool {
+        a.modseq > self.marks.1 && a.uids.iter().all(|&u| u as u64 > self.marks.0)
+    }
+
+    /// Notes a final decision; it is shown by `release`.
+    fn queue(&mut self, op: OpId, assign: Assign) {
+        self.asked.remove(&op);
+        if self.shown.get(&op) == Some(&assign) {
+            // Shown at exactly this value (a confirmed provisional value,
+            // or a replay): settled.
+            self.todo.remove(&op);
+            self.order_of.remove(&op);
+            return;
         }
-        if let Some(m) = self.blocked_of.remove(op) {
-            self.blocked.remove(&m);
+        self.order_of.entry(op).or_insert(assign.modseq);
+        self.todo.insert(op, assign);
+    }
+
+    /// Shows what can be shown of the final decisions in `todo`, in ledger
+    /// order, and asks new values for those below the marks.
+    fn release(&mut self, fx: &mut Vec<Effect>) {
+        if self.todo.is_empty() {
+            return;
+        }
+        // Candidates by their current value; the longest run that can be
+        // shown in that order (ops here, values above the marks as they
+        // rise)...
+        let mut cand: Vec<(u64, OpId)> = self.todo.iter().map(|(o, a)| (a.modseq, *o)).collect();
+        cand.sort_unstable();
+        let mut marks = self.marks;
+        let mut n = 0;
+        for (_, op) in &cand {
+            let a = &self.todo[op];
+            let known = self.held.contains_key(op) || self.shown.contains_key(op);
+            let above = a.modseq > marks.1 && a.uids.iter().all(|&u| u as u64 > marks.0);
+            if !known || !above {
+                break;
+            }
+            marks.1 = a.modseq;
+            for &u in &a.uids {
+                marks.0 = marks.0.max(u as u64);
+            }
+            n += 1;
+        }
+        // ...cut below every op left out: nothing is shown above a final
+        // value this replica did not show.
+        loop {
+            let rest = cand[n..]
+                .iter()
+                .filter_map(|(_, op)| self.order_of.get(op))
+                .min()
+                .copied()
+                .unwrap_or(u64::MAX);
+            let m = cand[..n].iter().take_while(|(v, _)| *v < rest).count();
+            if m == n {
+                break;
+            }
+            n = m;
+        }
+        for (_, op) in &cand[..n] {
+            let Some(a) = self.todo.remove(op) else {
+                continue;
+            };
+            self.order_of.remove(op);
+            self.asked.remove(op);
+            self.expose(*op, a, fx);
+        }
+        // What lies below the marks needs new values (whether its op has
+        // arrived or not): ask once per decision.
+        let below: Vec<OpId> = cand[n..]
+            .iter()
+            .map(|(_, op)| *op)
+            .filter(|op| !self.asked.contains(op) && !self.is_above(&self.todo[op]))
+            .collect();
+        for op in below {
+            self.asked.insert(op);
+            fx.push(Effect::Resequence {
+                op,
+                above: self.marks,
+            });
         }
     }
 
-    fn decide(&mut self, op: OpId, assign: Assign, fate: Fate, fx: &mut Vec<Effect>) {
-        self.forget_waiting(&op);
-        if self.shown.get(&op) == Some(&assign) {
-            return;
-        }
-        let known = self.shown.contains_key(&op) || self.held.contains_key(&op);
-        if !known {
-            // The op itself has not arrived: it is decided again when it
-            // does; later final decisions wait for it (ledger order).
-            if fate == Fate::Final && assign.modseq > self.marks.1 {
-                self.missing.insert(assign.modseq, op);
-                self.missing_of.insert(op, assign.modseq);
-            }
-            return;
-        }
-        if fate == Fate::Final && self.missing.range(..assign.modseq).next().is_some() {
-            self.blocked.insert(assign.modseq, (op, assign.clone()));
-            self.blocked_of.insert(op, assign.modseq);
-            return;
-        }
-        let above =
-            assign.modseq > self.marks.1 && assign.uids.iter().all(|&u| u as u64 > self.marks.0);
-        if !above {
-            if fate == Fate::Final {
-                fx.push(Effect::Resequence {
-                    op,
-                    above: self.marks,
-                });
-            }
-            return;
-        }
+    /// Shows an op with these values (above the marks), persisting them.
+    fn expose(&mut self, op: OpId, assign: Assign, fx: &mut Vec<Effect>) {
         if self.shown.contains_key(&op) {
             self.reannounce(op, &assign, fx);
         } else if let Some(payload) = self.held.remove(&op) {
@@ -425,6 +485,16 @@ impl MailboxView {
             self.uids.insert(uid, entry);
             fx.push(Effect::Event(Event::Exists { uid }));
         }
+    }
+
+    /// The entry this replica gave `uid` to, if that entry is expunged (also
+    /// when it was expunged before its `Add` was shown here, so that the UID
+    /// never appeared in an EXISTS). For checks; linear in the mailbox size.
+    pub fn expunged_entry(&self, uid: u32) -> Option<EntryId> {
+        self.meta
+            .iter()
+            .find(|(e, m)| m.0 == uid && self.state.is_expunged(e))
+            .map(|(e, _)| *e)
     }
 
     /// Ops shown (for tests and the simulator's checks).
