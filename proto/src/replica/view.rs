@@ -97,6 +97,12 @@ pub struct MailboxView {
     order_of: HashMap<OpId, u64>,
     /// Ops of `todo` this replica asked new values for.
     asked: HashSet<OpId>,
+    /// Ops shown with values that are not their final ones as this replica
+    /// knows them (provisional, or superseded by a final value it cannot
+    /// show yet): CHANGEDSINCE reports what they touched whatever the
+    /// client's MODSEQ, since a client that synced elsewhere may know them
+    /// under other values.
+    unsettled: HashSet<OpId>,
     /// Expunged UIDs by the MODSEQ of their expunge (for QRESYNC VANISHED).
     vanished: BTreeMap<u64, Vec<u32>>,
     /// Highest UID and MODSEQ shown.
@@ -186,20 +192,46 @@ impl MailboxView {
     pub fn changed_since(&self, x: u64, spaces: &Spaces) -> (Vec<u32>, Vec<u32>) {
         let floor = match spaces.modseq_owner(x) {
             Some(_) => 0,
-            None if x > self.marks.1 => 0, // the client is ahead of us: report everything
+            // The client is ahead of us: it synced where more was shown, or
+            // where more of the ledger was known (a final value this
+            // replica has not learned). Report everything.
+            None if x > self.marks.1 || x > spaces.max_modseq => 0,
             None => x,
         };
-        let changed = self
+        let mut changed: Vec<u32> = self
             .uids
             .iter()
             .filter(|(_, e)| self.meta.get(*e).is_some_and(|m| m.1 > floor))
             .map(|(u, _)| *u)
             .collect();
-        let vanished = self
+        let mut vanished: Vec<u32> = self
             .vanished
             .range(floor + 1..)
             .flat_map(|(_, v)| v.iter().copied())
             .collect();
+        if floor > 0 && !self.unsettled.is_empty() {
+            for op in &self.unsettled {
+                let entries = self
+                    .added
+                    .get(op)
+                    .into_iter()
+                    .chain(self.targets.get(op).into_iter().flatten());
+                for e in entries {
+                    let Some(&(uid, _)) = self.meta.get(e) else {
+                        continue;
+                    };
+                    if self.uids.get(&uid) == Some(e) {
+                        changed.push(uid);
+                    } else if self.state.is_expunged(e) {
+                        vanished.push(uid);
+                    }
+                }
+            }
+            changed.sort_unstable();
+            changed.dedup();
+            vanished.sort_unstable();
+            vanished.dedup();
+        }
         (changed, vanished)
     }
 
@@ -270,7 +302,10 @@ impl MailboxView {
                 // every replica that this one may be incomplete (§4.4).
                 let known = self.held.contains_key(&op) || self.shown.contains_key(&op);
                 if known && self.shown.get(&op) != Some(&assign) && self.is_above(&assign) {
-                    self.expose(op, assign, &mut fx);
+                    self.expose(op, assign.clone(), &mut fx);
+                }
+                if self.shown.get(&op) == Some(&assign) {
+                    self.unsettled.insert(op);
                 }
             }
         }
@@ -295,7 +330,11 @@ impl MailboxView {
             // or a replay): settled.
             self.todo.remove(&op);
             self.order_of.remove(&op);
+            self.unsettled.remove(&op);
             return;
+        }
+        if self.shown.contains_key(&op) {
+            self.unsettled.insert(op);
         }
         self.order_of.entry(op).or_insert(assign.modseq);
         self.todo.insert(op, assign);
@@ -348,6 +387,7 @@ impl MailboxView {
             };
             self.order_of.remove(op);
             self.asked.remove(op);
+            self.unsettled.remove(op);
             self.expose(*op, a, fx);
         }
         // What lies below the marks needs new values (whether its op has
