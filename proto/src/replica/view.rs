@@ -665,4 +665,117 @@ mod tests {
         let (changed, _) = other.changed_since(5, &spaces);
         assert!(!changed.contains(&1) && !changed.contains(&2));
     }
+
+    fn prov(modseq: u64, uid: u32) -> Assign {
+        Assign {
+            modseq,
+            uids: vec![uid],
+        }
+    }
+
+    fn shown_uids(fx: &[Effect]) -> Vec<u32> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Event(Event::Exists { uid }) => Some(*uid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Finding 8 of the simulator: a replica that showed provisional values
+    /// learns a final value below its marks (it asks for new ones) and then
+    /// a later final value above them. Showing the later one would announce
+    /// a final HIGHESTMODSEQ above a change it does not show; a client
+    /// syncing there would miss that change on a replica showing it. The
+    /// later value waits; when the new values come, both are shown in
+    /// ledger order, and the later one is not re-announced.
+    #[test]
+    fn a_final_value_below_the_marks_holds_later_ones_until_it_is_shown() {
+        let (a, pa) = add(1); // final 5 on the majority side
+        let (d, pd) = add(2); // this replica's own, provisional 1000
+        let (z, pz) = add(3); // final 1001, after the confirmation of d
+        let mut v = MailboxView::new(1);
+        v.on_op(d, pd, None);
+        v.on_decided(d, prov(1000, 100), Fate::Provisional);
+        let fx = v.on_op(a, pa, fin(5, 2));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Resequence { op, .. } if *op == a)),
+            "new values are asked for a: {fx:?}"
+        );
+        v.on_decided(d, prov(1000, 100), Fate::Final); // confirmed
+        let fx = v.on_op(z, pz, fin(1001, 101));
+        assert!(shown_uids(&fx).is_empty(), "z waits behind a: {fx:?}");
+        assert_eq!(v.highest_modseq(), 1000, "a reservation value");
+        let fx = v.on_decided(a, prov(1002, 102), Fate::Final);
+        assert_eq!(shown_uids(&fx), vec![101, 102], "ledger order: {fx:?}");
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Resequence { .. })));
+        assert_eq!(v.highest_modseq(), 1002);
+    }
+
+    /// Finding 7 of the simulator: an own op whose final value waits behind
+    /// an op that has not arrived (its origin is cut off) is shown from the
+    /// reservation; the op it waits behind still holds every later final
+    /// value, and CHANGEDSINCE from what this replica announces then reports
+    /// everything on any replica.
+    #[test]
+    fn an_own_op_held_behind_a_missing_one_is_shown_from_the_reservation() {
+        let r = ReplicaId(1);
+        let mut spaces = Spaces::new();
+        spaces.note_final(&[3], 7);
+        spaces.reserve(Reservation {
+            replica: r,
+            uids: Span { lo: 100, hi: 200 },
+            modseqs: Span { lo: 1000, hi: 2000 },
+            floor_modseq: 7,
+        });
+        let (m, pm) = add(1); // final 5, payload not here yet
+        let (x, px) = add(2); // own, final 6
+        let (y, py) = add(3); // another's, final 7
+        let mut v = MailboxView::new(1);
+        v.on_decided(m, prov(5, 2), Fate::Final);
+        let fx = v.on_op(x, px, fin(6, 3));
+        assert!(shown_uids(&fx).is_empty());
+        assert_eq!(v.unshown_finals().count(), 2);
+        // The sequencer gives it provisional values (L1).
+        let fx = v.on_decided(x, prov(1000, 100), Fate::Provisional);
+        assert_eq!(shown_uids(&fx), vec![100]);
+        assert!(spaces.modseq_owner(v.highest_modseq()).is_some());
+        // m's final value now lies below the marks: new values are asked.
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Resequence { op, .. } if *op == m)));
+        // y still waits behind m.
+        let fx = v.on_op(y, py, fin(7, 4));
+        assert!(shown_uids(&fx).is_empty());
+        // A replica that shows the ledger: everything is reported from 1000.
+        let mut other = MailboxView::new(1);
+        let (_, pm2) = add(1);
+        let (_, px2) = add(2);
+        other.on_op(m, pm2, fin(5, 2));
+        other.on_op(x, px2, fin(6, 3));
+        let (changed, _) = other.changed_since(v.highest_modseq(), &spaces);
+        assert_eq!(changed, vec![2, 3]);
+        // This replica, asked from a final value, reports x (shown at a
+        // value that is not its final one) as well.
+        let (changed, _) = v.changed_since(1, &spaces);
+        assert!(changed.contains(&100), "{changed:?}");
+        // m arrives with new values: m, y (then re-asked: below the marks)
+        // and x converge through the ledger.
+        let fx = v.on_op(m, pm, None);
+        assert!(
+            shown_uids(&fx).is_empty(),
+            "m's old value is below the marks"
+        );
+        // x keeps its place until the ledger settles it (its provisional
+        // values confirmed), and y (asked for new values) keeps its own:
+        // m's new values are shown with y's, in ledger order.
+        let fx = v.on_decided(m, prov(1001, 101), Fate::Final);
+        assert!(shown_uids(&fx).is_empty());
+        let fx = v.on_decided(x, prov(1000, 100), Fate::Final);
+        assert!(shown_uids(&fx).is_empty());
+        let fx = v.on_decided(y, prov(1002, 102), Fate::Final);
+        assert_eq!(shown_uids(&fx), vec![101, 102]);
+        assert_eq!(v.unshown_finals().count(), 0);
+    }
 }

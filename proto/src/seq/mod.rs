@@ -149,9 +149,13 @@ pub struct Sequencer {
     /// This replica's own ops that got a final value its view may not show
     /// yet (held in ledger order behind an op that has not arrived, or below
     /// its marks). The replica keeps only those its view still holds
-    /// (`settle`); one still held `forward_timeout` after it was submitted
-    /// gets provisional values, as an undecided one would (L1).
+    /// (`settle`, before each `tick`); one still held `forward_timeout`
+    /// after it was submitted gets provisional values, as an undecided one
+    /// would (L1).
     settling: BTreeMap<OpId, MyOp>,
+    /// `settle` was called since the last tick. Without it, a final value is
+    /// taken as shown and `settling` is emptied.
+    settled: bool,
     // Failure detection.
     last_heard: HashMap<ReplicaId, u64>,
     /// Since when this replica has heard from less than a majority.
@@ -218,6 +222,7 @@ impl Sequencer {
             claims: BTreeMap::new(),
             mine: BTreeMap::new(),
             settling: BTreeMap::new(),
+            settled: false,
             last_heard: HashMap::new(),
             quorum_lost: None,
             rejoined_at: 0,
@@ -458,7 +463,9 @@ impl Sequencer {
 
     /// Keeps, of this replica's own ops that got a final value, those its
     /// view still holds (`unshown`): they may get provisional values (L1).
+    /// A driver with views calls it before each [`Sequencer::tick`].
     pub fn settle(&mut self, unshown: impl Fn(&OpId) -> bool) {
+        self.settled = true;
         if !self.settling.is_empty() {
             self.settling.retain(|op, _| unshown(op));
         }
@@ -585,6 +592,9 @@ impl Sequencer {
             .filter(|(_, m)| m.provisional.is_none() && now.saturating_sub(m.since) >= timeout)
             .map(|(op, _)| *op)
             .collect();
+        if !std::mem::take(&mut self.settled) {
+            self.settling.clear();
+        }
         let held: Vec<OpId> = self
             .settling
             .iter()
