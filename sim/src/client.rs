@@ -141,6 +141,10 @@ fn learn(
             ),
         )),
         Some(_) => {}
+        // A UID the client was told is expunged (VANISHED or EXPUNGE from
+        // another node) was exposed before: a node still showing it is
+        // behind, it does not show a new UID.
+        None if b.gone.contains(&uid) => {}
         None => {
             let seen = b.max_seen.get(&node).copied().unwrap_or(0);
             if uid <= seen {

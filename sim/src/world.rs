@@ -680,12 +680,15 @@ impl World {
         };
         let user = self.users[p.user].id;
         for uid in &uids {
-            let from_view = self.nodes[i]
+            let view = self.nodes[i]
                 .replica
                 .as_ref()
-                .and_then(|r| r.mailbox(&user, &p.mailbox).ok())
-                .and_then(|v| v.message(*uid))
-                .map(|m| m.entry);
+                .and_then(|r| r.mailbox(&user, &p.mailbox).ok());
+            let from_view = view.and_then(|v| v.message(*uid)).map(|m| m.entry);
+            // The node gave the UID to an entry a client had already
+            // expunged (it saw the message elsewhere, under the UID another
+            // node showed it with): no EXISTS, the message is gone (finding 9).
+            let expunged_here = view.is_some_and(|v| v.expunged_entry(*uid).is_some());
             let entry = from_view.or_else(|| {
                 self.check
                     .global
@@ -697,9 +700,12 @@ impl World {
                     self.acked.insert((p.user, p.mailbox, e), (i, *uid));
                     self.stats.acked_messages += 1;
                 }
-                None if self.batch_transient.contains(&((p.user, p.mailbox), *uid)) => {
-                    // Shown and expunged in the same batch (a client on
-                    // another node expunged it already): nothing to keep.
+                None if expunged_here
+                    || self.batch_transient.contains(&((p.user, p.mailbox), *uid)) =>
+                {
+                    // Shown and expunged in the same batch, or given to an
+                    // entry already expunged (a client on another node
+                    // expunged it): nothing to keep.
                     self.stats.acked_messages += 1;
                     self.stats.acked_expunged_at_once += 1;
                 }

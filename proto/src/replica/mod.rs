@@ -1812,8 +1812,26 @@ impl<S: Store> Replica<S> {
             .iter()
             .flat_map(|(u, us)| us.seqs.keys().map(move |m| (*u, *m)))
             .collect();
+        let me = self.cfg.me;
         for (user, mb) in boxes {
             let marks = self.users[&user].marks.get(&mb).copied().unwrap_or((0, 0));
+            let Some(us) = self.users.get_mut(&user) else {
+                continue;
+            };
+            // Own ops with a final value the view does not show yet may get
+            // provisional values (L1); the others are settled.
+            let view = us.unlocked.as_ref().and_then(|un| un.boxes.get(&mb));
+            let unshown: HashSet<OpId> = view
+                .map(|v| {
+                    v.unshown_finals()
+                        .filter(|op| op.origin == me)
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(seq) = us.seqs.get_mut(&mb) {
+                seq.settle(|op| unshown.contains(op));
+            }
             self.seq_mut(&user, mb).tick(now, marks);
             self.pump(now, user, mb);
         }

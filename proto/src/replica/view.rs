@@ -85,13 +85,24 @@ pub struct MailboxView {
     uids: BTreeMap<u32, EntryId>,
     /// UID and MODSEQ of each entry that has a UID.
     meta: HashMap<EntryId, (u32, u64)>,
-    /// Final decisions whose op has not arrived yet, by MODSEQ.
-    missing: BTreeMap<u64, OpId>,
-    missing_of: HashMap<OpId, u64>,
-    /// Final decisions held back behind a missing one (shown in ledger
-    /// order, so that a late op does not fall below the marks).
-    blocked: BTreeMap<u64, (OpId, Assign)>,
-    blocked_of: HashMap<OpId, u64>,
+    /// Final decisions not shown yet: the latest value the ledger gave each
+    /// op (its payload may not have arrived, or the value may lie below the
+    /// marks and wait for a `Resequence`).
+    todo: HashMap<OpId, Assign>,
+    /// The lowest final MODSEQ each op of `todo` got that this replica did
+    /// not show it at. Final values are shown in ledger order: no final
+    /// value above such a MODSEQ is shown until that op is, so that an
+    /// announced HIGHESTMODSEQ that is a final value covers every change
+    /// below it (ARCHITECTURE.md §4.4).
+    order_of: HashMap<OpId, u64>,
+    /// Ops of `todo` this replica asked new values for.
+    asked: HashSet<OpId>,
+    /// Ops shown with values that are not their final ones as this replica
+    /// knows them (provisional, or superseded by a final value it cannot
+    /// show yet): CHANGEDSINCE reports what they touched whatever the
+    /// client's MODSEQ, since a client that synced elsewhere may know them
+    /// under other values.
+    unsettled: HashSet<OpId>,
     /// Expunged UIDs by the MODSEQ of their expunge (for QRESYNC VANISHED).
     vanished: BTreeMap<u64, Vec<u32>>,
     /// Highest UID and MODSEQ shown.
@@ -181,20 +192,46 @@ impl MailboxView {
     pub fn changed_since(&self, x: u64, spaces: &Spaces) -> (Vec<u32>, Vec<u32>) {
         let floor = match spaces.modseq_owner(x) {
             Some(_) => 0,
-            None if x > self.marks.1 => 0, // the client is ahead of us: report everything
+            // The client is ahead of us: it synced where more was shown, or
+            // where more of the ledger was known (a final value this
+            // replica has not learned). Report everything.
+            None if x > self.marks.1 || x > spaces.max_modseq => 0,
             None => x,
         };
-        let changed = self
+        let mut changed: Vec<u32> = self
             .uids
             .iter()
             .filter(|(_, e)| self.meta.get(*e).is_some_and(|m| m.1 > floor))
             .map(|(u, _)| *u)
             .collect();
-        let vanished = self
+        let mut vanished: Vec<u32> = self
             .vanished
             .range(floor + 1..)
             .flat_map(|(_, v)| v.iter().copied())
             .collect();
+        if floor > 0 && !self.unsettled.is_empty() {
+            for op in &self.unsettled {
+                let entries = self
+                    .added
+                    .get(op)
+                    .into_iter()
+                    .chain(self.targets.get(op).into_iter().flatten());
+                for e in entries {
+                    let Some(&(uid, _)) = self.meta.get(e) else {
+                        continue;
+                    };
+                    if self.uids.get(&uid) == Some(e) {
+                        changed.push(uid);
+                    } else if self.state.is_expunged(e) {
+                        vanished.push(uid);
+                    }
+                }
+            }
+            changed.sort_unstable();
+            changed.dedup();
+            vanished.sort_unstable();
+            vanished.dedup();
+        }
         (changed, vanished)
     }
 
@@ -239,75 +276,138 @@ impl MailboxView {
         self.held.insert(op, payload);
         match decision {
             Some((a, f)) => self.on_decided(op, a, f),
+            None if self.todo.contains_key(&op) => {
+                let mut fx = Vec::new();
+                self.release(&mut fx);
+                fx
+            }
             None => Vec::new(),
         }
     }
 
-    /// The sequencer decided values for an op.
+    /// The sequencer decided values for an op: final ones (the ledger's)
+    /// are shown in ledger order; provisional ones (this replica's own op,
+    /// from its reservation) at once.
     pub(crate) fn on_decided(&mut self, op: OpId, assign: Assign, fate: Fate) -> Vec<Effect> {
         let mut fx = Vec::new();
         if self.uidvalidity == 0 {
             return fx; // the mailbox's Create has not arrived: nothing is shown yet
         }
-        self.decide(op, assign, fate, &mut fx);
-        // Release what waited behind ops that have now arrived.
-        loop {
-            let limit = self.missing.keys().next().copied().unwrap_or(u64::MAX);
-            let Some((&m, _)) = self.blocked.iter().next() else {
-                break;
-            };
-            if m >= limit {
-                break;
+        match fate {
+            Fate::Final => self.queue(op, assign),
+            Fate::Provisional => {
+                // Its final value, if the ledger has one this replica cannot
+                // show yet, stays in `order`: showing the op from the
+                // reservation announces a reservation value, which tells
+                // every replica that this one may be incomplete (§4.4).
+                let known = self.held.contains_key(&op) || self.shown.contains_key(&op);
+                if known && self.shown.get(&op) != Some(&assign) && self.is_above(&assign) {
+                    self.expose(op, assign.clone(), &mut fx);
+                }
+                if self.shown.get(&op) == Some(&assign) {
+                    self.unsettled.insert(op);
+                }
             }
-            let Some((op, a)) = self.blocked.remove(&m) else {
-                break;
-            };
-            self.blocked_of.remove(&op);
-            self.decide(op, a, Fate::Final, &mut fx);
         }
+        self.release(&mut fx);
         fx
     }
 
-    fn forget_waiting(&mut self, op: &OpId) {
-        if let Some(m) = self.missing_of.remove(op) {
-            self.missing.remove(&m);
+    /// Own ops (or any) whose final value is not shown here yet.
+    pub(crate) fn unshown_finals(&self) -> impl Iterator<Item = &OpId> + '_ {
+        self.todo.keys()
+    }
+
+    fn is_above(&self, a: &Assign) -> bool {
+        a.modseq > self.marks.1 && a.uids.iter().all(|&u| u as u64 > self.marks.0)
+    }
+
+    /// Notes a final decision; it is shown by `release`.
+    fn queue(&mut self, op: OpId, assign: Assign) {
+        self.asked.remove(&op);
+        if self.shown.get(&op) == Some(&assign) {
+            // Shown at exactly this value (a confirmed provisional value,
+            // or a replay): settled.
+            self.todo.remove(&op);
+            self.order_of.remove(&op);
+            self.unsettled.remove(&op);
+            return;
         }
-        if let Some(m) = self.blocked_of.remove(op) {
-            self.blocked.remove(&m);
+        if self.shown.contains_key(&op) {
+            self.unsettled.insert(op);
+        }
+        self.order_of.entry(op).or_insert(assign.modseq);
+        self.todo.insert(op, assign);
+    }
+
+    /// Shows what can be shown of the final decisions in `todo`, in ledger
+    /// order, and asks new values for those below the marks.
+    fn release(&mut self, fx: &mut Vec<Effect>) {
+        if self.todo.is_empty() {
+            return;
+        }
+        // Candidates by their current value; the longest run that can be
+        // shown in that order (ops here, values above the marks as they
+        // rise)...
+        let mut cand: Vec<(u64, OpId)> = self.todo.iter().map(|(o, a)| (a.modseq, *o)).collect();
+        cand.sort_unstable();
+        let mut marks = self.marks;
+        let mut n = 0;
+        for (_, op) in &cand {
+            let a = &self.todo[op];
+            let known = self.held.contains_key(op) || self.shown.contains_key(op);
+            let above = a.modseq > marks.1 && a.uids.iter().all(|&u| u as u64 > marks.0);
+            if !known || !above {
+                break;
+            }
+            marks.1 = a.modseq;
+            for &u in &a.uids {
+                marks.0 = marks.0.max(u as u64);
+            }
+            n += 1;
+        }
+        // ...cut below every op left out: nothing is shown above a final
+        // value this replica did not show.
+        loop {
+            let rest = cand[n..]
+                .iter()
+                .filter_map(|(_, op)| self.order_of.get(op))
+                .min()
+                .copied()
+                .unwrap_or(u64::MAX);
+            let m = cand[..n].iter().take_while(|(v, _)| *v < rest).count();
+            if m == n {
+                break;
+            }
+            n = m;
+        }
+        for (_, op) in &cand[..n] {
+            let Some(a) = self.todo.remove(op) else {
+                continue;
+            };
+            self.order_of.remove(op);
+            self.asked.remove(op);
+            self.unsettled.remove(op);
+            self.expose(*op, a, fx);
+        }
+        // What lies below the marks needs new values (whether its op has
+        // arrived or not): ask once per decision.
+        let below: Vec<OpId> = cand[n..]
+            .iter()
+            .map(|(_, op)| *op)
+            .filter(|op| !self.asked.contains(op) && !self.is_above(&self.todo[op]))
+            .collect();
+        for op in below {
+            self.asked.insert(op);
+            fx.push(Effect::Resequence {
+                op,
+                above: self.marks,
+            });
         }
     }
 
-    fn decide(&mut self, op: OpId, assign: Assign, fate: Fate, fx: &mut Vec<Effect>) {
-        self.forget_waiting(&op);
-        if self.shown.get(&op) == Some(&assign) {
-            return;
-        }
-        let known = self.shown.contains_key(&op) || self.held.contains_key(&op);
-        if !known {
-            // The op itself has not arrived: it is decided again when it
-            // does; later final decisions wait for it (ledger order).
-            if fate == Fate::Final && assign.modseq > self.marks.1 {
-                self.missing.insert(assign.modseq, op);
-                self.missing_of.insert(op, assign.modseq);
-            }
-            return;
-        }
-        if fate == Fate::Final && self.missing.range(..assign.modseq).next().is_some() {
-            self.blocked.insert(assign.modseq, (op, assign.clone()));
-            self.blocked_of.insert(op, assign.modseq);
-            return;
-        }
-        let above =
-            assign.modseq > self.marks.1 && assign.uids.iter().all(|&u| u as u64 > self.marks.0);
-        if !above {
-            if fate == Fate::Final {
-                fx.push(Effect::Resequence {
-                    op,
-                    above: self.marks,
-                });
-            }
-            return;
-        }
+    /// Shows an op with these values (above the marks), persisting them.
+    fn expose(&mut self, op: OpId, assign: Assign, fx: &mut Vec<Effect>) {
         if self.shown.contains_key(&op) {
             self.reannounce(op, &assign, fx);
         } else if let Some(payload) = self.held.remove(&op) {
@@ -425,6 +525,16 @@ impl MailboxView {
             self.uids.insert(uid, entry);
             fx.push(Effect::Event(Event::Exists { uid }));
         }
+    }
+
+    /// The entry this replica gave `uid` to, if that entry is expunged (also
+    /// when it was expunged before its `Add` was shown here, so that the UID
+    /// never appeared in an EXISTS). For checks; linear in the mailbox size.
+    pub fn expunged_entry(&self, uid: u32) -> Option<EntryId> {
+        self.meta
+            .iter()
+            .find(|(e, m)| m.0 == uid && self.state.is_expunged(e))
+            .map(|(e, _)| *e)
     }
 
     /// Ops shown (for tests and the simulator's checks).
@@ -554,5 +664,118 @@ mod tests {
         // A value of the owner's counter is exact.
         let (changed, _) = other.changed_since(5, &spaces);
         assert!(!changed.contains(&1) && !changed.contains(&2));
+    }
+
+    fn prov(modseq: u64, uid: u32) -> Assign {
+        Assign {
+            modseq,
+            uids: vec![uid],
+        }
+    }
+
+    fn shown_uids(fx: &[Effect]) -> Vec<u32> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Event(Event::Exists { uid }) => Some(*uid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Finding 8 of the simulator: a replica that showed provisional values
+    /// learns a final value below its marks (it asks for new ones) and then
+    /// a later final value above them. Showing the later one would announce
+    /// a final HIGHESTMODSEQ above a change it does not show; a client
+    /// syncing there would miss that change on a replica showing it. The
+    /// later value waits; when the new values come, both are shown in
+    /// ledger order, and the later one is not re-announced.
+    #[test]
+    fn a_final_value_below_the_marks_holds_later_ones_until_it_is_shown() {
+        let (a, pa) = add(1); // final 5 on the majority side
+        let (d, pd) = add(2); // this replica's own, provisional 1000
+        let (z, pz) = add(3); // final 1001, after the confirmation of d
+        let mut v = MailboxView::new(1);
+        v.on_op(d, pd, None);
+        v.on_decided(d, prov(1000, 100), Fate::Provisional);
+        let fx = v.on_op(a, pa, fin(5, 2));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Resequence { op, .. } if *op == a)),
+            "new values are asked for a: {fx:?}"
+        );
+        v.on_decided(d, prov(1000, 100), Fate::Final); // confirmed
+        let fx = v.on_op(z, pz, fin(1001, 101));
+        assert!(shown_uids(&fx).is_empty(), "z waits behind a: {fx:?}");
+        assert_eq!(v.highest_modseq(), 1000, "a reservation value");
+        let fx = v.on_decided(a, prov(1002, 102), Fate::Final);
+        assert_eq!(shown_uids(&fx), vec![101, 102], "ledger order: {fx:?}");
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Resequence { .. })));
+        assert_eq!(v.highest_modseq(), 1002);
+    }
+
+    /// Finding 7 of the simulator: an own op whose final value waits behind
+    /// an op that has not arrived (its origin is cut off) is shown from the
+    /// reservation; the op it waits behind still holds every later final
+    /// value, and CHANGEDSINCE from what this replica announces then reports
+    /// everything on any replica.
+    #[test]
+    fn an_own_op_held_behind_a_missing_one_is_shown_from_the_reservation() {
+        let r = ReplicaId(1);
+        let mut spaces = Spaces::new();
+        spaces.note_final(&[3], 7);
+        spaces.reserve(Reservation {
+            replica: r,
+            uids: Span { lo: 100, hi: 200 },
+            modseqs: Span { lo: 1000, hi: 2000 },
+            floor_modseq: 7,
+        });
+        let (m, pm) = add(1); // final 5, payload not here yet
+        let (x, px) = add(2); // own, final 6
+        let (y, py) = add(3); // another's, final 7
+        let mut v = MailboxView::new(1);
+        v.on_decided(m, prov(5, 2), Fate::Final);
+        let fx = v.on_op(x, px, fin(6, 3));
+        assert!(shown_uids(&fx).is_empty());
+        assert_eq!(v.unshown_finals().count(), 2);
+        // The sequencer gives it provisional values (L1).
+        let fx = v.on_decided(x, prov(1000, 100), Fate::Provisional);
+        assert_eq!(shown_uids(&fx), vec![100]);
+        assert!(spaces.modseq_owner(v.highest_modseq()).is_some());
+        // m's final value now lies below the marks: new values are asked.
+        assert!(fx
+            .iter()
+            .any(|e| matches!(e, Effect::Resequence { op, .. } if *op == m)));
+        // y still waits behind m.
+        let fx = v.on_op(y, py, fin(7, 4));
+        assert!(shown_uids(&fx).is_empty());
+        // A replica that shows the ledger: everything is reported from 1000.
+        let mut other = MailboxView::new(1);
+        let (_, pm2) = add(1);
+        let (_, px2) = add(2);
+        other.on_op(m, pm2, fin(5, 2));
+        other.on_op(x, px2, fin(6, 3));
+        let (changed, _) = other.changed_since(v.highest_modseq(), &spaces);
+        assert_eq!(changed, vec![2, 3]);
+        // This replica, asked from a final value, reports x (shown at a
+        // value that is not its final one) as well.
+        let (changed, _) = v.changed_since(1, &spaces);
+        assert!(changed.contains(&100), "{changed:?}");
+        // m arrives with new values: m, y (then re-asked: below the marks)
+        // and x converge through the ledger.
+        let fx = v.on_op(m, pm, None);
+        assert!(
+            shown_uids(&fx).is_empty(),
+            "m's old value is below the marks"
+        );
+        // x keeps its place until the ledger settles it (its provisional
+        // values confirmed), and y (asked for new values) keeps its own:
+        // m's new values are shown with y's, in ledger order.
+        let fx = v.on_decided(m, prov(1001, 101), Fate::Final);
+        assert!(shown_uids(&fx).is_empty());
+        let fx = v.on_decided(x, prov(1000, 100), Fate::Final);
+        assert!(shown_uids(&fx).is_empty());
+        let fx = v.on_decided(y, prov(1002, 102), Fate::Final);
+        assert_eq!(shown_uids(&fx), vec![101, 102]);
+        assert_eq!(v.unshown_finals().count(), 0);
     }
 }

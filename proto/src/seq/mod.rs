@@ -141,7 +141,21 @@ pub struct Sequencer {
     /// Ops seen in the log without their origin's Forward: (uids, since).
     noted: BTreeMap<OpId, (u32, u64)>,
     resequence: BTreeMap<OpId, (u64, u64)>,
+    /// Owner side: provisional values an op's origin showed after the op got
+    /// a final value it could not show; a `Resequence` keeps them when they
+    /// are still above every final value (ARCHITECTURE.md §4.1).
+    claims: BTreeMap<OpId, Assign>,
     mine: BTreeMap<OpId, MyOp>,
+    /// This replica's own ops that got a final value its view may not show
+    /// yet (held in ledger order behind an op that has not arrived, or below
+    /// its marks). The replica keeps only those its view still holds
+    /// (`settle`, before each `tick`); one still held `forward_timeout`
+    /// after it was submitted gets provisional values, as an undecided one
+    /// would (L1).
+    settling: BTreeMap<OpId, MyOp>,
+    /// `settle` was called since the last tick. Without it, a final value is
+    /// taken as shown and `settling` is emptied.
+    settled: bool,
     // Failure detection.
     last_heard: HashMap<ReplicaId, u64>,
     /// Since when this replica has heard from less than a majority.
@@ -205,7 +219,10 @@ impl Sequencer {
             pending: BTreeMap::new(),
             noted: BTreeMap::new(),
             resequence: BTreeMap::new(),
+            claims: BTreeMap::new(),
             mine: BTreeMap::new(),
+            settling: BTreeMap::new(),
+            settled: false,
             last_heard: HashMap::new(),
             quorum_lost: None,
             rejoined_at: 0,
@@ -444,16 +461,32 @@ impl Sequencer {
         }
     }
 
+    /// Keeps, of this replica's own ops that got a final value, those its
+    /// view still holds (`unshown`): they may get provisional values (L1).
+    /// A driver with views calls it before each [`Sequencer::tick`].
+    pub fn settle(&mut self, unshown: impl Fn(&OpId) -> bool) {
+        self.settled = true;
+        if !self.settling.is_empty() {
+            self.settling.retain(|op, _| unshown(op));
+        }
+    }
+
     /// A known op whose final values this replica cannot expose (they are not
     /// above what it already exposed): ask the owner for new ones.
     pub fn request_resequence(&mut self, now: u64, op: OpId, above_uid: u64, above_modseq: u64) {
         let e = self.resequence.entry(op).or_insert((0, 0));
         e.0 = e.0.max(above_uid);
         e.1 = e.1.max(above_modseq);
+        let (above_uid, above_modseq) = *e;
+        if self.is_owner() {
+            if let Some(a) = self.settling.get(&op).and_then(|m| m.provisional.clone()) {
+                self.claims.insert(op, a);
+            }
+        }
         let msg = SeqMsg::Resequence {
             ops: vec![op],
-            above_uid: e.0,
-            above_modseq: e.1,
+            above_uid,
+            above_modseq,
             provisional: self.my_provisional(),
         };
         match self.owner() {
@@ -488,6 +521,7 @@ impl Sequencer {
         let mut v: Vec<Pending> = self
             .mine
             .iter()
+            .chain(self.settling.iter())
             .filter_map(|(op, m)| {
                 m.provisional.clone().map(|a| Pending {
                     op: *op,
@@ -558,6 +592,21 @@ impl Sequencer {
             .filter(|(_, m)| m.provisional.is_none() && now.saturating_sub(m.since) >= timeout)
             .map(|(op, _)| *op)
             .collect();
+        if !std::mem::take(&mut self.settled) {
+            self.settling.clear();
+        }
+        let held: Vec<OpId> = self
+            .settling
+            .iter()
+            .filter(|(_, m)| m.provisional.is_none() && now.saturating_sub(m.since) >= timeout)
+            .map(|(op, _)| *op)
+            .collect();
+        for op in held {
+            // One try: its final value exists, the owner need not decide.
+            if !self.try_provisional(op, exposed) {
+                self.settling.remove(&op);
+            }
+        }
         for op in late {
             if !self.try_provisional(op, exposed) {
                 // No usable reservation: try again a full timeout later (a
@@ -604,7 +653,12 @@ impl Sequencer {
         let Some(r) = self.spaces.reservation_of(self.me).cloned() else {
             return false;
         };
-        let Some(n) = self.mine.get(&op).map(|m| m.uids) else {
+        let Some(n) = self
+            .mine
+            .get(&op)
+            .or_else(|| self.settling.get(&op))
+            .map(|m| m.uids)
+        else {
             return false;
         };
         let ustart = self
@@ -630,6 +684,9 @@ impl Sequencer {
         self.persist(SeqRecord::Cursor(self.cursor.0, self.cursor.1));
         self.persist(SeqRecord::Provisional(op, n, assign.clone()));
         if let Some(m) = self.mine.get_mut(&op) {
+            m.provisional = Some(assign.clone());
+        }
+        if let Some(m) = self.settling.get_mut(&op) {
             m.provisional = Some(assign.clone());
         }
         if let Some(p) = self.pending.get_mut(&op) {
@@ -659,6 +716,16 @@ impl Sequencer {
                 above_modseq,
                 provisional,
             } => {
+                for p in &provisional {
+                    let claim = p.provisional.as_ref().filter(|a| {
+                        p.op.origin == from
+                            && self.finals.contains_key(&p.op)
+                            && self.provisional_is_valid(from, p.uids, a)
+                    });
+                    if let Some(a) = claim {
+                        self.claims.insert(p.op, a.clone());
+                    }
+                }
                 self.on_forward(from, provisional);
                 for op in ops.into_iter().take(self.params.max_batch.max(1)) {
                     let e = self.resequence.entry(op).or_insert((0, 0));
@@ -1141,11 +1208,15 @@ impl Sequencer {
                     }
                     self.pending.remove(op);
                     self.noted.remove(op);
-                    self.mine.remove(op);
+                    if let Some(m) = self.mine.remove(op) {
+                        self.settling.insert(*op, m);
+                    }
+                    // A claim kept is what its origin shows: its request is met.
+                    let claimed = self.claims.remove(op).as_ref() == Some(assign);
                     if let Some((u, m)) = self.resequence.get(op) {
                         let above =
                             assign.modseq > *m && assign.uids.iter().all(|&x| x as u64 > *u);
-                        if above {
+                        if above || claimed {
                             self.resequence.remove(op);
                         }
                     }
@@ -1415,12 +1486,26 @@ impl Sequencer {
                     continue;
                 };
                 let n = prev.uids.len() as u32;
-                tentative.raise(au + 1, am + 1);
-                let (Some(uids), Some(modseq)) = (tentative.take_uids(n), tentative.take_modseq())
-                else {
-                    break;
+                // The origin's own provisional values, when it showed the op
+                // with them and they are still above everything final: the
+                // origin then keeps showing it as it does.
+                let claim = self.claims.get(&op).filter(|a| {
+                    a.uids.len() == n as usize
+                        && a.modseq > tentative.max_modseq
+                        && a.uids.iter().all(|&u| u as u64 > tentative.max_uid)
+                });
+                let assign = match claim {
+                    Some(a) => a.clone(),
+                    None => {
+                        tentative.raise(au + 1, am + 1);
+                        let (Some(uids), Some(modseq)) =
+                            (tentative.take_uids(n), tentative.take_modseq())
+                        else {
+                            break;
+                        };
+                        Assign { modseq, uids }
+                    }
                 };
-                let assign = Assign { modseq, uids };
                 tentative.note_final(&assign.uids, assign.modseq);
                 proposed.insert(op);
                 value.push(Decision::Sequence { op, assign });

@@ -526,3 +526,67 @@ fn heal_confirms_every_provisional_value_of_the_cut_off_replica() {
         assert!(net.reannounced.len() <= 12, "seed {seed}: E one-side bound");
     }
 }
+
+/// Finding 7 of the simulator: an own op whose final value its view cannot
+/// show (held in ledger order behind an op that has not arrived) gets
+/// provisional values `forward_timeout` after it was submitted, as an
+/// undecided one would (L1); when the view then asks for new values, the
+/// owner keeps those provisional values, which are above every final value,
+/// so the origin does not re-announce the op.
+#[test]
+fn an_own_op_held_by_its_view_gets_provisional_values_the_owner_keeps() {
+    let me = ReplicaId(1);
+    let params = fast();
+    let timeout = params.forward_timeout_ms;
+    let mut s = Sequencer::new(me, &[me], 42, params);
+    let mut now = 1;
+    while !s.is_owner() || s.spaces().reservation_of(me).is_none() {
+        now += 10; // alone: it owns the ledger and reserves for itself
+        s.tick(now, (0, 0));
+        assert!(now < 10 * timeout, "no owner");
+    }
+    let op = OpId { origin: me, seq: 1 };
+    s.submit(now, op, 1);
+    s.settle(|o| *o == op);
+    s.tick(now, (0, 0));
+    let first = s.final_of(&op).cloned().expect("decided at once");
+    s.drain();
+    // The view holds it: nothing happens before the timeout...
+    now += timeout / 2;
+    s.settle(|o| *o == op);
+    s.tick(now, (0, 0));
+    assert!(!s.drain().iter().any(|o| matches!(
+        o,
+        SeqOutput::Decided {
+            fate: Fate::Provisional,
+            ..
+        }
+    )));
+    // ...then it gets provisional values from its reservation.
+    now += timeout;
+    s.settle(|o| *o == op);
+    s.tick(now, (first.uids[0] as u64, first.modseq));
+    let prov = s
+        .drain()
+        .into_iter()
+        .find_map(|o| match o {
+            SeqOutput::Decided {
+                assign,
+                fate: Fate::Provisional,
+                ..
+            } => Some(assign),
+            _ => None,
+        })
+        .expect("provisional values after forward_timeout");
+    assert!(s.spaces().modseq_owner(prov.modseq).is_some());
+    // The view showed them and asks for values above its marks: the owner
+    // keeps the provisional ones.
+    s.request_resequence(now, op, prov.uids[0] as u64, prov.modseq);
+    s.tick(now, (prov.uids[0] as u64, prov.modseq));
+    assert_eq!(s.final_of(&op), Some(&prov));
+    // A view that shows its final value settles it: no more provisional values.
+    s.settle(|_| false);
+    now += 2 * timeout;
+    s.tick(now, (prov.uids[0] as u64, prov.modseq));
+    assert_eq!(s.final_of(&op), Some(&prov));
+}
