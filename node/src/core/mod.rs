@@ -417,8 +417,11 @@ fn finish_batch(st: &mut CoreState) {
             }
             Output::Done { ticket, outcome } => done.push((ticket, outcome)),
             Output::Send { to, msg } => sends.push(NetOut::send(to, &msg)),
+            // Message chunks, and the sequencing protocol's messages to
+            // every member, go directly to each connected member: gossipsub
+            // would also forward them between the receivers.
             Output::Broadcast {
-                msg: msg @ PeerMsg::Sync(SyncMsg::Chunk(_)),
+                msg: msg @ (PeerMsg::Sync(SyncMsg::Chunk(_)) | PeerMsg::Seq { .. }),
                 ..
             } => sends.push(NetOut::ToEach {
                 bytes: msg.encode(),
