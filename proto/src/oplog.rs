@@ -254,6 +254,9 @@ pub struct OpLog {
     ops: BTreeMap<ReplicaId, BTreeMap<u64, Op>>,
     prefix: VClock<ReplicaId>,
     len: usize,
+    /// Sum of the prefixes: `len - in_prefix` ops are held beyond a gap
+    /// (usually none, and then [`OpLog::beyond`] looks at no origin).
+    in_prefix: usize,
 }
 
 impl OpLog {
@@ -265,6 +268,7 @@ impl OpLog {
             ops: BTreeMap::new(),
             prefix: VClock::new(),
             len: 0,
+            in_prefix: 0,
         }
     }
 
@@ -324,12 +328,14 @@ impl OpLog {
         }
         per_origin.insert(seq, op);
         self.len += 1;
-        let mut top = self.prefix.get(&origin);
+        let old = self.prefix.get(&origin);
+        let mut top = old;
         while per_origin.contains_key(&(top + 1)) {
             top += 1;
         }
-        if top > 0 {
+        if top > old {
             self.prefix.dots.insert(origin, top);
+            self.in_prefix += (top - old) as usize;
         }
         Ok(Inserted::New)
     }
@@ -341,14 +347,18 @@ impl OpLog {
 
     /// Ids of ops held beyond a gap, ascending.
     pub fn beyond(&self) -> impl Iterator<Item = OpId> + '_ {
-        self.ops.iter().flat_map(move |(origin, per)| {
-            let p = self.prefix.get(origin);
-            per.range((Bound::Excluded(p), Bound::Unbounded))
-                .map(|(seq, _)| OpId {
-                    origin: *origin,
-                    seq: *seq,
-                })
-        })
+        let any = self.len > self.in_prefix;
+        self.ops
+            .iter()
+            .take_while(move |_| any)
+            .flat_map(move |(origin, per)| {
+                let p = self.prefix.get(origin);
+                per.range((Bound::Excluded(p), Bound::Unbounded))
+                    .map(|(seq, _)| OpId {
+                        origin: *origin,
+                        seq: *seq,
+                    })
+            })
     }
 
     /// Whether some op is held beyond a gap.
