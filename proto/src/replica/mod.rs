@@ -1622,15 +1622,14 @@ impl<S: Store> Replica<S> {
             } => {
                 let u = self.user_mut(&user);
                 let answer = u.logs.answer(&logs, account_version, PAGE_BYTES);
-                let ask_back = u.logs.needs(&logs, account_version);
-                let have = u.logs.have();
+                let have = u.logs.needs(&logs, account_version).then(|| u.logs.have());
                 for msg in answer {
                     self.out.push(Output::Send {
                         to: from,
                         msg: PeerMsg::Sync(msg),
                     });
                 }
-                if ask_back {
+                if let Some(have) = have {
                     self.out.push(Output::Send {
                         to: from,
                         msg: PeerMsg::Sync(have),
