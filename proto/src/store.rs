@@ -129,7 +129,30 @@ enum Undo {
 /// integers. [`MetaMap::scan`] sorts what it returns: the order is the flat
 /// map's.
 #[derive(Clone, Debug, Default)]
-struct MetaMap(HashMap<Box<[u8]>, Records, BuildPrefixHasher>);
+struct MetaMap(HashMap<Prefix, Records, BuildPrefixHasher>);
+
+/// The first `META_SPLIT` bytes of a meta key, held inline (no pointer to
+/// follow when comparing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Prefix {
+    len: u8,
+    bytes: [u8; META_SPLIT],
+}
+
+impl Prefix {
+    fn new(a: &[u8]) -> Self {
+        let mut bytes = [0; META_SPLIT];
+        bytes[..a.len()].copy_from_slice(a);
+        Prefix {
+            len: a.len() as u8,
+            bytes,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
 
 /// One prefix's records, sorted by suffix.
 type Records = Vec<(Suffix, Vec<u8>)>;
@@ -210,7 +233,7 @@ impl std::hash::Hasher for PrefixHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 29)
     }
 }
 
@@ -218,10 +241,7 @@ impl MetaMap {
     fn insert(&mut self, key: &[u8], value: Vec<u8>) -> Option<Vec<u8>> {
         let (a, b) = split_key(key);
         let s = Suffix::new(b);
-        let recs = match self.0.get_mut(a) {
-            Some(r) => r,
-            None => self.0.entry(a.into()).or_default(),
-        };
+        let recs = self.0.entry(Prefix::new(a)).or_default();
         if recs.last().is_none_or(|(last, _)| *last < s) {
             recs.push((s, value));
             return None;
@@ -238,12 +258,13 @@ impl MetaMap {
     fn remove(&mut self, key: &[u8]) {
         let (a, b) = split_key(key);
         let s = Suffix::new(b);
-        if let Some(recs) = self.0.get_mut(a) {
+        let a = Prefix::new(a);
+        if let Some(recs) = self.0.get_mut(&a) {
             if let Ok(i) = recs.binary_search_by(|(k, _)| k.cmp(&s)) {
                 recs.remove(i);
             }
             if recs.is_empty() {
-                self.0.remove(a);
+                self.0.remove(&a);
             }
         }
     }
@@ -251,7 +272,7 @@ impl MetaMap {
     fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
         let (a, b) = split_key(key);
         let s = Suffix::new(b);
-        let recs = self.0.get(a)?;
+        let recs = self.0.get(&Prefix::new(a))?;
         let i = recs.binary_search_by(|(k, _)| k.cmp(&s)).ok()?;
         Some(&recs[i].1)
     }
@@ -260,13 +281,14 @@ impl MetaMap {
         let (a, b) = split_key(prefix);
         let mut out = Vec::new();
         for (k, recs) in &self.0 {
+            let k = k.as_slice();
             if !k.starts_with(a) || (!b.is_empty() && k.len() != a.len()) {
                 continue;
             }
             for (r, v) in recs {
                 r.with_bytes(|r| {
                     if r.starts_with(b) {
-                        out.push(([&k[..], r].concat(), v.clone()));
+                        out.push(([k, r].concat(), v.clone()));
                     }
                 });
             }
