@@ -564,9 +564,70 @@ impl<S: Store> Replica<S> {
         self.store
     }
 
-    /// Takes the outputs produced so far.
+    /// Takes the outputs produced so far. The ops a batch gossips for one
+    /// user leave together, in as few `Gossip` messages as fit a page (a
+    /// STORE or EXPUNGE over several messages makes an op per message):
+    /// one message instead of one per op, and a receiver never sees them
+    /// out of order, which it would take for a gap and ask about with a
+    /// `Have`.
     pub fn drain(&mut self) -> Vec<Output> {
-        std::mem::take(&mut self.out)
+        let out = std::mem::take(&mut self.out);
+        let gossips = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Broadcast {
+                        msg: PeerMsg::Sync(SyncMsg::Gossip { .. }),
+                        ..
+                    }
+                )
+            })
+            .count();
+        if gossips < 2 {
+            return out;
+        }
+        // Each user's gossiped ops, in output order, go where that user's
+        // first Gossip was.
+        let mut ops: BTreeMap<UserId, Vec<Op>> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(out.len());
+        for o in out {
+            match o {
+                Output::Broadcast {
+                    user,
+                    msg: PeerMsg::Sync(SyncMsg::Gossip { ops: more }),
+                } => {
+                    let first = !ops.contains_key(&user);
+                    ops.entry(user).or_default().extend(more);
+                    if first {
+                        kept.push(Output::Broadcast {
+                            user,
+                            msg: PeerMsg::Sync(SyncMsg::Gossip { ops: Vec::new() }),
+                        });
+                    }
+                }
+                o => kept.push(o),
+            }
+        }
+        let mut merged = Vec::with_capacity(kept.len());
+        for o in kept {
+            match o {
+                Output::Broadcast {
+                    user,
+                    msg: PeerMsg::Sync(SyncMsg::Gossip { .. }),
+                } => {
+                    let mine = ops.remove(&user).unwrap_or_default();
+                    for msg in SyncMsg::gossip(mine) {
+                        merged.push(Output::Broadcast {
+                            user,
+                            msg: PeerMsg::Sync(msg),
+                        });
+                    }
+                }
+                o => merged.push(o),
+            }
+        }
+        merged
     }
 
     /// Peer input dropped as malformed or unauthentic, so far.
