@@ -15,8 +15,8 @@
 //! key replaces it. The store does no merging or validation; callers (the op
 //! log, the account logic) decide what to write.
 
-use crate::ids::{BlobId, LogId, OpId, UserId};
-use crate::oplog::{BlobChunk, Op};
+use crate::ids::{BlobId, LogId, OpId, ReplicaId, UserId};
+use crate::oplog::{BlobChunk, Op, Seqs};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A storage failure.
@@ -300,7 +300,7 @@ impl MetaMap {
 
 #[derive(Clone, Debug, Default)]
 struct Tables {
-    ops: BTreeMap<(UserId, LogId), BTreeMap<OpId, Op>>,
+    ops: BTreeMap<(UserId, LogId), BTreeMap<ReplicaId, Seqs>>,
     chunks: BTreeMap<(UserId, BlobId, u32), Vec<u8>>,
     checkpoints: BTreeMap<(UserId, LogId), (u64, Vec<u8>)>,
     meta: MetaMap,
@@ -312,12 +312,16 @@ impl Tables {
         match u {
             Undo::Op(user, log, id, old) => {
                 let m = self.ops.entry((user, log)).or_default();
+                let seqs = m.entry(id.origin).or_default();
                 match old {
                     Some(op) => {
-                        m.insert(id, op);
+                        seqs.insert(id.seq, op);
                     }
                     None => {
-                        m.remove(&id);
+                        seqs.remove(id.seq);
+                        if seqs.is_empty() {
+                            m.remove(&id.origin);
+                        }
                         if m.is_empty() {
                             self.ops.remove(&(user, log));
                         }
@@ -418,7 +422,9 @@ impl Store for MemStore {
             .ops
             .entry((op.user, op.log))
             .or_default()
-            .insert(op.id, op.clone());
+            .entry(op.id.origin)
+            .or_default()
+            .insert(op.id.seq, op.clone());
         self.journal.push(Undo::Op(op.user, op.log, op.id, old));
         Ok(())
     }
@@ -428,7 +434,11 @@ impl Store for MemStore {
             .live
             .ops
             .get(&(*user, *log))
-            .map(|m| m.values().cloned().collect())
+            .map(|m| {
+                m.values()
+                    .flat_map(|s| s.since(0).map(|(_, op)| op.clone()))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 

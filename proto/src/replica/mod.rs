@@ -1223,7 +1223,7 @@ impl<S: Store> Replica<S> {
             id,
             hlc,
             uids,
-            payload,
+            payload: payload.into(),
         };
         self.store.put_op(&op)?;
         self.user_mut(&user).logs.insert(op.clone())?;
