@@ -19,7 +19,7 @@ mod view;
 pub use view::{Event, MailboxView, Message};
 
 use crate::crypto::{
-    seal, CryptoError, Place, PublicKey, UserSecrets, FINGERPRINT_LEN, KIND_SEALED, NONCE_LEN,
+    CryptoError, Place, PublicKey, Sealer, UserSecrets, FINGERPRINT_LEN, KIND_SEALED, NONCE_LEN,
     TAG_LEN,
 };
 use crate::hlc::{Hlc, Timestamp};
@@ -746,12 +746,13 @@ impl<S: Store> Replica<S> {
         if raw.len() > MAX_MESSAGE_SIZE {
             return Err(ReplicaError::TooLarge);
         }
-        // The blob: one sealed box, stored in chunks.
+        // The blob: one sealed box, stored in chunks. The message's three
+        // boxes share one ephemeral key (one X25519 agreement, not three).
         let blob = BlobId::random(rng);
-        let sealed = seal(rng, public, &Place::Sealed { user, blob }, raw)?;
-        let meta = seal(
+        let sealer = Sealer::new(rng, public)?;
+        let sealed = sealer.seal(rng, &Place::Sealed { user, blob }, raw)?;
+        let meta = sealer.seal(
             rng,
-            public,
             &Place::Summary { user, blob },
             &postcard::to_allocvec(&BlobMeta {
                 size: raw.len() as u64,
@@ -781,7 +782,7 @@ impl<S: Store> Replica<S> {
             postcard::to_allocvec(&add).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
         let log = LogId::Mailbox(mailbox);
         let op = self.log_op(now, user, log, 1, |place| {
-            Ok(seal(rng, public, place, &bytes)?)
+            Ok(sealer.seal(rng, place, &bytes)?)
         })?;
         let id = op.id;
         let ticket = self.new_ticket(1);
