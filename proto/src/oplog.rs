@@ -34,6 +34,7 @@ use crdts::VClock;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// Largest accepted op payload. An op always fits one sync message.
 pub const MAX_OP_PAYLOAD: usize = 1024 * 1024;
@@ -60,8 +61,9 @@ pub struct Op {
     /// UIDs.
     pub uids: u32,
     /// Ciphertext, bound by the crypto layer to (user, log, id). Never
-    /// decrypted here.
-    pub payload: Vec<u8>,
+    /// decrypted here. Shared: the log, the store and the messages that
+    /// carry an op hold one copy (encoded like a `Vec<u8>`).
+    pub payload: Arc<[u8]>,
 }
 
 /// Length of the LEB128 varint postcard uses for `v`.
@@ -242,6 +244,88 @@ impl Page {
     }
 }
 
+/// How far beyond the end of an origin's vector of ops an op may land and
+/// still be placed in it (the slots between wait empty); ops further ahead
+/// (a peer's gap, or a bogus sequence number) go to a map.
+const DENSE_SLACK: u64 = MAX_BEYOND as u64;
+
+/// One origin's ops, by sequence number. An origin's ops arrive nearly in
+/// order, so they sit in a vector indexed by `seq - 1` (an ordered map
+/// filled in ascending order leaves its nodes half empty, and this is the
+/// largest structure of a replica); the few far beyond its end sit in a
+/// map, every key of which is above the vector's length.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Seqs {
+    dense: Vec<Option<Op>>,
+    far: BTreeMap<u64, Op>,
+}
+
+impl Seqs {
+    pub(crate) fn get(&self, seq: u64) -> Option<&Op> {
+        let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+        match self.dense.get(i) {
+            Some(slot) => slot.as_ref(),
+            None => self.far.get(&seq),
+        }
+    }
+
+    /// Places an op, returning the one it replaces.
+    pub(crate) fn insert(&mut self, seq: u64, op: Op) -> Option<Op> {
+        let len = self.dense.len() as u64;
+        if seq == 0 || seq > len.saturating_add(DENSE_SLACK) {
+            return self.far.insert(seq, op);
+        }
+        if seq > len {
+            self.dense.resize_with(seq as usize, || None);
+            // Keep every key of the map above the vector's length.
+            while let Some(e) = self.far.first_entry() {
+                if *e.key() > seq {
+                    break;
+                }
+                let (k, v) = e.remove_entry();
+                self.dense[k as usize - 1] = Some(v);
+            }
+        }
+        self.dense[seq as usize - 1].replace(op)
+    }
+
+    /// Removes an op.
+    pub(crate) fn remove(&mut self, seq: u64) {
+        match seq.checked_sub(1).and_then(|i| usize::try_from(i).ok()) {
+            Some(i) if i < self.dense.len() => {
+                self.dense[i] = None;
+                while self.dense.last().is_some_and(|o| o.is_none()) {
+                    self.dense.pop();
+                }
+            }
+            _ => {
+                self.far.remove(&seq);
+            }
+        }
+    }
+
+    /// Whether no op is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dense.is_empty() && self.far.is_empty()
+    }
+
+    /// The ops above `seq`, ascending.
+    pub(crate) fn since(&self, seq: u64) -> impl Iterator<Item = (u64, &Op)> + '_ {
+        let start = usize::try_from(seq)
+            .unwrap_or(usize::MAX)
+            .min(self.dense.len());
+        self.dense[start..]
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, o)| o.as_ref().map(|o| ((start + i + 1) as u64, o)))
+            .chain(
+                self.far
+                    .range((Bound::Excluded(seq), Bound::Unbounded))
+                    .map(|(k, v)| (*k, v)),
+            )
+    }
+}
+
 /// The ops of one (user, log), in memory.
 ///
 /// Tracks the version vector of contiguous prefixes; ops received beyond a
@@ -251,9 +335,12 @@ impl Page {
 pub struct OpLog {
     user: UserId,
     log: LogId,
-    ops: BTreeMap<ReplicaId, BTreeMap<u64, Op>>,
+    ops: BTreeMap<ReplicaId, Seqs>,
     prefix: VClock<ReplicaId>,
     len: usize,
+    /// Sum of the prefixes: `len - in_prefix` ops are held beyond a gap
+    /// (usually none, and then [`OpLog::beyond`] looks at no origin).
+    in_prefix: usize,
 }
 
 impl OpLog {
@@ -265,6 +352,7 @@ impl OpLog {
             ops: BTreeMap::new(),
             prefix: VClock::new(),
             len: 0,
+            in_prefix: 0,
         }
     }
 
@@ -315,7 +403,7 @@ impl OpLog {
         let origin = op.id.origin;
         let seq = op.id.seq;
         let per_origin = self.ops.entry(origin).or_default();
-        if let Some(existing) = per_origin.get(&seq) {
+        if let Some(existing) = per_origin.get(seq) {
             return if *existing == op {
                 Ok(Inserted::Duplicate)
             } else {
@@ -324,12 +412,14 @@ impl OpLog {
         }
         per_origin.insert(seq, op);
         self.len += 1;
-        let mut top = self.prefix.get(&origin);
-        while per_origin.contains_key(&(top + 1)) {
+        let old = self.prefix.get(&origin);
+        let mut top = old;
+        while per_origin.get(top + 1).is_some() {
             top += 1;
         }
-        if top > 0 {
+        if top > old {
             self.prefix.dots.insert(origin, top);
+            self.in_prefix += (top - old) as usize;
         }
         Ok(Inserted::New)
     }
@@ -341,14 +431,17 @@ impl OpLog {
 
     /// Ids of ops held beyond a gap, ascending.
     pub fn beyond(&self) -> impl Iterator<Item = OpId> + '_ {
-        self.ops.iter().flat_map(move |(origin, per)| {
-            let p = self.prefix.get(origin);
-            per.range((Bound::Excluded(p), Bound::Unbounded))
-                .map(|(seq, _)| OpId {
+        let any = self.len > self.in_prefix;
+        self.ops
+            .iter()
+            .take_while(move |_| any)
+            .flat_map(move |(origin, per)| {
+                let p = self.prefix.get(origin);
+                per.since(p).map(|(seq, _)| OpId {
                     origin: *origin,
-                    seq: *seq,
+                    seq,
                 })
-        })
+            })
     }
 
     /// Whether some op is held beyond a gap.
@@ -368,26 +461,26 @@ impl OpLog {
     pub fn contains(&self, id: &OpId) -> bool {
         self.ops
             .get(&id.origin)
-            .is_some_and(|p| p.contains_key(&id.seq))
+            .is_some_and(|p| p.get(id.seq).is_some())
     }
 
     /// The op `id`, if held.
     pub fn get(&self, id: &OpId) -> Option<&Op> {
-        self.ops.get(&id.origin)?.get(&id.seq)
+        self.ops.get(&id.origin)?.get(id.seq)
     }
 
     /// All ops, origin by origin, each origin's in ascending sequence.
     pub fn iter(&self) -> impl Iterator<Item = &Op> + '_ {
-        self.ops.values().flat_map(|p| p.values())
+        self.ops.values().flat_map(|p| p.since(0).map(|(_, op)| op))
     }
 
     /// The ops of `origin` with a sequence number above `seq`, ascending
     /// (those beyond a gap included).
     pub fn ops_since(&self, origin: ReplicaId, seq: u64) -> impl Iterator<Item = &Op> + '_ {
-        self.ops.get(&origin).into_iter().flat_map(move |p| {
-            p.range((Bound::Excluded(seq), Bound::Unbounded))
-                .map(|(_, op)| op)
-        })
+        self.ops
+            .get(&origin)
+            .into_iter()
+            .flat_map(move |p| p.since(seq).map(|(_, op)| op))
     }
 
     /// The ops a peer that holds `peer` lacks, in order.
@@ -455,7 +548,7 @@ pub(crate) mod tests {
             },
             hlc: Timestamp::new(seq.wrapping_add(1_000), origin as u16),
             uids: (seq % 3) as u32,
-            payload: vec![(origin as u8) ^ (seq as u8); payload_len],
+            payload: vec![(origin as u8) ^ (seq as u8); payload_len].into(),
         }
     }
 
@@ -468,12 +561,65 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn ops_far_ahead_and_out_of_order_iterate_like_a_map() {
+        let mut l = log();
+        let mut want = BTreeMap::new();
+        let mut x = 3u64;
+        for _ in 0..3_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let seq = match (x >> 50) % 4 {
+                0 => 1 + (x >> 20) % 5_000,
+                1 => 1 + (x >> 20) % 200,
+                2 => 5_000 + (x >> 20) % 100_000,
+                _ => u64::MAX - (x >> 20) % 3,
+            };
+            let o = op(1 + (x >> 40) % 2, seq);
+            let new = !want.contains_key(&o.id);
+            assert_eq!(
+                l.insert(o.clone()),
+                Ok(if new {
+                    Inserted::New
+                } else {
+                    Inserted::Duplicate
+                })
+            );
+            want.insert(o.id, o);
+        }
+        assert_eq!(l.len(), want.len());
+        assert!(l.iter().eq(want.values()));
+        for origin in [1, 2] {
+            for from in [0, 7, 199, 5_000, 60_000, u64::MAX - 2] {
+                let r = ReplicaId(origin);
+                let w = want
+                    .values()
+                    .filter(|o| o.id.origin == r && o.id.seq > from);
+                assert!(l.ops_since(r, from).eq(w));
+            }
+        }
+        for id in want.keys() {
+            assert!(l.contains(id));
+        }
+        let prefix = |o: u64| {
+            (1..)
+                .take_while(|s| want.contains_key(&op(o, *s).id))
+                .count() as u64
+        };
+        assert_eq!(l.version().get(&ReplicaId(1)), prefix(1));
+        let beyond: Vec<OpId> = want
+            .keys()
+            .filter(|id| id.seq > prefix(id.origin.0))
+            .copied()
+            .collect();
+        assert!(l.beyond().eq(beyond));
+    }
+
+    #[test]
     fn insert_duplicate_and_conflict() {
         let mut l = log();
         assert_eq!(l.insert(op(1, 1)), Ok(Inserted::New));
         assert_eq!(l.insert(op(1, 1)), Ok(Inserted::Duplicate));
         let mut other = op(1, 1);
-        other.payload.push(0);
+        other.payload = [&other.payload[..], &[0]].concat().into();
         assert_eq!(l.insert(other), Err(OpLogError::Conflict(op(1, 1).id)));
         assert_eq!(l.len(), 1);
         assert!(l.contains(&op(1, 1).id));
@@ -602,12 +748,12 @@ pub(crate) mod tests {
         };
         assert_eq!(a.chunks(), 3);
         let mut o = mk(LogId::Blobs, 1, 1, 0);
-        o.payload = a.encode();
+        o.payload = a.encode().into();
         assert_eq!(o.blob_announce(), Some(a.clone()));
-        o.payload.push(0);
+        o.payload = [&o.payload[..], &[0]].concat().into();
         assert_eq!(o.blob_announce(), None);
         let mut m = mk(LogId::Mailboxes, 1, 1, 0);
-        m.payload = a.encode();
+        m.payload = a.encode().into();
         assert_eq!(m.blob_announce(), None);
     }
 }

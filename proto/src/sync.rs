@@ -897,7 +897,7 @@ mod tests {
             sealed: vec![],
         };
         let mut op = mk(LogId::Blobs, 1, 1, 0);
-        op.payload = ann.encode();
+        op.payload = ann.encode().into();
         u.insert(op).unwrap();
         let mut store = MemStore::new();
         let c0 = BlobChunk {

@@ -115,7 +115,7 @@ pub fn decode_op(key: &[u8], value: &[u8]) -> Result<Op, StoreError> {
         },
         hlc: Timestamp(v.hlc),
         uids: v.uids,
-        payload: v.payload.to_vec(),
+        payload: v.payload.into(),
     })
 }
 
@@ -207,7 +207,7 @@ mod tests {
             },
             hlc: Timestamp(99),
             uids: 3,
-            payload: vec![5; 40],
+            payload: vec![5; 40].into(),
         };
         let k = op_key(&op.user, &op.log, &op.id);
         let v = op_value(&op).unwrap();

@@ -24,7 +24,7 @@ mod master;
 mod password;
 mod place;
 
-pub use keys::{seal, KeyPair, PublicKey, SecretKey};
+pub use keys::{seal, KeyPair, PublicKey, Sealer, SecretKey};
 pub use master::MasterKey;
 pub use password::{AccountKeys, Argon2Params, UserSecrets, WrappedSecrets};
 pub use place::Place;

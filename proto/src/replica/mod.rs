@@ -19,7 +19,7 @@ mod view;
 pub use view::{Event, MailboxView, Message};
 
 use crate::crypto::{
-    seal, CryptoError, Place, PublicKey, UserSecrets, FINGERPRINT_LEN, KIND_SEALED, NONCE_LEN,
+    CryptoError, Place, PublicKey, Sealer, UserSecrets, FINGERPRINT_LEN, KIND_SEALED, NONCE_LEN,
     TAG_LEN,
 };
 use crate::hlc::{Hlc, Timestamp};
@@ -564,9 +564,70 @@ impl<S: Store> Replica<S> {
         self.store
     }
 
-    /// Takes the outputs produced so far.
+    /// Takes the outputs produced so far. The ops a batch gossips for one
+    /// user leave together, in as few `Gossip` messages as fit a page (a
+    /// STORE or EXPUNGE over several messages makes an op per message):
+    /// one message instead of one per op, and a receiver never sees them
+    /// out of order, which it would take for a gap and ask about with a
+    /// `Have`.
     pub fn drain(&mut self) -> Vec<Output> {
-        std::mem::take(&mut self.out)
+        let out = std::mem::take(&mut self.out);
+        let gossips = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Broadcast {
+                        msg: PeerMsg::Sync(SyncMsg::Gossip { .. }),
+                        ..
+                    }
+                )
+            })
+            .count();
+        if gossips < 2 {
+            return out;
+        }
+        // Each user's gossiped ops, in output order, go where that user's
+        // first Gossip was.
+        let mut ops: BTreeMap<UserId, Vec<Op>> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(out.len());
+        for o in out {
+            match o {
+                Output::Broadcast {
+                    user,
+                    msg: PeerMsg::Sync(SyncMsg::Gossip { ops: more }),
+                } => {
+                    let first = !ops.contains_key(&user);
+                    ops.entry(user).or_default().extend(more);
+                    if first {
+                        kept.push(Output::Broadcast {
+                            user,
+                            msg: PeerMsg::Sync(SyncMsg::Gossip { ops: Vec::new() }),
+                        });
+                    }
+                }
+                o => kept.push(o),
+            }
+        }
+        let mut merged = Vec::with_capacity(kept.len());
+        for o in kept {
+            match o {
+                Output::Broadcast {
+                    user,
+                    msg: PeerMsg::Sync(SyncMsg::Gossip { .. }),
+                } => {
+                    let mine = ops.remove(&user).unwrap_or_default();
+                    for msg in SyncMsg::gossip(mine) {
+                        merged.push(Output::Broadcast {
+                            user,
+                            msg: PeerMsg::Sync(msg),
+                        });
+                    }
+                }
+                o => merged.push(o),
+            }
+        }
+        merged
     }
 
     /// Peer input dropped as malformed or unauthentic, so far.
@@ -685,12 +746,13 @@ impl<S: Store> Replica<S> {
         if raw.len() > MAX_MESSAGE_SIZE {
             return Err(ReplicaError::TooLarge);
         }
-        // The blob: one sealed box, stored in chunks.
+        // The blob: one sealed box, stored in chunks. The message's three
+        // boxes share one ephemeral key (one X25519 agreement, not three).
         let blob = BlobId::random(rng);
-        let sealed = seal(rng, public, &Place::Sealed { user, blob }, raw)?;
-        let meta = seal(
+        let sealer = Sealer::new(rng, public)?;
+        let sealed = sealer.seal(rng, &Place::Sealed { user, blob }, raw)?;
+        let meta = sealer.seal(
             rng,
-            public,
             &Place::Summary { user, blob },
             &postcard::to_allocvec(&BlobMeta {
                 size: raw.len() as u64,
@@ -720,7 +782,7 @@ impl<S: Store> Replica<S> {
             postcard::to_allocvec(&add).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
         let log = LogId::Mailbox(mailbox);
         let op = self.log_op(now, user, log, 1, |place| {
-            Ok(seal(rng, public, place, &bytes)?)
+            Ok(sealer.seal(rng, place, &bytes)?)
         })?;
         let id = op.id;
         let ticket = self.new_ticket(1);
@@ -1162,7 +1224,7 @@ impl<S: Store> Replica<S> {
             id,
             hlc,
             uids,
-            payload,
+            payload: payload.into(),
         };
         self.store.put_op(&op)?;
         self.user_mut(&user).logs.insert(op.clone())?;
@@ -1622,15 +1684,14 @@ impl<S: Store> Replica<S> {
             } => {
                 let u = self.user_mut(&user);
                 let answer = u.logs.answer(&logs, account_version, PAGE_BYTES);
-                let ask_back = u.logs.needs(&logs, account_version);
-                let have = u.logs.have();
+                let have = u.logs.needs(&logs, account_version).then(|| u.logs.have());
                 for msg in answer {
                     self.out.push(Output::Send {
                         to: from,
                         msg: PeerMsg::Sync(msg),
                     });
                 }
-                if ask_back {
+                if let Some(have) = have {
                     self.out.push(Output::Send {
                         to: from,
                         msg: PeerMsg::Sync(have),
