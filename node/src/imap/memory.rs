@@ -385,6 +385,25 @@ impl Mailboxes for MemoryMailboxes {
         Ok((b.uidvalidity, uid))
     }
 
+    async fn append_many(&self, name: &str, msgs: Vec<NewMail>) -> BackendResult<(u32, Vec<u32>)> {
+        if msgs.iter().any(|m| m.raw.len() > MAX_MESSAGE) {
+            return Err(BackendError::TooLarge);
+        }
+        let mut acc = self.acc();
+        let b = acc.named(name)?;
+        let mut uids = Vec::new();
+        for m in msgs {
+            let flags = apply(FlagMode::Replace, &[], &m.flags);
+            uids.push(b.add(MemMsg {
+                raw: Arc::new(m.raw),
+                flags,
+                date: m.internal_date_ms,
+                modseq: 0,
+            }));
+        }
+        Ok((b.uidvalidity, uids))
+    }
+
     async fn store(
         &self,
         mailbox: &MailboxId,

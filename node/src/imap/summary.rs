@@ -102,10 +102,55 @@ pub struct Summary {
     /// The `Date:` header's calendar day in its own time zone, as days since
     /// 1970-01-01 (for SENTBEFORE, SENTON, SENTSINCE).
     pub sent_day: Option<i64>,
+    /// The top-level header fields as SEARCH compares them: (name, value),
+    /// both lower case, values decoded (RFC 2047, addresses as
+    /// `name <addr>`). SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER read these, not
+    /// the message.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Layout version of [`Summary`].
-pub const SUMMARY_VERSION: u8 = 1;
+pub const SUMMARY_VERSION: u8 = 2;
+
+/// The top-level header fields of `raw` for SEARCH (see
+/// [`Summary::headers`]).
+pub fn search_headers(raw: &[u8]) -> Vec<(String, String)> {
+    let Some(m) = MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    let Some(part) = m.parts.first() else {
+        return Vec::new();
+    };
+    part.headers
+        .iter()
+        .map(|h| {
+            let rawv = raw
+                .get(h.offset_start as usize..h.offset_end as usize)
+                .unwrap_or_default();
+            let v = match &h.value {
+                HeaderValue::Text(t) => t.to_string(),
+                HeaderValue::TextList(l) => l.join(" "),
+                HeaderValue::Address(a) => {
+                    let mut s = String::new();
+                    for ad in a.iter() {
+                        if let Some(n) = ad.name() {
+                            s.push_str(n);
+                            s.push(' ');
+                        }
+                        if let Some(x) = ad.address() {
+                            s.push('<');
+                            s.push_str(x);
+                            s.push_str("> ");
+                        }
+                    }
+                    s
+                }
+                _ => String::from_utf8_lossy(rawv).into_owned(),
+            };
+            (h.name.as_str().to_ascii_lowercase(), v.to_lowercase())
+        })
+        .collect()
+}
 
 /// How deep nested messages and multiparts are followed.
 const MAX_DEPTH: usize = 32;
@@ -152,11 +197,13 @@ impl Summary {
                 None,
             ),
         };
+        let headers = search_headers(&raw[range(root.header, raw.len())]);
         Summary {
             version: SUMMARY_VERSION,
             envelope,
             root,
             sent_day,
+            headers,
         }
     }
 
