@@ -3,7 +3,7 @@
 use super::{CoreGone, CoreHandle, CoreState};
 use crate::imap::backend::{
     AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
-    Mailboxes, MessageMeta, MessageState, NewMail, Selected, Snapshot, StoreOutcome,
+    Mailboxes, MessageMeta, MessageState, NewMail, Selected, SnapMessage, Snapshot, StoreOutcome,
 };
 use crate::imap::summary::{Summary, SUMMARY_VERSION};
 use crate::node::Node;
@@ -115,20 +115,29 @@ impl Drop for UserMailboxes {
     }
 }
 
+/// A mailbox's snapshot for SELECT, in one pass over its messages: no
+/// message's flags are decoded (only `\Seen` is tested until the first
+/// unseen), keywords come from the mailbox's interned table.
 fn snapshot_of(v: &MailboxView) -> Snapshot {
+    let state = v.state();
+    let mut first_unseen = None;
+    let messages = v
+        .entries()
+        .enumerate()
+        .map(|(i, (uid, entry, modseq))| {
+            if first_unseen.is_none() && !state.has_flag(&entry, &Flag::Seen) {
+                first_unseen = Some(i as u32 + 1);
+            }
+            SnapMessage { uid, modseq }
+        })
+        .collect();
     Snapshot {
         uidvalidity: v.uidvalidity(),
         uidnext: v.uidnext(),
         highest_modseq: v.highest_modseq(),
-        messages: v
-            .uids()
-            .filter_map(|uid| v.message(uid))
-            .map(|m| MessageState {
-                uid: m.uid,
-                flags: m.view.flags,
-                modseq: m.modseq,
-            })
-            .collect(),
+        messages,
+        first_unseen,
+        keywords: state.known_keywords(),
     }
 }
 

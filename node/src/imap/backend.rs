@@ -117,7 +117,21 @@ pub struct Snapshot {
     /// HIGHESTMODSEQ.
     pub highest_modseq: u64,
     /// Messages, UIDs ascending (sequence number = position + 1).
-    pub messages: Vec<MessageState>,
+    pub messages: Vec<SnapMessage>,
+    /// Sequence number of the first message without `\Seen`.
+    pub first_unseen: Option<u32>,
+    /// Keywords of the mailbox (for FLAGS and PERMANENTFLAGS): those in
+    /// use, or a superset (keywords once set).
+    pub keywords: Vec<Flag>,
+}
+
+/// A message in a [`Snapshot`]: what a session tracks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapMessage {
+    /// UID.
+    pub uid: u32,
+    /// MODSEQ of its last change.
+    pub modseq: u64,
 }
 
 /// A selected mailbox: its id (stable across renames), what it held when

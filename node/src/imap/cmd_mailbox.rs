@@ -161,16 +161,7 @@ impl<B: Backend> Session<B> {
             Err(e) => return backend_err(e),
         };
         let snap = &sel.snapshot;
-        let keywords: BTreeSet<Flag> = snap
-            .messages
-            .iter()
-            .flat_map(|m| {
-                m.flags
-                    .iter()
-                    .filter(|f| matches!(f, Flag::Keyword(_)))
-                    .cloned()
-            })
-            .collect();
+        let keywords: BTreeSet<Flag> = snap.keywords.iter().cloned().collect();
         let (flags, perm) = convert::mailbox_flags(&keywords.into_iter().collect::<Vec<_>>());
         self.data(Data::Flags(flags));
         let perm = if read_only { Vec::new() } else { perm };
@@ -205,16 +196,8 @@ impl<B: Backend> Session<B> {
             }
         } else {
             self.data(Data::Recent(0));
-            if let Some(i) = snap
-                .messages
-                .iter()
-                .position(|m| !m.flags.contains(&Flag::Seen))
-            {
-                self.untagged(
-                    StatusKind::Ok,
-                    Some(Code::Unseen(nz32(i as u32 + 1))),
-                    "First unseen",
-                );
+            if let Some(n) = snap.first_unseen {
+                self.untagged(StatusKind::Ok, Some(Code::Unseen(nz32(n))), "First unseen");
             }
         }
         self.untagged(

@@ -166,11 +166,23 @@ impl MemBox {
             messages: self
                 .messages
                 .iter()
-                .map(|(&uid, m)| MessageState {
+                .map(|(&uid, m)| SnapMessage {
                     uid,
-                    flags: m.flags.clone(),
                     modseq: m.modseq,
                 })
+                .collect(),
+            first_unseen: self
+                .messages
+                .values()
+                .position(|m| !m.flags.contains(&Flag::Seen))
+                .map(|i| i as u32 + 1),
+            keywords: self
+                .messages
+                .values()
+                .flat_map(|m| m.flags.iter().filter(|f| matches!(f, Flag::Keyword(_))))
+                .cloned()
+                .collect::<BTreeSet<Flag>>()
+                .into_iter()
                 .collect(),
         }
     }
