@@ -662,13 +662,16 @@ fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u3
     }
 }
 
+/// Where a MULTIAPPEND's answer goes: UIDVALIDITY and the UIDs.
+type ManySender = tokio::sync::oneshot::Sender<BackendResult<(u32, Vec<u32>)>>;
+
 /// What a MULTIAPPEND waits for: one outcome per message.
 struct Many {
     uids: Vec<u32>,
     uidvalidity: u32,
     left: usize,
     error: Option<String>,
-    tx: Option<tokio::sync::oneshot::Sender<BackendResult<(u32, Vec<u32>)>>>,
+    tx: Option<ManySender>,
 }
 
 /// Starts the APPEND of every message in one core job: the mailbox is

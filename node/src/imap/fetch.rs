@@ -150,7 +150,7 @@ pub fn decode_cte(encoding: &str, body: &[u8]) -> Option<Vec<u8>> {
 /// section, else the part's body decoded (multipart and message parts are
 /// not encoded); empty when the part does not exist. `Err` for an unknown
 /// transfer encoding.
-pub fn binary_bytes(raw: &[u8], s: &Summary, section: &[NonZeroU32]) -> Result<Vec<u8>, ()> {
+pub fn binary_bytes(raw: &[u8], s: &Summary, section: &[NonZeroU32]) -> Result<Vec<u8>, ItemError> {
     if section.is_empty() {
         return Ok(raw.to_vec());
     }
@@ -160,7 +160,7 @@ pub fn binary_bytes(raw: &[u8], s: &Summary, section: &[NonZeroU32]) -> Result<V
     };
     let body = slice(raw, part.body);
     match part.kind {
-        PartKind::Single => decode_cte(&part.encoding, &body).ok_or(()),
+        PartKind::Single => decode_cte(&part.encoding, &body).ok_or(ItemError::UnknownCte),
         _ => Ok(body),
     }
 }
@@ -233,7 +233,7 @@ pub fn items(
             MessageDataItemName::Binary {
                 section, partial, ..
             } => {
-                let mut data = binary_bytes(raw, s, section).map_err(|()| ItemError::UnknownCte)?;
+                let mut data = binary_bytes(raw, s, section)?;
                 if let Some((o, n)) = partial {
                     let a = (*o as usize).min(data.len());
                     let b = a.saturating_add(n.get() as usize).min(data.len());
@@ -248,7 +248,7 @@ pub fn items(
                 }
             }
             MessageDataItemName::BinarySize { section } => {
-                let data = binary_bytes(raw, s, section).map_err(|()| ItemError::UnknownCte)?;
+                let data = binary_bytes(raw, s, section)?;
                 MessageDataItem::BinarySize {
                     section: section.clone(),
                     size: data.len() as u32,
