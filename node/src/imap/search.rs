@@ -9,7 +9,7 @@ use aerogramme_proto::mailbox::Flag;
 use chrono::Datelike;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
-use mail_parser::{MessageParser, PartType};
+use mail_parser::PartType;
 
 /// What evaluating a key needs besides metadata.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +196,7 @@ fn body<'c>(c: &Candidate<'_>, cache: &'c mut TextCache) -> &'c str {
             return String::new();
         };
         let mut out = String::new();
-        if let Some(m) = MessageParser::default().parse(raw) {
+        if let Some(m) = super::summary::parser().parse(raw) {
             collect_text(&m, &mut out, 0);
         }
         out.to_lowercase()
