@@ -598,7 +598,7 @@ impl Mailboxes for UserMailboxes {
 /// A cache: computed at APPEND, or at the first read that needs it (a
 /// delivered or replicated message), never replicated.
 fn summary_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
-    let mut k = b"node/summary/".to_vec();
+    let mut k = crate::store::SUMMARY_PREFIX.to_vec();
     k.extend_from_slice(user.as_bytes());
     k.extend_from_slice(blob.as_bytes());
     k

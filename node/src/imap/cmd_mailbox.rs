@@ -792,3 +792,17 @@ impl<B: Backend> Session<B> {
         Reply::ok("NAMESPACE completed")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::uid_list;
+
+    #[test]
+    fn appenduid_sets_keep_message_order() {
+        assert_eq!(uid_list(&[4, 5, 6]), "4:6");
+        assert_eq!(uid_list(&[4, 6, 7, 9]), "4,6:7,9");
+        // Not ascending: listed as given, never reordered.
+        assert_eq!(uid_list(&[9, 3, 4]), "9,3:4");
+        assert_eq!(uid_list(&[]), "");
+    }
+}
