@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `aerogramme` binary built alongside the tests.
+/// The `aerogramme` binary built alongside the tests, or the one named by
+/// `AEROGRAMME_BIN` (to benchmark another build with the same harness).
 pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("AEROGRAMME_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/aerogramme
     let dir = exe

@@ -3,15 +3,18 @@
 use super::{CoreGone, CoreHandle, CoreState};
 use crate::imap::backend::{
     AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
-    Mailboxes, MessageMeta, MessageState, Selected, Snapshot, StoreOutcome,
+    Mailboxes, MessageMeta, MessageState, NewMail, Selected, SnapMessage, Snapshot, StoreOutcome,
 };
+use crate::imap::summary::{Summary, SUMMARY_VERSION};
 use crate::node::Node;
 use crate::unlock::UnlockError;
-use aerogramme_proto::ids::{MailboxId, UserId};
+use aerogramme_proto::ids::{BlobId, MailboxId, UserId};
 use aerogramme_proto::mailbox::{Flag, SpecialUse};
-use aerogramme_proto::replica::{FlagMode, MailboxView, NewMessage, Outcome, ReplicaError, Ticket};
+use aerogramme_proto::replica::{
+    FlagMode, MailboxView, NewMessage, Outcome, ReplicaError, Ticket, MAX_MESSAGE_SIZE,
+};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 impl From<CoreGone> for BackendError {
     fn from(e: CoreGone) -> Self {
@@ -112,20 +115,29 @@ impl Drop for UserMailboxes {
     }
 }
 
+/// A mailbox's snapshot for SELECT, in one pass over its messages: no
+/// message's flags are decoded (only `\Seen` is tested until the first
+/// unseen), keywords come from the mailbox's interned table.
 fn snapshot_of(v: &MailboxView) -> Snapshot {
+    let state = v.state();
+    let mut first_unseen = None;
+    let messages = v
+        .entries()
+        .enumerate()
+        .map(|(i, (uid, entry, modseq))| {
+            if first_unseen.is_none() && !state.has_flag(&entry, &Flag::Seen) {
+                first_unseen = Some(i as u32 + 1);
+            }
+            SnapMessage { uid, modseq }
+        })
+        .collect();
     Snapshot {
         uidvalidity: v.uidvalidity(),
         uidnext: v.uidnext(),
         highest_modseq: v.highest_modseq(),
-        messages: v
-            .uids()
-            .filter_map(|uid| v.message(uid))
-            .map(|m| MessageState {
-                uid: m.uid,
-                flags: m.view.flags,
-                modseq: m.modseq,
-            })
-            .collect(),
+        messages,
+        first_unseen,
+        keywords: state.known_keywords(),
     }
 }
 
@@ -307,6 +319,74 @@ impl Mailboxes for UserMailboxes {
         .await
     }
 
+    async fn fetch_summary(&self, mailbox: &MailboxId, uid: u32) -> BackendResult<Option<Summary>> {
+        Ok(self
+            .fetch_summaries(mailbox, &[uid])
+            .await?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
+    async fn fetch_summaries(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+    ) -> BackendResult<Vec<Option<Summary>>> {
+        let (id, list) = (*mailbox, uids.to_vec());
+        // One core job for all: the kept summaries are decrypted there, the
+        // decoding (and the parse of messages without one) is done here.
+        let found = self
+            .with(move |st, user| {
+                let v = st.replica.mailbox(&user, &id)?;
+                let blobs: Vec<Option<BlobId>> = list
+                    .iter()
+                    .map(|u| v.message(*u).map(|m| m.view.blob))
+                    .collect();
+                blobs
+                    .into_iter()
+                    .map(|b| match b {
+                        Some(b) => find_summary(st, &user, &b).map(|f| Some((b, f))),
+                        None => Ok(None),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        let mut to_keep = Vec::new();
+        for (i, f) in found.into_iter().enumerate() {
+            out.push(match f {
+                None => None,
+                Some((blob, Found::Kept(plain))) => match decode_summary(&plain) {
+                    Some(s) => Some(s),
+                    // An older layout: summarize the message again.
+                    None => match self.fetch_raw(mailbox, uids[i]).await? {
+                        Some(raw) => {
+                            let s = Summary::parse(&raw);
+                            to_keep.push((blob, encode_summary(&s)));
+                            Some(s)
+                        }
+                        None => None,
+                    },
+                },
+                Some((blob, Found::Raw(raw))) => {
+                    let s = Summary::parse(&raw);
+                    to_keep.push((blob, encode_summary(&s)));
+                    Some(s)
+                }
+            });
+        }
+        if !to_keep.is_empty() {
+            let user = self.user;
+            let _ = self.core.run(move |st| {
+                for (blob, plain) in to_keep {
+                    keep_summary(st, &user, &blob, &plain);
+                }
+            });
+        }
+        Ok(out)
+    }
+
     async fn append(
         &self,
         name: &str,
@@ -315,9 +395,15 @@ impl Mailboxes for UserMailboxes {
         raw: Vec<u8>,
     ) -> BackendResult<(u32, u32)> {
         let name = name.to_owned();
+        // Summarized here, on the session's thread, and kept once the
+        // message has its UID.
+        let plain = encode_summary(&Summary::parse(&raw));
+        let looked_up = Arc::new(std::sync::OnceLock::new());
+        let found = looked_up.clone();
         self.act(
             move |st, user| {
                 let id = st.replica.lookup(&user, &name)?;
+                let _ = looked_up.set(id);
                 let msg = NewMessage {
                     raw: &raw,
                     flags,
@@ -326,12 +412,75 @@ impl Mailboxes for UserMailboxes {
                 st.replica
                     .append(CoreState::now(), &mut st.rng, user, id, msg)
             },
-            |_, _, outcome| match outcome {
-                Outcome::Appended { uidvalidity, uid } => (uidvalidity, uid),
+            move |st, user, outcome| match outcome {
+                Outcome::Appended { uidvalidity, uid } => {
+                    if let Some(id) = found.get() {
+                        keep_appended(st, &user, id, uid, &plain);
+                    }
+                    (uidvalidity, uid)
+                }
                 _ => (0, 0),
             },
         )
         .await
+    }
+
+    async fn append_many(&self, name: &str, msgs: Vec<NewMail>) -> BackendResult<(u32, Vec<u32>)> {
+        if msgs.iter().any(|m| m.raw.len() > MAX_MESSAGE_SIZE) {
+            return Err(BackendError::TooLarge);
+        }
+        let (name, user) = (name.to_owned(), self.user);
+        let plains: Vec<Vec<u8>> = msgs
+            .iter()
+            .map(|m| encode_summary(&Summary::parse(&m.raw)))
+            .collect();
+        let (tx, rx) = tokio::sync::oneshot::channel::<BackendResult<(u32, Vec<u32>)>>();
+        self.core
+            .run(move |st| match start_appends(st, user, &name, msgs) {
+                Ok((id, tickets)) => {
+                    // Every ticket is done after the flush of this one batch.
+                    let n = tickets.len();
+                    let acc = Arc::new(Mutex::new(Many {
+                        uids: vec![0; n],
+                        uidvalidity: 0,
+                        left: n,
+                        error: None,
+                        tx: Some(tx),
+                    }));
+                    for ((i, t), plain) in tickets.into_iter().enumerate().zip(plains) {
+                        let acc = acc.clone();
+                        st.on_done(t, move |st, r| {
+                            let mut g = acc.lock().unwrap_or_else(|e| e.into_inner());
+                            match r {
+                                Ok(Outcome::Appended { uidvalidity, uid }) => {
+                                    keep_appended(st, &user, &id, uid, &plain);
+                                    g.uids[i] = uid;
+                                    g.uidvalidity = uidvalidity;
+                                }
+                                Ok(_) => {}
+                                Err(e) => g.error = Some(e),
+                            }
+                            g.left -= 1;
+                            if g.left == 0 {
+                                let res = match g.error.take() {
+                                    Some(e) => Err(BackendError::Unavailable(e)),
+                                    None => Ok((g.uidvalidity, std::mem::take(&mut g.uids))),
+                                };
+                                if let Some(tx) = g.tx.take() {
+                                    let _ = tx.send(res);
+                                }
+                            }
+                        });
+                    }
+                }
+                Err(e) => {
+                    let e = backend_error(e);
+                    st.after_flush(move |_| {
+                        let _ = tx.send(Err(e));
+                    });
+                }
+            })?;
+        rx.await.map_err(|_| BackendError::from(CoreGone))?
     }
 
     async fn store(
@@ -442,6 +591,114 @@ impl Mailboxes for UserMailboxes {
         })
         .await
     }
+}
+
+/// Where a message blob's summary is kept: `node/summary/` ‖ user ‖ blob in
+/// the meta tree, sealed with the user's master key (`Replica::seal_summary`).
+/// A cache: computed at APPEND, or at the first read that needs it (a
+/// delivered or replicated message), never replicated.
+fn summary_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
+    let mut k = crate::store::SUMMARY_PREFIX.to_vec();
+    k.extend_from_slice(user.as_bytes());
+    k.extend_from_slice(blob.as_bytes());
+    k
+}
+
+/// Format tag of a kept summary's plaintext (the blob announcement's sealed
+/// metadata shares its place), then the postcard of [`Summary`].
+const SUMMARY_TAG: &[u8] = b"imap-summary:";
+
+fn encode_summary(s: &Summary) -> Vec<u8> {
+    let mut out = SUMMARY_TAG.to_vec();
+    out.extend(postcard::to_allocvec(s).unwrap_or_default());
+    out
+}
+
+fn decode_summary(plain: &[u8]) -> Option<Summary> {
+    let s: Summary = postcard::from_bytes(plain.strip_prefix(SUMMARY_TAG)?).ok()?;
+    (s.version == SUMMARY_VERSION).then_some(s)
+}
+
+/// A summary as the core found it.
+enum Found {
+    /// Kept: the decrypted record.
+    Kept(Vec<u8>),
+    /// Not kept (or unreadable): the message, to summarize.
+    Raw(Vec<u8>),
+}
+
+/// The kept summary of `blob`, or else the message itself.
+fn find_summary(st: &CoreState, user: &UserId, blob: &BlobId) -> Result<Found, ReplicaError> {
+    if let Some(sealed) = st.replica.store().get_meta(&summary_key(user, blob))? {
+        if let Ok(plain) = st.replica.open_summary(user, blob, &sealed) {
+            if plain.starts_with(SUMMARY_TAG) {
+                return Ok(Found::Kept(plain));
+            }
+        }
+    }
+    st.replica.read_blob(user, blob).map(Found::Raw)
+}
+
+/// Seals and keeps a summary (best effort: it is a cache).
+fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, plain: &[u8]) {
+    if let Ok(sealed) = st.replica.seal_summary(&mut st.rng, user, blob, plain) {
+        let _ = st
+            .replica
+            .store()
+            .put_meta(&summary_key(user, blob), &sealed);
+    }
+}
+
+/// Keeps the summary of the message `uid` of `mailbox` just appended.
+fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u32, plain: &[u8]) {
+    let blob = st
+        .replica
+        .mailbox(user, mailbox)
+        .ok()
+        .and_then(|v| v.message(uid))
+        .map(|m| m.view.blob);
+    if let Some(blob) = blob {
+        keep_summary(st, user, &blob, plain);
+    }
+}
+
+/// Where a MULTIAPPEND's answer goes: UIDVALIDITY and the UIDs.
+type ManySender = tokio::sync::oneshot::Sender<BackendResult<(u32, Vec<u32>)>>;
+
+/// What a MULTIAPPEND waits for: one outcome per message.
+struct Many {
+    uids: Vec<u32>,
+    uidvalidity: u32,
+    left: usize,
+    error: Option<String>,
+    tx: Option<ManySender>,
+}
+
+/// Starts the APPEND of every message in one core job: the mailbox is
+/// looked up and the user's keys checked first, so the appends of one
+/// MULTIAPPEND are started together (and made durable by the same flush)
+/// or not at all.
+fn start_appends(
+    st: &mut CoreState,
+    user: UserId,
+    name: &str,
+    msgs: Vec<NewMail>,
+) -> Result<(MailboxId, Vec<Ticket>), ReplicaError> {
+    let id = st.replica.lookup(&user, name)?;
+    st.replica.mailbox(&user, &id)?;
+    let mut tickets = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let msg = NewMessage {
+            raw: &m.raw,
+            flags: m.flags,
+            internal_date_ms: m.internal_date_ms,
+        };
+        tickets.push(
+            st.replica
+                .append(CoreState::now(), &mut st.rng, user, id, msg)?,
+        );
+    }
+    Ok((id, tickets))
 }
 
 impl UserMailboxes {

@@ -117,7 +117,21 @@ pub struct Snapshot {
     /// HIGHESTMODSEQ.
     pub highest_modseq: u64,
     /// Messages, UIDs ascending (sequence number = position + 1).
-    pub messages: Vec<MessageState>,
+    pub messages: Vec<SnapMessage>,
+    /// Sequence number of the first message without `\Seen`.
+    pub first_unseen: Option<u32>,
+    /// Keywords of the mailbox (for FLAGS and PERMANENTFLAGS): those in
+    /// use, or a superset (keywords once set).
+    pub keywords: Vec<Flag>,
+}
+
+/// A message in a [`Snapshot`]: what a session tracks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapMessage {
+    /// UID.
+    pub uid: u32,
+    /// MODSEQ of its last change.
+    pub modseq: u64,
 }
 
 /// A selected mailbox: its id (stable across renames), what it held when
@@ -167,6 +181,17 @@ pub struct CopyOutcome {
     pub uidvalidity: u32,
     /// Source UID → destination UID, in source UID order.
     pub pairs: Vec<(u32, u32)>,
+}
+
+/// One message of an APPEND (MULTIAPPEND: several).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMail {
+    /// Flags to set.
+    pub flags: Vec<Flag>,
+    /// INTERNALDATE, ms since the Unix epoch.
+    pub internal_date_ms: i64,
+    /// The message.
+    pub raw: Vec<u8>,
 }
 
 /// Authentication: the entry point of the storage for the IMAP server.
@@ -251,6 +276,23 @@ pub trait Mailboxes: Send + Sync + 'static {
         }
     }
 
+    /// The summaries of these UIDs, in order (`None` for a UID that does
+    /// not exist). The default asks [`Mailboxes::fetch_summary`] for each;
+    /// a backend that keeps summaries answers them together.
+    fn fetch_summaries(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+    ) -> impl Future<Output = BackendResult<Vec<Option<Summary>>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(uids.len());
+            for &u in uids {
+                out.push(self.fetch_summary(mailbox, u).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// APPEND: returns (UIDVALIDITY, UID) once the message is durable.
     fn append(
         &self,
@@ -259,6 +301,15 @@ pub trait Mailboxes: Send + Sync + 'static {
         internal_date_ms: i64,
         raw: Vec<u8>,
     ) -> impl Future<Output = BackendResult<(u32, u32)>> + Send;
+
+    /// MULTIAPPEND (RFC 3502): appends every message or none (each is
+    /// checked before any is written, and all are made durable together);
+    /// returns UIDVALIDITY and the UIDs in the messages' order.
+    fn append_many(
+        &self,
+        name: &str,
+        msgs: Vec<NewMail>,
+    ) -> impl Future<Output = BackendResult<(u32, Vec<u32>)>> + Send;
 
     /// STORE: changes the flags of the UIDs that exist, except those whose
     /// MODSEQ is above `unchanged_since` (CONDSTORE), which are reported.

@@ -2,7 +2,7 @@
 //! CREATE (with USE), DELETE, RENAME, SUBSCRIBE, LIST (base and extended,
 //! with STATUS), LSUB, STATUS, APPEND, ENABLE, NAMESPACE.
 
-use super::backend::{Backend, BackendError, Event, MailboxStatus, Mailboxes};
+use super::backend::{Backend, BackendError, Event, MailboxStatus, Mailboxes, NewMail};
 use super::convert;
 use super::list;
 use super::listext::ListCommand;
@@ -25,7 +25,7 @@ use imap_codec::imap_types::{
     fetch::MessageDataItem,
     flag::{Flag as IFlag, FlagNameAttribute},
     mailbox::{Mailbox, MailboxOther},
-    response::{Code, Data, Response, StatusKind},
+    response::{Code, CodeOther, Data, Response, StatusKind},
     status::{StatusDataItem, StatusDataItemName},
 };
 use imap_codec::ResponseCodec;
@@ -38,6 +38,29 @@ fn nz32(n: u32) -> NonZeroU32 {
 
 fn nz64(n: u64) -> NonZeroU64 {
     NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN)
+}
+
+/// UIDs in the messages' order as a uid-set: runs of consecutive
+/// ascending UIDs become ranges (RFC 4315 APPENDUID).
+pub(crate) fn uid_list(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let mut j = i;
+        while j + 1 < uids.len() && uids[j + 1] == uids[j].wrapping_add(1) {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if i == j {
+            out.push_str(&uids[i].to_string());
+        } else {
+            out.push_str(&format!("{}:{}", uids[i], uids[j]));
+        }
+        i = j + 1;
+    }
+    out
 }
 
 /// Milliseconds since the epoch, now.
@@ -121,7 +144,8 @@ impl<B: Backend> Session<B> {
                 }
             }
         }
-        if self.selected.take().is_some() && self.qresync {
+        self.saved.clear();
+        if self.selected.take().is_some() && (self.qresync || self.rev2) {
             self.untagged(
                 StatusKind::Ok,
                 Some(Code::Closed),
@@ -137,16 +161,7 @@ impl<B: Backend> Session<B> {
             Err(e) => return backend_err(e),
         };
         let snap = &sel.snapshot;
-        let keywords: BTreeSet<Flag> = snap
-            .messages
-            .iter()
-            .flat_map(|m| {
-                m.flags
-                    .iter()
-                    .filter(|f| matches!(f, Flag::Keyword(_)))
-                    .cloned()
-            })
-            .collect();
+        let keywords: BTreeSet<Flag> = snap.keywords.iter().cloned().collect();
         let (flags, perm) = convert::mailbox_flags(&keywords.into_iter().collect::<Vec<_>>());
         self.data(Data::Flags(flags));
         let perm = if read_only { Vec::new() } else { perm };
@@ -156,17 +171,34 @@ impl<B: Backend> Session<B> {
             "Flags permitted",
         );
         self.data(Data::Exists(snap.messages.len() as u32));
-        self.data(Data::Recent(0));
-        if let Some(i) = snap
-            .messages
-            .iter()
-            .position(|m| !m.flags.contains(&Flag::Seen))
-        {
-            self.untagged(
-                StatusKind::Ok,
-                Some(Code::Unseen(nz32(i as u32 + 1))),
-                "First unseen",
-            );
+        if self.rev2 {
+            // RFC 9051 §6.3.2: no RECENT and no UNSEEN code, but the
+            // mailbox's LIST response.
+            let boxes = match self.mailboxes() {
+                Ok(u) => u.list().await.ok(),
+                Err(_) => None,
+            };
+            let entry = match boxes {
+                Some(boxes) => {
+                    let cmd = ListCommand::default();
+                    list::list(&boxes, &cmd, std::slice::from_ref(&name))
+                        .into_iter()
+                        .find(|e| e.name == name)
+                }
+                None => None,
+            };
+            if let (Some(e), Some(m)) = (entry, self.encode_name(&name)) {
+                self.data(Data::List {
+                    items: Self::attributes(&e.attrs),
+                    delimiter: QuotedChar::try_from(DELIMITER).ok(),
+                    mailbox: m,
+                });
+            }
+        } else {
+            self.data(Data::Recent(0));
+            if let Some(n) = snap.first_unseen {
+                self.untagged(StatusKind::Ok, Some(Code::Unseen(nz32(n))), "First unseen");
+            }
         }
         self.untagged(
             StatusKind::Ok,
@@ -634,6 +666,80 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// MULTIAPPEND (RFC 3502): `parts` are the single-message APPENDs
+    /// [`super::rewrite::split_append`] cut the command into. Every message
+    /// is checked first; then all are appended, or none.
+    pub(crate) async fn multi_append(&mut self, parts: &[Vec<u8>]) -> Reply {
+        use imap_codec::decode::Decoder;
+        use imap_codec::imap_types::command::CommandBody;
+        use imap_codec::imap_types::IntoStatic;
+        let mut name = None;
+        let mut msgs = Vec::with_capacity(parts.len());
+        for p in parts {
+            let cmd = match imap_codec::CommandCodec::default().decode(p) {
+                Ok((b"", c)) => c.into_static(),
+                _ => return Reply::bad("Syntax error in APPEND"),
+            };
+            let CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } = cmd.body
+            else {
+                return Reply::bad("Syntax error in APPEND");
+            };
+            if name.is_none() {
+                name = match self.name_of(&mailbox) {
+                    Ok(n) => Some(n),
+                    Err(r) => return r,
+                };
+            }
+            let flags = match convert::flags_from(&flags) {
+                Ok(f) => f,
+                Err(e) => return Reply::Bad(format!("Invalid flag: {e}")),
+            };
+            let raw = match message {
+                LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
+                LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+            };
+            if raw.len() > self.shared.config.max_literal as usize {
+                return Reply::No(Some(Code::TooBig), "Message too large".into());
+            }
+            msgs.push(NewMail {
+                flags,
+                internal_date_ms: date.as_ref().map_or_else(now_ms, convert::datetime_ms),
+                raw,
+            });
+        }
+        let Some(name) = name else {
+            return Reply::bad("No message");
+        };
+        let user = match self.mailboxes() {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        match user.append_many(&name, msgs).await {
+            Ok((uidvalidity, uids)) => {
+                if let Some(sel) = self.selected.as_mut().filter(|s| s.name == name) {
+                    for &uid in &uids {
+                        sel.push(Event::Exists { uid });
+                    }
+                }
+                // imap-types' APPENDUID holds one UID: the set is written here.
+                let text = format!("APPENDUID {uidvalidity} {}", uid_list(&uids));
+                Reply::Ok(
+                    Some(Code::Other(CodeOther::unvalidated(text.into_bytes()))),
+                    "APPEND completed".into(),
+                )
+            }
+            Err(BackendError::NoSuchMailbox) => {
+                Reply::No(Some(Code::TryCreate), "No such mailbox".into())
+            }
+            Err(e) => backend_err(e),
+        }
+    }
+
     // ----- ENABLE / NAMESPACE ----------------------------------------------
 
     pub(crate) fn enable(&mut self, caps: Vec<CapabilityEnable<'static>>) -> Reply {
@@ -641,6 +747,15 @@ impl<B: Backend> Session<B> {
         for c in caps {
             match &c {
                 CapabilityEnable::Utf8(Utf8Kind::Accept) if !self.utf8 => {
+                    self.utf8 = true;
+                    enabled.push(c);
+                }
+                CapabilityEnable::Other(_)
+                    if !self.rev2 && c.to_string().eq_ignore_ascii_case("IMAP4rev2") =>
+                {
+                    // RFC 9051: IMAP4rev2 behaviour for the rest of the
+                    // session, with UTF-8 mailbox names (§5.1).
+                    self.rev2 = true;
                     self.utf8 = true;
                     enabled.push(c);
                 }
@@ -675,5 +790,19 @@ impl<B: Backend> Session<B> {
             shared: Vec::new(),
         });
         Reply::ok("NAMESPACE completed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uid_list;
+
+    #[test]
+    fn appenduid_sets_keep_message_order() {
+        assert_eq!(uid_list(&[4, 5, 6]), "4:6");
+        assert_eq!(uid_list(&[4, 6, 7, 9]), "4,6:7,9");
+        // Not ascending: listed as given, never reordered.
+        assert_eq!(uid_list(&[9, 3, 4]), "9,3:4");
+        assert_eq!(uid_list(&[]), "");
     }
 }

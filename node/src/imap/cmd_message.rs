@@ -42,12 +42,22 @@ fn nz64(n: u64) -> NonZeroU64 {
 const WINDOW: usize = 32;
 const WINDOW_BYTES: u64 = 8 << 20;
 
-/// Consecutive groups of `metas` within the window's bounds.
-fn windows(metas: &[MessageMeta]) -> Vec<&[MessageMeta]> {
+/// Summaries asked of the backend at once (they are small).
+const SUMMARY_WINDOW: usize = 256;
+
+/// Consecutive groups of `metas` within the window's bounds; `raw`: the
+/// messages themselves are read (else only summaries, smaller windows'
+/// byte bound does not apply).
+fn windows(metas: &[MessageMeta], raw: bool) -> Vec<&[MessageMeta]> {
+    let (count, limit) = if raw {
+        (WINDOW, WINDOW_BYTES)
+    } else {
+        (SUMMARY_WINDOW, u64::MAX)
+    };
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0u64);
     for (i, m) in metas.iter().enumerate() {
-        if i > start && (i - start >= WINDOW || bytes + u64::from(m.size) > WINDOW_BYTES) {
+        if i > start && (i - start >= count || bytes.saturating_add(u64::from(m.size)) > limit) {
             out.push(&metas[start..i]);
             (start, bytes) = (i, 0);
         }
@@ -110,6 +120,73 @@ async fn load<M: Mailboxes>(
         _ => None,
     };
     Ok(Some((bytes, sum)))
+}
+
+/// A FETCH response whose partial BINARY items name their origin
+/// (`BINARY[1]<0>`, RFC 3516), which imap-codec's `MessageDataItem::Binary`
+/// cannot: each item is encoded by imap-codec alone, the origin inserted
+/// after its name, and the items joined.
+fn fetch_line(
+    seq: u32,
+    items: Vec<MessageDataItem<'static>>,
+    origins: &[(usize, u32)],
+) -> Option<Vec<u8>> {
+    use imap_codec::encode::Encoder;
+    use imap_codec::imap_types::response::Response;
+    let prefix = format!("* {seq} FETCH (");
+    let mut out = prefix.clone().into_bytes();
+    for (i, item) in items.into_iter().enumerate() {
+        let bytes = imap_codec::ResponseCodec::default()
+            .encode(&Response::Data(Data::fetch(seq, vec![item]).ok()?))
+            .dump();
+        let inner = bytes
+            .strip_prefix(prefix.as_bytes())?
+            .strip_suffix(b")\r\n")?;
+        if i > 0 {
+            out.push(b' ');
+        }
+        match origins.iter().find(|(k, _)| *k == i) {
+            Some((_, o)) => {
+                let sp = inner.iter().position(|&b| b == b' ')?;
+                out.extend_from_slice(&inner[..sp]);
+                out.extend_from_slice(format!("<{o}>").as_bytes());
+                out.extend_from_slice(&inner[sp..]);
+            }
+            None => out.extend_from_slice(inner),
+        }
+    }
+    out.extend_from_slice(b")\r\n");
+    Some(out)
+}
+
+/// The bytes and/or summaries of a window's messages, in order.
+async fn load_window<M: Mailboxes>(
+    user: &M,
+    id: &MailboxId,
+    window: &[MessageMeta],
+    raw: bool,
+    summary: bool,
+) -> Vec<Result<Loaded, BackendError>> {
+    match (raw, summary) {
+        (false, false) => window.iter().map(|_| Ok(Some((None, None)))).collect(),
+        (false, true) => {
+            let uids: Vec<u32> = window.iter().map(|m| m.uid).collect();
+            match user.fetch_summaries(id, &uids).await {
+                Ok(v) => v
+                    .into_iter()
+                    .map(|s| Ok(s.map(|s| (None, Some(s)))))
+                    .collect(),
+                Err(e) => window.iter().map(|_| Err(e.clone())).collect(),
+            }
+        }
+        _ => {
+            let reads = window
+                .iter()
+                .map(|m| load(user, id, m.uid, raw, summary))
+                .collect();
+            join_all(reads).await
+        }
+    }
 }
 
 /// COPYUID sets: runs where both sides are consecutive become ranges.
@@ -205,12 +282,39 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// Whether `set` is the `$` of SEARCHRES (RFC 5182) in this command.
+    pub(crate) fn is_dollar(&self, set: &SequenceSet) -> bool {
+        use imap_codec::imap_types::sequence::{SeqOrUid, Sequence};
+        self.dollar
+            && matches!(set.0.as_ref(), [Sequence::Single(SeqOrUid::Value(n))] if n.get() == rewrite::DOLLAR)
+    }
+
+    /// The saved result's UIDs still in the selected mailbox, ascending.
+    pub(crate) fn saved_uids(&self) -> Vec<u32> {
+        let Some(sel) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        let mut v: Vec<u32> = self
+            .saved
+            .iter()
+            .copied()
+            .filter(|u| sel.seq_of(*u).is_some())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// UIDs of a set in the selected mailbox.
     fn uids_of(&self, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, Reply> {
         let sel = self
             .selected
             .as_ref()
             .ok_or_else(|| Reply::bad("No mailbox selected"))?;
+        if self.is_dollar(set) {
+            // `$`: the saved result (empty: a valid set matching nothing).
+            return Ok(self.saved_uids());
+        }
         let idx = sel.resolve(set, uid).map_err(Reply::bad)?;
         Ok(idx.into_iter().map(|i| sel.uids()[i]).collect())
     }
@@ -221,6 +325,7 @@ impl<B: Backend> Session<B> {
         let Some(sel) = self.selected.take() else {
             return Reply::bad("No mailbox selected");
         };
+        self.saved.clear();
         if expunge && !sel.read_only {
             if let Ok(user) = self.mailboxes() {
                 let metas = user
@@ -309,6 +414,9 @@ impl<B: Backend> Session<B> {
                     .into_iter()
                     .filter_map(|s| Charset::try_from(s).ok())
                     .collect();
+                if self.esearch.as_ref().is_some_and(|(_, o)| o.save) {
+                    self.saved.clear();
+                }
                 return Reply::No(
                     Some(Code::BadCharset { allowed }),
                     "Unsupported charset".into(),
@@ -318,6 +426,12 @@ impl<B: Backend> Session<B> {
         let key = match Vec1::try_from(criteria) {
             Ok(v) => SearchKey::And(v).into_static(),
             Err(_) => return Reply::bad("Empty search"),
+        };
+        let key = if self.dollar {
+            let saved = self.saved_uids();
+            self.replace_dollar(key, &saved)
+        } else {
+            key
         };
         let with_modseq = search::uses_modseq(&key);
         if with_modseq {
@@ -344,16 +458,8 @@ impl<B: Backend> Session<B> {
         };
         let mut found = Vec::new();
         let mut highest = 0;
-        for window in windows(&metas) {
-            let loaded = if needs.raw || needs.summary {
-                let reads = window
-                    .iter()
-                    .map(|m| load(user, &id, m.uid, needs.raw, needs.summary))
-                    .collect();
-                join_all(reads).await
-            } else {
-                window.iter().map(|_| Ok(Some((None, None)))).collect()
-            };
+        for window in windows(&metas, needs.raw) {
+            let loaded = load_window(user, &id, window, needs.raw, needs.summary).await;
             for (m, l) in window.iter().zip(loaded) {
                 let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
                     continue;
@@ -373,16 +479,91 @@ impl<B: Backend> Session<B> {
             }
         }
         let modseq = (with_modseq && !found.is_empty()).then(|| nz64(highest));
-        if let Some((tag, opts)) = self.esearch.take() {
+        // IMAP4rev2 (RFC 9051 §6.4.4): a SEARCH without RETURN answers
+        // ESEARCH with ALL.
+        let esearch = self.esearch.take().or_else(|| {
+            self.rev2.then(|| {
+                let all = rewrite::ReturnOpts {
+                    all: true,
+                    ..Default::default()
+                };
+                (self.current_tag.clone(), all)
+            })
+        });
+        if let Some((tag, opts)) = esearch {
             // RFC 4731: imap-codec has no ESEARCH response, so it is written here.
             let mut nums: Vec<u32> = found.iter().map(|n| n.get()).collect();
             nums.sort_unstable();
-            let out = rewrite::esearch(&tag, uid, opts, &nums, modseq.map(|m| m.get()));
-            self.raw(&out);
+            if opts.save {
+                self.saved = self.save_result(&nums, uid, opts);
+            }
+            if opts.answers() {
+                let out = rewrite::esearch(&tag, uid, opts, &nums, modseq.map(|m| m.get()));
+                self.raw(&out);
+            }
             return Reply::ok("SEARCH completed");
         }
         self.data(Data::Search(found, modseq));
         Reply::ok("SEARCH completed")
+    }
+
+    /// The UIDs a `SEARCH RETURN (... SAVE)` keeps (RFC 5182 §2.4): all
+    /// found, or only the MIN and/or MAX one. `found` is ascending, UIDs
+    /// or sequence numbers.
+    fn save_result(&self, found: &[u32], uid: bool, opts: rewrite::ReturnOpts) -> Vec<u32> {
+        let picked: Vec<u32> = if opts.saves_extremes() {
+            let mut v = Vec::new();
+            if let (true, Some(m)) = (opts.min, found.first()) {
+                v.push(*m);
+            }
+            if let (true, Some(m)) = (opts.max, found.last()) {
+                v.push(*m);
+            }
+            v.dedup();
+            v
+        } else {
+            found.to_vec()
+        };
+        if uid {
+            return picked;
+        }
+        let Some(sel) = self.selected.as_ref() else {
+            return Vec::new();
+        };
+        picked
+            .iter()
+            .filter_map(|s| sel.uids().get((*s as usize).checked_sub(1)?).copied())
+            .collect()
+    }
+
+    /// A search key with the `$` sets (RFC 5182) replaced by the saved
+    /// result: `UID set`, or a key matching nothing when it is empty.
+    fn replace_dollar(&self, key: SearchKey<'static>, saved: &[u32]) -> SearchKey<'static> {
+        let dollar = |s: &SequenceSet| self.is_dollar(s);
+        let substitute = || match to_set(saved) {
+            Some(set) => SearchKey::Uid(set),
+            None => SearchKey::Not(Box::new(SearchKey::All)),
+        };
+        match key {
+            SearchKey::SequenceSet(s) | SearchKey::Uid(s) if dollar(&s) => substitute(),
+            SearchKey::And(keys) => {
+                let v: Vec<SearchKey<'static>> = keys
+                    .into_inner()
+                    .into_iter()
+                    .map(|k| self.replace_dollar(k, saved))
+                    .collect();
+                match Vec1::try_from(v) {
+                    Ok(v) => SearchKey::And(v),
+                    Err(_) => SearchKey::All,
+                }
+            }
+            SearchKey::Not(k) => SearchKey::Not(Box::new(self.replace_dollar(*k, saved))),
+            SearchKey::Or(a, b) => SearchKey::Or(
+                Box::new(self.replace_dollar(*a, saved)),
+                Box::new(self.replace_dollar(*b, saved)),
+            ),
+            other => other,
+        }
     }
 
     // ----- FETCH -------------------------------------------------------------
@@ -483,17 +664,14 @@ impl<B: Backend> Session<B> {
                 }
             }
         }
-        for window in windows(&metas) {
+        let origins = fetch::binary_origins(&plan);
+        for window in windows(&metas, plan.raw) {
             let loaded = {
                 let user = match self.mailboxes() {
                     Ok(u) => u,
                     Err(r) => return r,
                 };
-                let reads = window
-                    .iter()
-                    .map(|m| load(user, &id, m.uid, plan.raw, plan.summary))
-                    .collect();
-                join_all(reads).await
+                load_window(user, &id, window, plan.raw, plan.summary).await
             };
             for (m, l) in window.iter().zip(loaded) {
                 let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
@@ -504,9 +682,21 @@ impl<B: Backend> Session<B> {
                     Ok(None) => continue,
                     Err(e) => return backend_err(e),
                 };
-                let items = fetch::items(&plan, m, raw.as_deref(), summary.as_ref());
-                if let Ok(d) = Data::fetch(seq, items) {
-                    self.data(d);
+                let items = match fetch::items(&plan, m, raw.as_deref(), summary.as_ref()) {
+                    Ok(i) => i,
+                    Err(fetch::ItemError::UnknownCte) => {
+                        return Reply::No(
+                            Some(Code::UnknownCte),
+                            "Unknown Content-Transfer-Encoding".into(),
+                        );
+                    }
+                };
+                if origins.is_empty() {
+                    if let Ok(d) = Data::fetch(seq, items) {
+                        self.data(d);
+                    }
+                } else if let Some(line) = fetch_line(seq, items, &origins) {
+                    self.raw(&line);
                 }
                 if self.maybe_flush().await.is_err() {
                     return Reply::no("Connection lost");
@@ -677,8 +867,9 @@ mod tests {
     #[test]
     fn windows_bound_count_and_bytes() {
         let small: Vec<_> = (1..=70).map(|u| meta(u, 100)).collect();
-        let w = windows(&small);
+        let w = windows(&small, true);
         assert_eq!(w.iter().map(|w| w.len()).collect::<Vec<_>>(), [32, 32, 6]);
+        assert_eq!(windows(&small, false).len(), 1);
         // Large messages: a window holds at most WINDOW_BYTES, but at least one.
         let big = [
             meta(1, 5 << 20),
@@ -686,9 +877,9 @@ mod tests {
             meta(3, 20 << 20),
             meta(4, 1),
         ];
-        let w = windows(&big);
+        let w = windows(&big, true);
         assert_eq!(w.iter().map(|w| w.len()).collect::<Vec<_>>(), [2, 1, 1]);
-        assert!(windows(&[]).is_empty());
+        assert!(windows(&[], true).is_empty());
     }
 
     #[test]

@@ -7,7 +7,8 @@ use super::convert;
 use super::header;
 use super::summary::{BodyPart, PartKind, Summary};
 use imap_codec::imap_types::{
-    core::AString,
+    core::{AString, LiteralMode, NString8},
+    extensions::binary::Literal8,
     fetch::{MessageDataItem, MessageDataItemName, Section},
 };
 use std::num::{NonZeroU32, NonZeroU64};
@@ -43,8 +44,14 @@ pub fn plan(
     };
     for n in names {
         match &n {
-            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
-                return Err("BINARY is not supported");
+            MessageDataItemName::Binary { peek, .. } => {
+                p.raw = true;
+                p.summary = true;
+                p.sets_seen |= !peek;
+            }
+            MessageDataItemName::BinarySize { .. } => {
+                p.raw = true;
+                p.summary = true;
             }
             MessageDataItemName::Body
             | MessageDataItemName::BodyStructure
@@ -126,13 +133,52 @@ pub fn section_bytes(raw: &[u8], s: &Summary, section: Option<&Section<'_>>) -> 
     got.unwrap_or_default()
 }
 
+/// A part's content with its Content-Transfer-Encoding removed (RFC 3516);
+/// `None` for an encoding this server does not know (`UNKNOWN-CTE`).
+pub fn decode_cte(encoding: &str, body: &[u8]) -> Option<Vec<u8>> {
+    use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+    match encoding.to_ascii_lowercase().as_str() {
+        "" | "7bit" | "8bit" | "binary" => Some(body.to_vec()),
+        // Damaged encodings decode to what could be read, not an error.
+        "base64" => Some(base64_decode(body).unwrap_or_default()),
+        "quoted-printable" => Some(quoted_printable_decode(body).unwrap_or_default()),
+        _ => None,
+    }
+}
+
+/// The decoded bytes of `BINARY[section]`: the whole message for an empty
+/// section, else the part's body decoded (multipart and message parts are
+/// not encoded); empty when the part does not exist. `Err` for an unknown
+/// transfer encoding.
+pub fn binary_bytes(raw: &[u8], s: &Summary, section: &[NonZeroU32]) -> Result<Vec<u8>, ItemError> {
+    if section.is_empty() {
+        return Ok(raw.to_vec());
+    }
+    let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
+    let Some(part) = s.part(&path) else {
+        return Ok(Vec::new());
+    };
+    let body = slice(raw, part.body);
+    match part.kind {
+        PartKind::Single => decode_cte(&part.encoding, &body).ok_or(ItemError::UnknownCte),
+        _ => Ok(body),
+    }
+}
+
+/// Why a message's items could not all be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemError {
+    /// BINARY of a part with an unknown Content-Transfer-Encoding.
+    UnknownCte,
+}
+
 /// The data items of one message.
 pub fn items(
     plan: &Plan,
     meta: &MessageMeta,
     raw: Option<&[u8]>,
     summary: Option<&Summary>,
-) -> Vec<MessageDataItem<'static>> {
+) -> Result<Vec<MessageDataItem<'static>>, ItemError> {
     let mut out = Vec::with_capacity(plan.items.len());
     let empty = Summary::parse(b"");
     let s = summary.unwrap_or(&empty);
@@ -184,11 +230,51 @@ pub fn items(
                     data: convert::literal(data),
                 }
             }
-            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => continue,
+            MessageDataItemName::Binary {
+                section, partial, ..
+            } => {
+                let mut data = binary_bytes(raw, s, section)?;
+                if let Some((o, n)) = partial {
+                    let a = (*o as usize).min(data.len());
+                    let b = a.saturating_add(n.get() as usize).min(data.len());
+                    data = data[a..b].to_vec();
+                }
+                MessageDataItem::Binary {
+                    section: section.clone(),
+                    value: NString8::Literal8(Literal8 {
+                        data: data.into(),
+                        mode: LiteralMode::Sync,
+                    }),
+                }
+            }
+            MessageDataItemName::BinarySize { section } => {
+                let data = binary_bytes(raw, s, section)?;
+                MessageDataItem::BinarySize {
+                    section: section.clone(),
+                    size: data.len() as u32,
+                }
+            }
         };
         out.push(item);
     }
-    out
+    Ok(out)
+}
+
+/// The origins of the partial BINARY items of a plan, by item index: the
+/// response names them `BINARY[section]<origin>`, which imap-codec's
+/// `MessageDataItem::Binary` cannot say.
+pub fn binary_origins(plan: &Plan) -> Vec<(usize, u32)> {
+    plan.items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match n {
+            MessageDataItemName::Binary {
+                partial: Some((o, _)),
+                ..
+            } => Some((i, *o)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -252,6 +338,43 @@ mod tests {
     }
 
     #[test]
+    fn binary() {
+        let raw = b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n/w==\r\n--B\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 =\r\nau lait\r\n--B\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n--B--\r\n";
+        let s = Summary::parse(raw);
+        let n = |v: u32| vec![NonZeroU32::new(v).unwrap()];
+        assert_eq!(binary_bytes(raw, &s, &n(1)).unwrap(), [0, 1, 2, 255]);
+        assert_eq!(
+            binary_bytes(raw, &s, &n(2)).unwrap(),
+            "café au lait".as_bytes()
+        );
+        assert!(binary_bytes(raw, &s, &n(3)).is_err());
+        assert_eq!(binary_bytes(raw, &s, &[]).unwrap(), raw);
+        assert!(binary_bytes(raw, &s, &n(9)).unwrap().is_empty());
+        let meta = MessageMeta {
+            uid: 1,
+            flags: vec![],
+            internal_date_ms: 0,
+            size: raw.len() as u32,
+            modseq: 1,
+        };
+        let p = plan(names("(BINARY.SIZE[1] BINARY.PEEK[1]<1.2>)"), false, false).unwrap();
+        assert_eq!(binary_origins(&p), [(1, 1)]);
+        let it = items(&p, &meta, Some(raw), Some(&s)).unwrap();
+        assert_eq!(
+            it[0],
+            MessageDataItem::BinarySize {
+                section: n(1),
+                size: 4
+            }
+        );
+        let p = plan(names("BINARY[3]"), false, false).unwrap();
+        assert_eq!(
+            items(&p, &meta, Some(raw), Some(&s)),
+            Err(ItemError::UnknownCte)
+        );
+    }
+
+    #[test]
     fn plans() {
         let p = plan(names("(FLAGS BODY[TEXT]<0.2>)"), true, false).unwrap();
         assert_eq!(p.items[0], MessageDataItemName::Uid);
@@ -260,7 +383,12 @@ mod tests {
         assert!(!p.sets_seen);
         assert_eq!(p.items.len(), 3);
         assert!(plan(names("ALL"), false, false).unwrap().summary);
-        assert!(plan(names("BINARY[1]"), false, false).is_err());
+        assert!(plan(names("BINARY[1]"), false, false).unwrap().sets_seen);
+        assert!(
+            !plan(names("BINARY.PEEK[1]"), false, false)
+                .unwrap()
+                .sets_seen
+        );
         let meta = MessageMeta {
             uid: 4,
             flags: vec![],
@@ -270,7 +398,7 @@ mod tests {
         };
         let p = plan(names("(BODY[1]<1.1> RFC822.SIZE)"), false, false).unwrap();
         let s = Summary::parse(RAW);
-        let it = items(&p, &meta, Some(RAW), Some(&s));
+        let it = items(&p, &meta, Some(RAW), Some(&s)).unwrap();
         assert_eq!(
             it[0],
             MessageDataItem::BodyExt {

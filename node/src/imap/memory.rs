@@ -166,11 +166,23 @@ impl MemBox {
             messages: self
                 .messages
                 .iter()
-                .map(|(&uid, m)| MessageState {
+                .map(|(&uid, m)| SnapMessage {
                     uid,
-                    flags: m.flags.clone(),
                     modseq: m.modseq,
                 })
+                .collect(),
+            first_unseen: self
+                .messages
+                .values()
+                .position(|m| !m.flags.contains(&Flag::Seen))
+                .map(|i| i as u32 + 1),
+            keywords: self
+                .messages
+                .values()
+                .flat_map(|m| m.flags.iter().filter(|f| matches!(f, Flag::Keyword(_))))
+                .cloned()
+                .collect::<BTreeSet<Flag>>()
+                .into_iter()
                 .collect(),
         }
     }
@@ -383,6 +395,25 @@ impl Mailboxes for MemoryMailboxes {
             modseq: 0,
         });
         Ok((b.uidvalidity, uid))
+    }
+
+    async fn append_many(&self, name: &str, msgs: Vec<NewMail>) -> BackendResult<(u32, Vec<u32>)> {
+        if msgs.iter().any(|m| m.raw.len() > MAX_MESSAGE) {
+            return Err(BackendError::TooLarge);
+        }
+        let mut acc = self.acc();
+        let b = acc.named(name)?;
+        let mut uids = Vec::new();
+        for m in msgs {
+            let flags = apply(FlagMode::Replace, &[], &m.flags);
+            uids.push(b.add(MemMsg {
+                raw: Arc::new(m.raw),
+                flags,
+                date: m.internal_date_ms,
+                modseq: 0,
+            }));
+        }
+        Ok((b.uidvalidity, uids))
     }
 
     async fn store(

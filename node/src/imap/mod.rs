@@ -6,20 +6,23 @@
 //! except what it cannot express: the command forms of [`listext`]
 //! (LIST-EXTENDED options and `CREATE ... (USE (...))`), parsed by a small
 //! parser, and those of [`rewrite`] (`SEARCH RETURN (...)` of ESEARCH and
-//! APPEND's `UTF8 (~{n})` of UTF8=ACCEPT), reduced to forms imap-codec
-//! parses; and two responses it cannot encode, written by hand: `ESEARCH`
-//! and LIST's `CHILDINFO` extended data item (appended to imap-codec's LIST
-//! line).
+//! SEARCHRES, the `$` sequence set, APPEND's `UTF8 (~{n})` of UTF8=ACCEPT
+//! and MULTIAPPEND's several messages), reduced to forms imap-codec
+//! parses; and responses it cannot encode, written by hand: `ESEARCH`,
+//! LIST's `CHILDINFO` extended data item (appended to imap-codec's LIST
+//! line), APPENDUID with a UID set, and the origin of a partial BINARY.
 //!
-//! Advertised: IMAP4rev1, STARTTLS (when TLS is configured), AUTH=PLAIN or
-//! LOGINDISABLED, SASL-IR, LITERAL+, ID, ENABLE, IDLE, NAMESPACE, UNSELECT,
-//! UIDPLUS, MOVE, CONDSTORE, QRESYNC, LIST-EXTENDED (with CHILDINFO),
-//! LIST-STATUS, SPECIAL-USE, CREATE-SPECIAL-USE, CHILDREN, STATUS=SIZE,
-//! WITHIN, APPENDLIMIT, ESEARCH, UTF8=ACCEPT. Not advertised, because not
-//! implemented: IMAP4rev2 (its other differences from IMAP4rev1 are not
-//! done: SEARCHRES, BINARY, LITERAL-, `STATUS DELETED`, no `\Recent` and
-//! ESEARCH-only answers once enabled), SEARCHRES, BINARY, MULTIAPPEND.
-//! `\Recent` is never set.
+//! Advertised: IMAP4rev1, IMAP4rev2, STARTTLS (when TLS is configured),
+//! AUTH=PLAIN or LOGINDISABLED, SASL-IR, LITERAL+ (which covers IMAP4rev2's
+//! LITERAL-), ID, ENABLE, IDLE, NAMESPACE, UNSELECT, UIDPLUS, MOVE,
+//! CONDSTORE, QRESYNC, LIST-EXTENDED (with CHILDINFO), LIST-STATUS,
+//! SPECIAL-USE, CREATE-SPECIAL-USE, CHILDREN, STATUS=SIZE, WITHIN,
+//! APPENDLIMIT, BINARY, ESEARCH, SEARCHRES, MULTIAPPEND, UTF8=ACCEPT.
+//! `ENABLE IMAP4rev2` switches a session to RFC 9051's behaviour: no
+//! `RECENT` and no `[UNSEEN]` at SELECT but the mailbox's LIST line,
+//! `[CLOSED]` whenever a selected mailbox is left by SELECT/EXAMINE,
+//! ESEARCH answers to every SEARCH, UTF-8 mailbox names. `\Recent` is never
+//! set.
 //!
 //! Modules: [`server`] (listener, TLS), `session` (connection loop,
 //! authentication, dispatch), `cmd_mailbox` and `cmd_message` (commands),

@@ -4,12 +4,12 @@
 
 use super::backend::MessageMeta;
 use super::selected::ranges;
-use super::summary::{days_from_civil, Summary};
+use super::summary::{days_from_civil, search_headers, Summary};
 use aerogramme_proto::mailbox::Flag;
 use chrono::Datelike;
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::SequenceSet;
-use mail_parser::{HeaderValue, MessageParser, PartType};
+use mail_parser::PartType;
 
 /// What evaluating a key needs besides metadata.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,17 +35,17 @@ fn walk(key: &SearchKey<'_>, n: &mut Needs) {
             walk(a, n);
             walk(b, n)
         }
+        SearchKey::Body(_) | SearchKey::Text(_) => n.raw = true,
+        // Header keys read the summary's decoded header fields.
         SearchKey::Bcc(_)
-        | SearchKey::Body(_)
         | SearchKey::Cc(_)
         | SearchKey::From(_)
         | SearchKey::Header(..)
         | SearchKey::Subject(_)
-        | SearchKey::Text(_)
-        | SearchKey::To(_) => n.raw = true,
-        SearchKey::SentBefore(_) | SearchKey::SentOn(_) | SearchKey::SentSince(_) => {
-            n.summary = true
-        }
+        | SearchKey::To(_)
+        | SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_) => n.summary = true,
         _ => {}
     }
 }
@@ -180,46 +180,13 @@ fn header_has(c: &Candidate<'_>, cache: &mut TextCache, name: &str, needle: &[u8
         .any(|(n, v)| *n == name && v.contains(&needle))
 }
 
-fn headers<'c>(c: &Candidate<'_>, cache: &'c mut TextCache) -> &'c [(String, String)] {
-    cache.headers.get_or_insert_with(|| {
-        let Some(raw) = c.raw else {
-            return Vec::new();
-        };
-        let Some(m) = MessageParser::default().parse_headers(raw) else {
-            return Vec::new();
-        };
-        let Some(part) = m.parts.first() else {
-            return Vec::new();
-        };
-        part.headers
-            .iter()
-            .map(|h| {
-                let rawv = raw
-                    .get(h.offset_start as usize..h.offset_end as usize)
-                    .unwrap_or_default();
-                let v = match &h.value {
-                    HeaderValue::Text(t) => t.to_string(),
-                    HeaderValue::TextList(l) => l.join(" "),
-                    HeaderValue::Address(a) => {
-                        let mut s = String::new();
-                        for ad in a.iter() {
-                            if let Some(n) = ad.name() {
-                                s.push_str(n);
-                                s.push(' ');
-                            }
-                            if let Some(x) = ad.address() {
-                                s.push('<');
-                                s.push_str(x);
-                                s.push_str("> ");
-                            }
-                        }
-                        s
-                    }
-                    _ => String::from_utf8_lossy(rawv).into_owned(),
-                };
-                (h.name.as_str().to_ascii_lowercase(), v.to_lowercase())
-            })
-            .collect()
+fn headers<'s>(c: &'s Candidate<'_>, cache: &'s mut TextCache) -> &'s [(String, String)] {
+    if let Some(s) = c.summary {
+        return &s.headers;
+    }
+    cache.headers.get_or_insert_with(|| match c.raw {
+        Some(raw) => search_headers(raw),
+        None => Vec::new(),
     })
 }
 
@@ -229,7 +196,7 @@ fn body<'c>(c: &Candidate<'_>, cache: &'c mut TextCache) -> &'c str {
             return String::new();
         };
         let mut out = String::new();
-        if let Some(m) = MessageParser::default().parse(raw) {
+        if let Some(m) = super::summary::parser().parse(raw) {
             collect_text(&m, &mut out, 0);
         }
         out.to_lowercase()
@@ -376,7 +343,8 @@ mod tests {
         for k in no {
             assert!(!matches(&key(k), &c, &scope), "{k} should not match");
         }
-        assert!(needs(&key("FROM x")).raw);
+        assert!(needs(&key("FROM x")).summary && !needs(&key("FROM x")).raw);
+        assert!(needs(&key("TEXT x")).raw);
         assert!(needs(&key("SENTON 1-Jan-2000")).summary && !needs(&key("SENTON 1-Jan-2000")).raw);
         assert!(!needs(&key("SEEN")).raw);
         assert!(uses_modseq(&key("NOT MODSEQ 3")));

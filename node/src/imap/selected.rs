@@ -39,7 +39,8 @@ pub struct SelectedBox {
     /// UIDVALIDITY.
     pub uidvalidity: u32,
     uids: Vec<u32>,
-    modseqs: HashMap<u32, u64>,
+    /// MODSEQ known to the client of each message of `uids` (same index).
+    modseqs: Vec<u64>,
     announced: usize,
     events: broadcast::Receiver<Event>,
     pending: VecDeque<Event>,
@@ -62,11 +63,7 @@ impl SelectedBox {
             read_only,
             uidvalidity: snapshot.uidvalidity,
             uids: snapshot.messages.iter().map(|m| m.uid).collect(),
-            modseqs: snapshot
-                .messages
-                .iter()
-                .map(|m| (m.uid, m.modseq))
-                .collect(),
+            modseqs: snapshot.messages.iter().map(|m| m.modseq).collect(),
             announced: snapshot.messages.len(),
             events,
             pending: VecDeque::new(),
@@ -93,8 +90,8 @@ impl SelectedBox {
     /// Records a MODSEQ this session already reported (its own STORE), so
     /// the echo from the event stream is not reported again.
     pub fn note_modseq(&mut self, uid: u32, modseq: u64) {
-        if let Some(m) = self.modseqs.get_mut(&uid) {
-            *m = (*m).max(modseq);
+        if let Ok(i) = self.uids.binary_search(&uid) {
+            self.modseqs[i] = self.modseqs[i].max(modseq);
         }
     }
 
@@ -160,7 +157,12 @@ impl SelectedBox {
             }
         }
         for m in &snap.messages {
-            match self.modseqs.get(&m.uid) {
+            match self
+                .uids
+                .binary_search(&m.uid)
+                .ok()
+                .map(|i| &self.modseqs[i])
+            {
                 None => {
                     self.pending.push_back(Event::Exists { uid: m.uid });
                     self.pending.push_back(Event::Flags {
@@ -197,14 +199,14 @@ impl SelectedBox {
                 Event::Exists { uid } => {
                     if let Err(pos) = self.uids.binary_search(&uid) {
                         self.uids.insert(pos, uid);
-                        self.modseqs.insert(uid, 0);
+                        self.modseqs.insert(pos, 0);
                     }
                 }
                 Event::Expunged { .. } if !allow_expunge => keep.push_back(ev),
                 Event::Expunged { uid } => {
                     if let Ok(pos) = self.uids.binary_search(&uid) {
                         self.uids.remove(pos);
-                        self.modseqs.remove(&uid);
+                        self.modseqs.remove(pos);
                         if pos < self.announced {
                             self.announced -= 1;
                             out.expunged.push((pos as u32 + 1, uid));
@@ -212,7 +214,12 @@ impl SelectedBox {
                     }
                 }
                 Event::Flags { uid, modseq } => {
-                    if let Some(m) = self.modseqs.get_mut(&uid) {
+                    if let Some(m) = self
+                        .uids
+                        .binary_search(&uid)
+                        .ok()
+                        .map(|i| &mut self.modseqs[i])
+                    {
                         if modseq > *m {
                             *m = modseq;
                             out.flags.push(uid);
@@ -328,7 +335,7 @@ pub fn to_set(uids: &[u32]) -> Option<SequenceSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imap::backend::MessageState;
+    use crate::imap::backend::SnapMessage;
 
     fn snap(uids: &[u32]) -> Snapshot {
         Snapshot {
@@ -337,12 +344,9 @@ mod tests {
             highest_modseq: 10,
             messages: uids
                 .iter()
-                .map(|&uid| MessageState {
-                    uid,
-                    flags: vec![],
-                    modseq: 1,
-                })
+                .map(|&uid| SnapMessage { uid, modseq: 1 })
                 .collect(),
+            ..Default::default()
         }
     }
 

@@ -110,6 +110,16 @@ pub(crate) struct Session<B: Backend> {
     pub(crate) utf8: bool,
     /// The tag and RETURN options of the SEARCH being run (RFC 4731).
     pub(crate) esearch: Option<(String, ReturnOpts)>,
+    /// IMAP4rev2 enabled (RFC 9051): no `\Recent`, ESEARCH answers, LIST
+    /// and CLOSED at SELECT, UTF-8 mailbox names.
+    pub(crate) rev2: bool,
+    /// The last SEARCH result saved with `RETURN (SAVE)` (RFC 5182), as
+    /// UIDs; `$` names it. Emptied by SELECT, EXAMINE, CLOSE and UNSELECT.
+    pub(crate) saved: Vec<u32>,
+    /// The command being run had its `$` replaced by [`rewrite::DOLLAR`].
+    pub(crate) dollar: bool,
+    /// The tag of the command being run.
+    pub(crate) current_tag: String,
     mode: Mode,
 }
 
@@ -139,6 +149,10 @@ impl<B: Backend> Session<B> {
             qresync: false,
             utf8: false,
             esearch: None,
+            rev2: false,
+            saved: Vec::new(),
+            dollar: false,
+            current_tag: String::new(),
             mode: Mode::Command,
         }
     }
@@ -217,6 +231,7 @@ impl<B: Backend> Session<B> {
 
     pub(crate) fn capabilities(&self) -> Vec1<Capability<'static>> {
         let mut caps = vec![Capability::Imap4Rev1];
+        caps.extend(Capability::try_from("IMAP4rev2").ok());
         if self.user.is_none() {
             if self.shared.tls.is_some() && !self.conn.is_tls() {
                 caps.push(Capability::StartTls);
@@ -247,8 +262,11 @@ impl<B: Backend> Session<B> {
                 Capability::Within,
             ]);
             caps.push(Capability::Utf8(Utf8Kind::Accept));
+            caps.push(Capability::Binary);
             for other in [
                 "ESEARCH",
+                "SEARCHRES",
+                "MULTIAPPEND",
                 "SPECIAL-USE",
                 "CREATE-SPECIAL-USE",
                 "LIST-STATUS",
@@ -360,7 +378,11 @@ impl<B: Backend> Session<B> {
                 let ok = matches!(self.mode, Mode::Command)
                     && (literal_found(partial)
                         || (self.utf8
-                            && rewrite::append_utf8(partial).is_some_and(|b| literal_found(&b))));
+                            && rewrite::append_utf8(partial).is_some_and(|b| literal_found(&b)))
+                        || rewrite::dollar(partial).is_some_and(|b| literal_found(&b))
+                        || rewrite::split_append(partial).is_some_and(|parts| {
+                            parts.len() > 1 && parts.last().is_some_and(|b| literal_found(b))
+                        }));
                 if ok {
                     self.framer.accept();
                     if sync {
@@ -415,6 +437,17 @@ impl<B: Backend> Session<B> {
     }
 
     async fn command(&mut self, bytes: &[u8]) -> After {
+        // SEARCHRES: `$` becomes a number imap-codec parses (see rewrite.rs).
+        let replaced = rewrite::dollar(bytes);
+        self.dollar = replaced.is_some();
+        let after = self
+            .command_inner(replaced.as_deref().unwrap_or(bytes))
+            .await;
+        self.dollar = false;
+        after
+    }
+
+    async fn command_inner(&mut self, bytes: &[u8]) -> After {
         let cmd = match CommandCodec::default().decode(bytes) {
             Ok((b"", cmd)) => cmd.into_static(),
             _ => {
@@ -429,6 +462,10 @@ impl<B: Backend> Session<B> {
                             Ok((b"", cmd)) if matches!(cmd.body, CommandBody::Search { .. }) => {
                                 let cmd = cmd.into_static();
                                 let uid = matches!(cmd.body, CommandBody::Search { uid: true, .. });
+                                if opts.save && self.selected.is_none() {
+                                    let r = Reply::bad("No mailbox selected");
+                                    return self.finish(t, r, true).await;
+                                }
                                 self.esearch = Some((t.as_ref().to_owned(), opts));
                                 let reply = self.dispatch(cmd).await;
                                 self.esearch = None;
@@ -437,6 +474,20 @@ impl<B: Backend> Session<B> {
                             _ => Reply::bad("Syntax error in search criteria"),
                         },
                         Err(e) => Reply::Bad(format!("Syntax error: {e}")),
+                    };
+                    if self.selected.is_some()
+                        && bytes.windows(4).any(|w| w.eq_ignore_ascii_case(b"SAVE"))
+                    {
+                        // RFC 5182 §2.1: a failed SEARCH ... SAVE empties `$`.
+                        self.saved.clear();
+                    }
+                    return self.finish(t, reply, true).await;
+                }
+                if let Some(parts) = rewrite::split_append(bytes).filter(|p| p.len() > 1) {
+                    let reply = if self.user.is_some() {
+                        self.multi_append(&parts).await
+                    } else {
+                        Reply::bad("Command not valid in this state")
                     };
                     return self.finish(t, reply, true).await;
                 }
@@ -492,6 +543,7 @@ impl<B: Backend> Session<B> {
     }
 
     async fn dispatch(&mut self, cmd: Command<'static>) -> Reply {
+        self.current_tag = cmd.tag.as_ref().to_owned();
         let authed = self.user.is_some();
         let selected = self.selected.is_some();
         let tag = cmd.tag;

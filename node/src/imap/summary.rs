@@ -102,10 +102,116 @@ pub struct Summary {
     /// The `Date:` header's calendar day in its own time zone, as days since
     /// 1970-01-01 (for SENTBEFORE, SENTON, SENTSINCE).
     pub sent_day: Option<i64>,
+    /// The top-level header fields as SEARCH compares them: (name, value),
+    /// both lower case, values decoded (RFC 2047, addresses as
+    /// `name <addr>`). SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER read these, not
+    /// the message.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Layout version of [`Summary`].
-pub const SUMMARY_VERSION: u8 = 1;
+pub const SUMMARY_VERSION: u8 = 2;
+
+/// The parser: mail-parser's defaults, but `Received:` kept as text (its
+/// structured parse is costly and nothing here reads it).
+pub(crate) fn parser() -> &'static MessageParser {
+    static PARSER: std::sync::OnceLock<MessageParser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(|| {
+        use HeaderName as H;
+        // mail-parser's default table (used when none is given), with
+        // `Received:` as raw text.
+        let mut p = MessageParser::new();
+        for h in [
+            H::Subject,
+            H::Comments,
+            H::ContentDescription,
+            H::ContentLocation,
+            H::ContentTransferEncoding,
+        ] {
+            p = p.header_text(h);
+        }
+        for h in [
+            H::From,
+            H::To,
+            H::Cc,
+            H::Bcc,
+            H::ReplyTo,
+            H::Sender,
+            H::ResentTo,
+            H::ResentFrom,
+            H::ResentBcc,
+            H::ResentCc,
+            H::ResentSender,
+            H::ListArchive,
+            H::ListHelp,
+            H::ListId,
+            H::ListOwner,
+            H::ListPost,
+            H::ListSubscribe,
+            H::ListUnsubscribe,
+        ] {
+            p = p.header_address(h);
+        }
+        for h in [
+            H::MessageId,
+            H::References,
+            H::InReplyTo,
+            H::ReturnPath,
+            H::ContentId,
+            H::ResentMessageId,
+        ] {
+            p = p.header_id(h);
+        }
+        p.header_date(H::Date)
+            .header_date(H::ResentDate)
+            .header_comma_separated(H::Keywords)
+            .header_comma_separated(H::ContentLanguage)
+            .header_content_type(H::ContentType)
+            .header_content_type(H::ContentDisposition)
+            .header_raw(H::Received)
+            .header_raw(H::MimeVersion)
+    })
+}
+
+/// The top-level header fields of `raw` for SEARCH (see
+/// [`Summary::headers`]).
+pub fn search_headers(raw: &[u8]) -> Vec<(String, String)> {
+    let Some(m) = parser().parse_headers(raw) else {
+        return Vec::new();
+    };
+    let Some(part) = m.parts.first() else {
+        return Vec::new();
+    };
+    part.headers
+        .iter()
+        .map(|h| {
+            let rawv = raw
+                .get(h.offset_start as usize..h.offset_end as usize)
+                .unwrap_or_default();
+            let v = match &h.value {
+                HeaderValue::Text(t) => t.to_string(),
+                HeaderValue::TextList(l) => l.join(" "),
+                HeaderValue::Address(a) => {
+                    let mut s = String::new();
+                    for ad in a.iter() {
+                        if let Some(n) = ad.name() {
+                            s.push_str(n);
+                            s.push(' ');
+                        }
+                        if let Some(x) = ad.address() {
+                            s.push('<');
+                            s.push_str(x);
+                            s.push_str("> ");
+                        }
+                    }
+                    s
+                }
+                _ => String::from_utf8_lossy(rawv).into_owned(),
+            };
+            (h.name.as_str().to_ascii_lowercase(), v.to_lowercase())
+        })
+        .collect()
+}
 
 /// How deep nested messages and multiparts are followed.
 const MAX_DEPTH: usize = 32;
@@ -115,7 +221,7 @@ impl Summary {
     /// cannot be parsed is described as `text/plain`.
     pub fn parse(raw: &[u8]) -> Summary {
         let len = raw.len() as u32;
-        let parsed = MessageParser::default().parse(raw);
+        let parsed = parser().parse(raw);
         let (envelope, root, sent_day) = match parsed {
             Some(m) if !m.parts.is_empty() => {
                 let root = part(raw, &m, 0, 0);
@@ -152,11 +258,13 @@ impl Summary {
                 None,
             ),
         };
+        let headers = search_headers(&raw[range(root.header, raw.len())]);
         Summary {
             version: SUMMARY_VERSION,
             envelope,
             root,
             sent_day,
+            headers,
         }
     }
 

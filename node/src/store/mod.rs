@@ -107,6 +107,10 @@ pub(crate) fn store_err(e: sled::Error) -> StoreError {
     }
 }
 
+/// Prefix of the meta keys holding the IMAP layer's sealed message
+/// summaries: `node/summary/` ‖ user ‖ blob (a cache, never replicated).
+pub const SUMMARY_PREFIX: &[u8] = b"node/summary/";
+
 /// The sled implementation of [`Store`]. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct SledStore {
@@ -352,6 +356,16 @@ impl SledStore {
     /// checkpoints and the account record. Returns how many were removed.
     pub fn purge_user(&self, user: &UserId) -> Result<u64, StoreError> {
         let mut removed = 0;
+        // The IMAP layer's kept summaries of the user's messages.
+        let mut prefix = SUMMARY_PREFIX.to_vec();
+        prefix.extend_from_slice(user.as_bytes());
+        let mut batch = sled::Batch::default();
+        for kv in self.meta.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(store_err)?;
+            batch.remove(k);
+            removed += 1;
+        }
+        self.meta.apply_batch(batch).map_err(store_err)?;
         for tree in [&self.ops, &self.chunks, &self.checkpoints, &self.accounts] {
             let mut batch = sled::Batch::default();
             for kv in tree.scan_prefix(user.as_bytes()) {

@@ -62,6 +62,11 @@ impl Interner {
         }
     }
 
+    /// The keywords in the table, in first-seen order.
+    pub(crate) fn keywords(&self) -> Vec<Flag> {
+        self.table.iter().cloned().map(Flag::Keyword).collect()
+    }
+
     /// Approximate heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         let strings: usize = self.table.iter().map(|k| k.as_str().len()).sum();

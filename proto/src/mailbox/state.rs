@@ -345,6 +345,12 @@ impl MailboxState {
         self.entries.get(id).is_some_and(Entry::expunged)
     }
 
+    /// Every keyword ever set in this mailbox (interned), in first-seen
+    /// order: a superset of the keywords in use, without scanning messages.
+    pub fn known_keywords(&self) -> Vec<Flag> {
+        self.keywords.keywords()
+    }
+
     /// Whether the live entry has `flag`.
     pub fn has_flag(&self, id: &EntryId, flag: &Flag) -> bool {
         let (Some(e), Some(i)) = (self.entries.get(id), self.keywords.get(flag)) else {

@@ -1083,6 +1083,48 @@ impl<S: Store> Replica<S> {
         self.users.get(user)?.seqs.get(mailbox)
     }
 
+    /// Encrypts a driver's summary of a message blob (e.g. the IMAP
+    /// layer's envelope, structure and header) with the user's master key,
+    /// bound to [`Place::Summary`]; the driver stores it where it likes and
+    /// reads it back with [`Replica::open_summary`]. The driver's bytes
+    /// should carry their own format tag: the blob announcement's sealed
+    /// metadata uses the same place.
+    pub fn seal_summary<R: RngCore + CryptoRng>(
+        &self,
+        rng: &mut R,
+        user: &UserId,
+        blob: &BlobId,
+        summary: &[u8],
+    ) -> Result<Vec<u8>, ReplicaError> {
+        let place = Place::Summary {
+            user: *user,
+            blob: *blob,
+        };
+        Ok(self
+            .unlocked(user)?
+            .secrets
+            .master
+            .encrypt(rng, &place, summary)?)
+    }
+
+    /// Decrypts what [`Replica::seal_summary`] produced for this blob.
+    pub fn open_summary(
+        &self,
+        user: &UserId,
+        blob: &BlobId,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, ReplicaError> {
+        let place = Place::Summary {
+            user: *user,
+            blob: *blob,
+        };
+        Ok(self
+            .unlocked(user)?
+            .secrets
+            .master
+            .decrypt(&place, sealed)?)
+    }
+
     /// The full bytes of a message.
     pub fn read_blob(&self, user: &UserId, blob: &BlobId) -> Result<Vec<u8>, ReplicaError> {
         let un = self.unlocked(user)?;

@@ -151,6 +151,15 @@ impl MailboxView {
         self.uids.keys().copied()
     }
 
+    /// UID, entry and MODSEQ of every shown message, UIDs ascending: a
+    /// whole-mailbox scan without decoding each message's flags (use
+    /// [`MailboxState::has_flag`] on [`MailboxView::state`] for those).
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = (u32, EntryId, u64)> + '_ {
+        self.uids
+            .iter()
+            .map(|(u, e)| (*u, *e, self.meta.get(e).map_or(0, |m| m.1)))
+    }
+
     /// A message by UID.
     pub fn message(&self, uid: u32) -> Option<Message> {
         let entry = *self.uids.get(&uid)?;

@@ -8,7 +8,7 @@ async fn capability_login_logout() {
     let mut c = Client::connect(addr).await;
     assert!(
         c.greeting
-            .starts_with("* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN"),
+            .starts_with("* OK [CAPABILITY IMAP4REV1 IMAP4rev2 AUTH=PLAIN"),
         "{}",
         c.greeting
     );
