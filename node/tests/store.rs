@@ -23,7 +23,7 @@ fn op(user: UserId, log: LogId, origin: u64, seq: u64) -> Op {
         },
         hlc: Timestamp(origin.wrapping_mul(1000).wrapping_add(seq)),
         uids: (seq % 3) as u32,
-        payload: vec![seq as u8; (seq as usize * 7) % 50],
+        payload: vec![seq as u8; (seq as usize * 7) % 50].into(),
     }
 }
 
