@@ -204,7 +204,11 @@ impl Node {
         let child = cmd
             .args(["serve", "--data"])
             .arg(self.dir.path())
-            .env("RUST_LOG", "info")
+            // NODE_LOG sets the nodes' log filter (default: info).
+            .env(
+                "RUST_LOG",
+                std::env::var("NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -28,8 +28,10 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// Push of new ops and sequencing messages, a topic per user.
     pub gossipsub: gossipsub::Behaviour,
-    /// Messages to one peer (anti-entropy, sequencing).
+    /// Anti-entropy messages to one peer, each a request with a receipt.
     pub replication: request_response::Behaviour<wire::Codec>,
+    /// Live messages (sequencing, new chunks) on one stream per peer.
+    pub live: libp2p_stream::Behaviour,
     /// Discovery on the local network.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Discovery in larger communities.
@@ -101,6 +103,7 @@ impl Behaviour {
             ping: ping::Behaviour::new(ping::Config::new()),
             gossipsub,
             replication,
+            live: libp2p_stream::Behaviour::new(),
             mdns: mdns.into(),
             kad: kad.into(),
         })

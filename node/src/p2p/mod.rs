@@ -2,12 +2,18 @@
 //!
 //! The swarm runs in one tokio task. It carries the replica's outputs:
 //!
-//! * `Output::Broadcast` (new ops, sequencing broadcasts) is published on
+//! * `Output::Broadcast` of new ops is published on
 //!   the user's gossipsub topic (an opaque name derived from the user id);
 //!   when no peer has subscribed yet it goes to every connected peer
 //!   directly instead.
-//! * `Output::Send` (anti-entropy, forwards to a ledger owner, votes) goes to
-//!   one peer on the request-response protocol of [`wire`].
+//! * `Output::Send` of anti-entropy goes to one peer on the request-response
+//!   protocol of [`wire`]; of the sequencing protocol (forwards to a ledger
+//!   owner, votes, heartbeats), on the peer's live stream ([`live`]: one
+//!   long-lived stream per peer, since a request per small message costs
+//!   a substream and a protocol negotiation each).
+//! * Message chunks and sequencing broadcasts go to each connected member
+//!   on its live stream (gossipsub would also forward them between the
+//!   receivers).
 //!
 //! and hands what peers send to the core, which feeds the replica. A peer
 //! that sends a malformed or oversized message is disconnected.
@@ -18,13 +24,15 @@
 //! and remembers it (with its addresses, so a restarted node dials it
 //! again).
 //!
-//! **Flow control.** Each peer has two outbound queues: *live* (sequencing,
-//! gossip, `Have`) and *bulk* (op pages and blob chunks of a catch-up), and
-//! at most [`MAX_IN_FLIGHT`] requests without a receipt. Live messages go
-//! first, so a peer catching up on gigabytes does not delay new mail; the
-//! bulk queue is bounded, and what it drops anti-entropy asks for again.
+//! **Flow control.** Live traffic has its own stream per peer, so a peer
+//! catching up on gigabytes does not delay new mail. Requests have two
+//! queues per peer, *live* (`Have`) and *bulk* (op pages and blob chunks of
+//! a catch-up), and at most [`MAX_IN_FLIGHT`] requests without a receipt;
+//! `Have` goes first; the bulk queue is bounded, and what it drops
+//! anti-entropy asks for again.
 
 pub mod behaviour;
+pub mod live;
 pub mod transport;
 pub mod wire;
 
@@ -66,7 +74,7 @@ const KAD_AFTER_CONNECT: Duration = Duration::from_millis(200);
 /// What the core hands to the network (encoded messages).
 #[derive(Debug)]
 pub enum NetOut {
-    /// To one replica.
+    /// To one replica, as a request with a receipt (anti-entropy).
     Send {
         /// Destination.
         to: ReplicaId,
@@ -74,6 +82,13 @@ pub enum NetOut {
         bytes: Vec<u8>,
         /// Catch-up traffic (yields to live traffic).
         bulk: bool,
+    },
+    /// To one replica, on the live stream (sequencing messages).
+    Live {
+        /// Destination.
+        to: ReplicaId,
+        /// The encoded [`PeerMsg`].
+        bytes: Vec<u8>,
     },
     /// To every replica serving the user.
     Broadcast {
@@ -83,10 +98,12 @@ pub enum NetOut {
         /// messages as their size allows).
         msgs: Vec<Vec<u8>>,
     },
-    /// Directly to every connected member, not by gossip: for message
-    /// chunks, which gossipsub would also forward between the receivers
-    /// (each chunk crossing every link of the mesh instead of reaching each
-    /// node once). A member not connected now fetches them by anti-entropy.
+    /// Directly to every connected member on the live streams, not by
+    /// gossip: for message chunks and sequencing broadcasts, which
+    /// gossipsub would also forward between the receivers (each crossing
+    /// every link of the mesh instead of reaching each node once). A member
+    /// not connected now gets them by anti-entropy or the sequencing
+    /// protocol's retries.
     ToEach {
         /// The encoded [`PeerMsg`].
         bytes: Vec<u8>,
@@ -96,8 +113,15 @@ pub enum NetOut {
 }
 
 impl NetOut {
-    /// The network form of a replica output addressed to peers.
+    /// The network form of a replica output addressed to one peer:
+    /// sequencing messages on the live stream, anti-entropy as requests.
     pub fn send(to: ReplicaId, msg: &PeerMsg) -> NetOut {
+        if let PeerMsg::Seq { .. } = msg {
+            return NetOut::Live {
+                to,
+                bytes: msg.encode(),
+            };
+        }
         let bulk = matches!(
             msg,
             PeerMsg::Sync(SyncMsg::Ops { .. } | SyncMsg::Chunk(_) | SyncMsg::WantChunks { .. })
@@ -318,7 +342,12 @@ impl P2p {
                 }
             }
         }
+        let control = swarm.behaviour().live.new_control();
+        let (inbound_tx, inbound) = mpsc::channel(1024);
+        live::accept(control.clone(), inbound_tx);
         let mut task = Task {
+            control,
+            links: HashMap::new(),
             swarm,
             core,
             shared: handle.shared.clone(),
@@ -334,7 +363,7 @@ impl P2p {
         for ev in early {
             task.on_event(ev);
         }
-        let join = tokio::spawn(task.run(net, stop));
+        let join = tokio::spawn(task.run(net, inbound, stop));
         Ok(P2p { handle, task: join })
     }
 
@@ -359,6 +388,10 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 
 struct Task {
     swarm: Swarm<Behaviour>,
+    /// Opens live streams.
+    control: libp2p_stream::Control,
+    /// The live stream to each member.
+    links: HashMap<PeerId, live::Link>,
     core: CoreHandle,
     shared: Arc<Mutex<Shared>>,
     by_replica: HashMap<ReplicaId, PeerId>,
@@ -372,6 +405,7 @@ impl Task {
     async fn run(
         mut self,
         mut net: mpsc::UnboundedReceiver<NetOut>,
+        mut inbound: mpsc::Receiver<live::Inbound>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut redial = tokio::time::interval(Duration::from_millis(250));
@@ -383,6 +417,14 @@ impl Task {
                     None => break,
                 },
                 ev = self.swarm.select_next_some() => self.on_event(ev),
+                Some(msg) = inbound.recv() => match msg {
+                    live::Inbound::Message(peer, bytes) => {
+                        if !self.deliver(peer, &bytes) {
+                            self.misbehaved(peer, "malformed message");
+                        }
+                    }
+                    live::Inbound::Oversized(peer, e) => self.misbehaved(peer, &e),
+                },
                 _ = redial.tick() => {
                     self.redial();
                     if self.kad_due.is_some_and(|t| Instant::now() >= t) {
@@ -423,6 +465,11 @@ impl Task {
                     self.enqueue(peer, bytes, bulk);
                 }
             }
+            NetOut::Live { to, bytes } => {
+                if let Some(peer) = self.by_replica.get(&to).copied() {
+                    self.send_live(peer, bytes);
+                }
+            }
             NetOut::Broadcast { user, msgs } => {
                 self.subscribe(user);
                 for payload in wire::pack(msgs) {
@@ -441,7 +488,7 @@ impl Task {
                             let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
                             for m in wire::unpack(&payload).unwrap_or_default() {
                                 for p in &peers {
-                                    self.enqueue(*p, m.to_vec(), false);
+                                    self.send_live(*p, m.to_vec());
                                 }
                             }
                         }
@@ -452,11 +499,20 @@ impl Task {
             NetOut::ToEach { bytes } => {
                 let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
                 for p in peers {
-                    self.enqueue(p, bytes.clone(), false);
+                    self.send_live(p, bytes.clone());
                 }
             }
             NetOut::Subscribe(user) => self.subscribe(user),
         }
+    }
+
+    /// Queues a message on the live stream to `peer`.
+    fn send_live(&mut self, peer: PeerId, bytes: Vec<u8>) {
+        let control = &self.control;
+        self.links
+            .entry(peer)
+            .or_insert_with(|| live::Link::open(control.clone(), peer))
+            .send(bytes);
     }
 
     fn enqueue(&mut self, peer: PeerId, bytes: Vec<u8>, bulk: bool) {
@@ -600,6 +656,7 @@ impl Task {
                 tracing::info!(peer = %peer_id, "peer disconnected");
                 self.by_replica.remove(&replica_of(&peer_id));
                 self.queues.remove(&peer_id);
+                self.links.remove(&peer_id);
                 self.status(peer_id, |p| {
                     p.connected = false;
                     p.queued = 0;
@@ -719,7 +776,7 @@ impl Task {
                 }
             }
             BehaviourEvent::Mdns(_) => {}
-            BehaviourEvent::Kad(_) => {}
+            BehaviourEvent::Kad(_) | BehaviourEvent::Live(_) => {}
             BehaviourEvent::Allow(v) => match v {},
         }
     }
@@ -752,7 +809,9 @@ impl Task {
             | Event::OutboundFailure { peer, .. } => {
                 if let Some(q) = self.queues.get_mut(&peer) {
                     q.in_flight = q.in_flight.saturating_sub(1);
-                    let queued = q.live.len() + q.bulk.len();
+                    let queued = q.live.len()
+                        + q.bulk.len()
+                        + self.links.get(&peer).map_or(0, live::Link::queued);
                     self.status(peer, |p| p.queued = queued);
                 }
                 self.pump(peer);

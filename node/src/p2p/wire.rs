@@ -80,14 +80,20 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(
 
 /// Writes one frame.
 pub async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     // One write: the length and the body travel in one encrypted frame.
     let mut frame = Vec::with_capacity(4 + bytes.len());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(bytes);
+    put_frame(&mut frame, bytes)?;
     io.write_all(&frame).await?;
     io.close().await
+}
+
+/// Appends one frame (length, then body) to `buf`.
+pub fn put_frame(buf: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(bytes);
+    Ok(())
 }
 
 /// The request-response codec of [`PROTOCOL`].
