@@ -1106,19 +1106,14 @@ impl Sequencer {
             self.apply_committed(v);
         }
         let commit = self.commit_index();
+        for to in waiting {
+            self.send(to, SeqMsg::Heartbeat { ballot, commit });
+        }
         // The others hear of it with the next Heartbeat, brought forward to
         // `commit_notice_ms` from now: a session on another node shows new
         // mail within that delay, and the commits of that interval share one
-        // broadcast. With no delay that broadcast leaves with this batch
-        // (`lead` runs after every message) and reaches the waiting
-        // replicas too: a Heartbeat of their own would be a duplicate. (A
-        // forced commit happens inside `lead`, after its Heartbeat check.)
+        // broadcast.
         let notice = self.params.commit_notice_ms;
-        if notice > 0 || force {
-            for to in waiting {
-                self.send(to, SeqMsg::Heartbeat { ballot, commit });
-            }
-        }
         let heartbeat = self.params.heartbeat_ms;
         if let Role::Leader { last_beat, .. } = &mut self.role {
             let due = (now + notice).saturating_sub(heartbeat);
