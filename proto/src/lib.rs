@@ -6,6 +6,7 @@
 //! number generator; the node (tokio, sled, libp2p) and the simulator are two
 //! drivers of the same code.
 
+mod bytes;
 pub mod crypto;
 pub mod hlc;
 pub mod ids;

@@ -63,6 +63,7 @@ pub struct Op {
     /// Ciphertext, bound by the crypto layer to (user, log, id). Never
     /// decrypted here. Shared: the log, the store and the messages that
     /// carry an op hold one copy (encoded like a `Vec<u8>`).
+    #[serde(with = "crate::bytes::shared")]
     pub payload: Arc<[u8]>,
 }
 
@@ -111,6 +112,7 @@ pub struct BlobAnnounce {
     pub len: u64,
     /// Encrypted blob metadata, produced and read by the crypto layer
     /// (bound to the op's place); opaque here.
+    #[serde(with = "crate::bytes")]
     pub sealed: Vec<u8>,
 }
 
@@ -159,6 +161,7 @@ pub struct BlobChunk {
     /// Index of the chunk in the blob, from 0.
     pub index: u32,
     /// The chunk's bytes (ciphertext), at most [`CHUNK_BYTES`].
+    #[serde(with = "crate::bytes")]
     pub bytes: Vec<u8>,
 }
 

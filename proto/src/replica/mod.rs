@@ -1923,8 +1923,12 @@ impl<S: Store> Replica<S> {
             };
             // Own ops with a final value the view does not show yet may get
             // provisional values (L1); the others are settled.
+            // (Only when the sequencer keeps such ops: most ticks it has
+            // none, and the view's list can be long.)
+            let settling = us.seqs.get(&mb).is_some_and(|s| s.is_settling());
             let view = us.unlocked.as_ref().and_then(|un| un.boxes.get(&mb));
             let unshown: HashSet<OpId> = view
+                .filter(|_| settling)
                 .map(|v| {
                     v.unshown_finals()
                         .filter(|op| op.origin == me)

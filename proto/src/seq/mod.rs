@@ -104,6 +104,12 @@ enum Role {
         /// Ops in flight (not to be sequenced twice).
         proposed: BTreeSet<OpId>,
         last_beat: u64,
+        /// `tentative`'s counters, its number of reservations and the
+        /// number of members when every member's reservation was last found
+        /// ahead: while they are unchanged, so is the answer (`lead` runs
+        /// after every message; checking 50 members each time was a hot
+        /// spot at scale).
+        ahead_at: Option<(u64, u64, usize, usize)>,
     },
 }
 
@@ -469,6 +475,12 @@ impl Sequencer {
         if !self.settling.is_empty() {
             self.settling.retain(|op, _| unshown(op));
         }
+    }
+
+    /// Whether some of this replica's own ops got a final value that its
+    /// view may not show yet (what [`Sequencer::settle`] sorts out).
+    pub fn is_settling(&self) -> bool {
+        !self.settling.is_empty()
     }
 
     /// A known op whose final values this replica cannot expose (they are not
@@ -967,6 +979,7 @@ impl Sequencer {
             tentative,
             proposed,
             last_beat: now,
+            ahead_at: None,
         };
         self.leader_seen = Some((ballot, now));
         let slots: Vec<(Slot, Vec<Decision>)> = match &self.role {
@@ -1399,6 +1412,7 @@ impl Sequencer {
                 tentative,
                 proposed,
                 last_beat,
+                ahead_at,
                 ..
             } = &mut self.role
             else {
@@ -1428,13 +1442,28 @@ impl Sequencer {
             }
             let mut value = Vec::new();
             // Reservations first: every member keeps one ahead of the counters.
-            for m in members.iter() {
-                if !tentative.reservation_is_ahead(*m) {
-                    if let Some(r) = tentative.plan_reservation(*m, &params.space) {
-                        tentative.reserve(r.clone());
-                        value.push(Decision::Reserve(r));
+            let state = |t: &Spaces| {
+                (
+                    t.next_uid,
+                    t.next_modseq,
+                    t.reservations.len(),
+                    members.len(),
+                )
+            };
+            if *ahead_at != Some(state(tentative)) {
+                let mut all_ahead = true;
+                for m in members.iter() {
+                    if !tentative.reservation_is_ahead(*m) {
+                        match tentative.plan_reservation(*m, &params.space) {
+                            Some(r) => {
+                                tentative.reserve(r.clone());
+                                value.push(Decision::Reserve(r));
+                            }
+                            None => all_ahead = false,
+                        }
                     }
                 }
+                *ahead_at = all_ahead.then(|| state(tentative));
             }
             // New ops: confirm a provisional assignment still above everything
             // final, otherwise assign from the counters.
