@@ -327,6 +327,9 @@ impl World {
                 let mut cfg = Config::new(ids[i], ids.clone());
                 cfg.seq = seq.clone();
                 cfg.anti_entropy_ms = plan.anti_entropy_ms;
+                // STOREs over more than 4 UIDs split into several
+                // multi-entry ops even in the simulator's small mailboxes.
+                cfg.flag_batch = 4;
                 SimNode {
                     replica: Some(Replica::new(cfg.clone(), MemStore::new())),
                     down_store: None,
@@ -1443,7 +1446,19 @@ impl World {
                 self.append_to(Some(c), u, node, mb);
             }
             OpKind::Flags => {
-                let uids = self.pick_uids(c, &selected, 3);
+                // Mostly a few UIDs (one op, several entries), sometimes
+                // every UID the client knows, like `STORE 1:*` (several ops).
+                let uids = if below(&mut self.rng, 8) == 0 {
+                    let mut all: Vec<u32> = self.clients[c]
+                        .boxes
+                        .get(&selected)
+                        .map(|b| b.msgs.keys().copied().collect())
+                        .unwrap_or_default();
+                    all.sort_unstable();
+                    all
+                } else {
+                    self.pick_uids(c, &selected, 3)
+                };
                 let mode = match below(&mut self.rng, 10) {
                     0..=4 => FlagMode::Add,
                     5..=7 => FlagMode::Remove,
