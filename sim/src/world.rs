@@ -1446,19 +1446,7 @@ impl World {
                 self.append_to(Some(c), u, node, mb);
             }
             OpKind::Flags => {
-                // Mostly a few UIDs (one op, several entries), sometimes
-                // every UID the client knows, like `STORE 1:*` (several ops).
-                let uids = if below(&mut self.rng, 8) == 0 {
-                    let mut all: Vec<u32> = self.clients[c]
-                        .boxes
-                        .get(&selected)
-                        .map(|b| b.msgs.keys().copied().collect())
-                        .unwrap_or_default();
-                    all.sort_unstable();
-                    all
-                } else {
-                    self.pick_uids(c, &selected, 3)
-                };
+                let uids = self.pick_uids(c, &selected, 3);
                 let mode = match below(&mut self.rng, 10) {
                     0..=4 => FlagMode::Add,
                     5..=7 => FlagMode::Remove,
