@@ -20,12 +20,16 @@
 //! ```text
 //! cargo bench -p aerogramme --bench dovecot -- [lmtp] [idle] [imap]
 //!     [--corpus DIR] [--clients N] [--messages N] [--rounds N] [--scale K]
-//!     [--dovecot-format maildir|sdbox|mdbox]
+//!     [--dovecot-format maildir|sdbox|mdbox] [--only aerogramme|dovecot]
 //! ```
 //!
 //! Without a section name, all three run. `--messages` bounds the corpus,
 //! `--rounds` is the number of IDLE notifications measured (default 200),
 //! `--scale K` appends the corpus K times for the read/search part.
+//! `--only aerogramme` measures Aerogramme alone (Dovecot's APPEND of
+//! 100k messages takes very long; compare with figures of an earlier full
+//! run), `--only dovecot` Dovecot alone; the tables then show the other
+//! side as NaN.
 
 #[path = "common/corpus.rs"]
 mod corpus;
@@ -52,6 +56,8 @@ struct Args {
     sections: Vec<String>,
     /// Dovecot's mailbox format: maildir (default), sdbox or mdbox.
     format: String,
+    /// Measure only this server (`aerogramme` or `dovecot`); both when None.
+    only: Option<String>,
 }
 
 /// Dovecot's mailbox format for this run.
@@ -66,6 +72,7 @@ fn args() -> Args {
         scale: 1,
         sections: Vec::new(),
         format: "maildir".into(),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -77,6 +84,7 @@ fn args() -> Args {
             "--rounds" => a.rounds = num(200).max(1),
             "--scale" => a.scale = num(1).max(1),
             "--dovecot-format" => a.format = it.next().unwrap_or_else(|| "maildir".into()),
+            "--only" => a.only = it.next(),
             "lmtp" | "idle" | "imap" => a.sections.push(x),
             _ => {} // `cargo bench` passes `--bench`
         }
@@ -571,6 +579,12 @@ fn main() {
         ["maildir", "sdbox", "mdbox"].contains(&a.format.as_str()),
         "--dovecot-format: maildir, sdbox or mdbox"
     );
+    assert!(
+        a.only
+            .as_deref()
+            .is_none_or(|o| ["aerogramme", "dovecot"].contains(&o)),
+        "--only: aerogramme or dovecot"
+    );
     FORMAT.set(a.format.clone()).expect("set once");
     let (source, mut msgs) = match corpus::corpus_dir(a.corpus.clone()) {
         Some(dir) => (
@@ -598,12 +612,23 @@ fn main() {
     println!("load average at start: {}", loadavg());
     let msgs = Arc::new(msgs);
     let has = |s: &str| a.sections.iter().any(|x| x == s);
+    // The servers measured: both, or the one `--only` names.
+    let servers: Vec<(usize, fn() -> Server)> = [aerogramme as fn() -> Server, dovecot]
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            a.only
+                .as_deref()
+                .is_none_or(|o| o == ["aerogramme", "dovecot"][*i])
+        })
+        .collect();
 
     if has("lmtp") || has("idle") {
         let mut rows = Vec::new();
-        let mut lat = Vec::new();
+        // Per server; one not measured (`--only`) keeps no samples (NaN).
+        let mut lat: [_; 2] = Default::default();
         let mut rates = [0.0; 2];
-        for (i, mk) in [aerogramme as fn() -> Server, dovecot].iter().enumerate() {
+        for &(i, mk) in &servers {
             let s = mk();
             if has("lmtp") {
                 rates[i] = lmtp_throughput(&s, &msgs, a.clients);
@@ -628,7 +653,7 @@ fn main() {
                     pct(&am.0, 0.5),
                     pct(&am.0, 0.99)
                 );
-                lat.push((lm, am));
+                lat[i] = (lm, am);
             }
         }
         if has("lmtp") {
@@ -640,7 +665,7 @@ fn main() {
                 higher_better: true,
             });
         }
-        if lat.len() == 2 {
+        if has("idle") {
             for (k, label) in [(0usize, "LMTP 250"), (1, "APPEND OK")] {
                 let get = |i: usize| if k == 0 { &lat[i].0 } else { &lat[i].1 };
                 for (p, pn) in [(0.5, "p50"), (0.99, "p99")] {
@@ -671,18 +696,22 @@ fn main() {
     }
 
     if has("imap") {
-        let mut res: Vec<Vec<(String, f64, &'static str, bool)>> = Vec::new();
-        for mk in [aerogramme as fn() -> Server, dovecot] {
+        let mut res: [Vec<(String, f64, &'static str, bool)>; 2] = Default::default();
+        for &(i, mk) in &servers {
             let s = mk();
-            res.push(imap_suite(&s, &msgs, a.clients, a.scale));
+            res[i] = imap_suite(&s, &msgs, a.clients, a.scale);
         }
-        let rows: Vec<Sample> = res[0]
-            .iter()
-            .zip(&res[1])
-            .map(|(x, y)| Sample {
+        // A server not measured (`--only`) shows as NaN.
+        let len = res[0].len().max(res[1].len());
+        let nan = |r: &Vec<(String, f64, &'static str, bool)>, k: usize| {
+            r.get(k).map_or(f64::NAN, |x| x.1)
+        };
+        let rows: Vec<Sample> = (0..len)
+            .map(|k| (res[0].get(k).or(res[1].get(k)).expect("a row"), k))
+            .map(|(x, k)| Sample {
                 what: x.0.clone(),
-                aero: x.1,
-                dove: y.1,
+                aero: nan(&res[0], k),
+                dove: nan(&res[1], k),
                 unit: x.2,
                 higher_better: x.3,
             })

@@ -327,6 +327,9 @@ impl World {
                 let mut cfg = Config::new(ids[i], ids.clone());
                 cfg.seq = seq.clone();
                 cfg.anti_entropy_ms = plan.anti_entropy_ms;
+                // STOREs over more than 4 UIDs split into several
+                // multi-entry ops even in the simulator's small mailboxes.
+                cfg.flag_batch = 4;
                 SimNode {
                     replica: Some(Replica::new(cfg.clone(), MemStore::new())),
                     down_store: None,

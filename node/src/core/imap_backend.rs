@@ -492,23 +492,27 @@ impl Mailboxes for UserMailboxes {
         unchanged_since: Option<u64>,
     ) -> BackendResult<StoreOutcome> {
         let (id, uids, flags) = (*mailbox, uids.to_vec(), flags.to_vec());
-        let (tx, rx) = tokio::sync::oneshot::channel::<(Vec<u32>, Vec<u32>)>();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Vec<u32>>();
+        // The UIDs the STORE applies to, shared with the answer's read-back:
+        // only their states are read, not the whole mailbox's.
+        let chosen = Arc::new(Mutex::new(Vec::new()));
+        let chosen2 = chosen.clone();
         let outcome = self
             .act(
                 move |st, user| {
                     let v = st.replica.mailbox(&user, &id)?;
                     let (mut ok, mut modified) = (Vec::new(), Vec::new());
                     for u in uids {
-                        match v.message(u) {
-                            Some(m) if unchanged_since.is_some_and(|s| m.modseq > s) => {
-                                modified.push(u)
-                            }
+                        match v.message_modseq(u) {
+                            Some(m) if unchanged_since.is_some_and(|s| m > s) => modified.push(u),
                             Some(_) => ok.push(u),
                             None => {}
                         }
                     }
-                    let _ = tx.send((ok.clone(), modified));
-                    st.replica.store_flags(
+                    let _ = tx.send(modified);
+                    ok.sort_unstable();
+                    ok.dedup();
+                    let res = st.replica.store_flags(
                         CoreState::now(),
                         &mut st.rng,
                         user,
@@ -516,26 +520,27 @@ impl Mailboxes for UserMailboxes {
                         &ok,
                         mode,
                         &flags,
-                    )
+                    );
+                    *chosen2.lock().unwrap_or_else(|e| e.into_inner()) = ok;
+                    res
                 },
                 move |st, user, _| {
+                    let ok = std::mem::take(&mut *chosen.lock().unwrap_or_else(|e| e.into_inner()));
                     st.replica.mailbox(&user, &id).map(|v| {
-                        v.uids()
+                        ok.into_iter()
                             .filter_map(|u| v.message(u))
-                            .map(|m| (m.uid, m.view.flags, m.modseq))
+                            .map(|m| MessageState {
+                                uid: m.uid,
+                                flags: m.view.flags,
+                                modseq: m.modseq,
+                            })
                             .collect::<Vec<_>>()
                     })
                 },
             )
             .await?;
-        let (ok, modified) = rx.await.map_err(|_| BackendError::from(CoreGone))?;
-        let ok: std::collections::HashSet<u32> = ok.into_iter().collect();
-        let states = outcome.map_err(backend_error)?;
-        let updated = states
-            .into_iter()
-            .filter(|(u, _, _)| ok.contains(u))
-            .map(|(uid, flags, modseq)| MessageState { uid, flags, modseq })
-            .collect();
+        let modified = rx.await.map_err(|_| BackendError::from(CoreGone))?;
+        let updated = outcome.map_err(backend_error)?;
         Ok(StoreOutcome { updated, modified })
     }
 

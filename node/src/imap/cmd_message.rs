@@ -649,8 +649,12 @@ impl<B: Backend> Session<B> {
                     .store(&id, &unseen, FlagMode::Add, &[Flag::Seen], None)
                     .await
                 {
+                    // By UID: a FETCH BODY[] over a whole mailbox updates
+                    // every message (a linear search each was quadratic).
+                    let at: std::collections::HashMap<u32, usize> =
+                        metas.iter().enumerate().map(|(i, m)| (m.uid, i)).collect();
                     for st in out.updated {
-                        if let Some(m) = metas.iter_mut().find(|m| m.uid == st.uid) {
+                        if let Some(m) = at.get(&st.uid).map(|&i| &mut metas[i]) {
                             m.flags = st.flags;
                             m.modseq = st.modseq;
                         }

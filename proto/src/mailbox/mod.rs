@@ -17,5 +17,8 @@ pub mod state;
 pub mod tree;
 
 pub use flag::{Flag, FlagError, Keyword};
-pub use state::{EntryView, MailboxOp, MailboxState};
+pub use state::{
+    batch_flags, EntryView, FlagChange, MailboxOp, MailboxState, MAX_FLAG_BATCH,
+    MAX_FLAG_BATCH_BYTES,
+};
 pub use tree::{MailboxTree, MailboxView, NameError, SpecialUse, Stamp, TreeOp};

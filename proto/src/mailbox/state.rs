@@ -81,6 +81,110 @@ pub enum MailboxOp {
         /// The entries.
         entries: Vec<EntryId>,
     },
+    /// Flag changes of several entries made by one command (STORE over a
+    /// UID set), each exactly as a [`MailboxOp::Flags`] of its entry would
+    /// be: adds tagged with this op's id, removes naming the tags observed
+    /// on that entry. One op, so one MODSEQ for every entry it changes
+    /// (RFC 7162 §3.1.3 lets messages changed by one command share it).
+    /// At most [`MAX_FLAG_BATCH`] entries, one change per entry (see
+    /// [`batch_flags`]). Last variant, so that ops stored before it existed
+    /// decode unchanged (postcard numbers variants in order).
+    FlagsBatch {
+        /// The changes, by entry, each entry once.
+        changes: Vec<FlagChange>,
+    },
+}
+
+/// One entry's flag change inside a [`MailboxOp::FlagsBatch`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagChange {
+    /// The entry.
+    pub entry: EntryId,
+    /// Flags added (tagged with the op's id).
+    pub add: Vec<Flag>,
+    /// Flags removed, each with the tags (op ids) observed on this entry.
+    pub remove: Vec<(Flag, Vec<OpId>)>,
+}
+
+/// Most entries one [`MailboxOp::FlagsBatch`] carries. An op is one
+/// encrypted payload of at most `MAX_OP_PAYLOAD` (1 MiB), sent whole in a
+/// gossip message and in a sync page (1 MiB, 4 MiB per message), and
+/// decrypted and applied in one go: 1,000 entries are ~25 KB for a typical
+/// `+FLAGS (\Seen)` (entry id, flag, an observed tag or two), so an op stays
+/// far below those bounds while a STORE over 100k messages is ~100 ops
+/// instead of 100k. [`MAX_FLAG_BATCH_BYTES`] bounds unusual changes (many
+/// long keywords, many observed tags).
+pub const MAX_FLAG_BATCH: usize = 1_000;
+
+/// Estimated encoded bytes after which a batch is cut even below
+/// [`MAX_FLAG_BATCH`] entries: a quarter of the op payload bound.
+pub const MAX_FLAG_BATCH_BYTES: usize = 256 * 1024;
+
+/// Groups per-entry flag ops ([`MailboxOp::Flags`], as the builders
+/// [`MailboxState::add_flags`], [`MailboxState::remove_flags`] and
+/// [`MailboxState::replace_flags`] make them) into ops of at most `max`
+/// entries (and about [`MAX_FLAG_BATCH_BYTES`]), in order. No-op changes are
+/// dropped, an entry named twice keeps its first change, and a group of one
+/// stays a [`MailboxOp::Flags`]. Other ops pass through alone.
+pub fn batch_flags(ops: impl IntoIterator<Item = MailboxOp>, max: usize) -> Vec<MailboxOp> {
+    let max = max.max(1);
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut cur: Vec<FlagChange> = Vec::new();
+    let mut bytes = 0usize;
+    let flush = |cur: &mut Vec<FlagChange>, out: &mut Vec<MailboxOp>| match cur.len() {
+        0 => {}
+        1 => {
+            let c = cur.pop().expect("one change");
+            out.push(MailboxOp::Flags {
+                entry: c.entry,
+                add: c.add,
+                remove: c.remove,
+            });
+        }
+        _ => out.push(MailboxOp::FlagsBatch {
+            changes: std::mem::take(cur),
+        }),
+    };
+    for op in ops {
+        if op.is_noop() {
+            continue;
+        }
+        let MailboxOp::Flags { entry, add, remove } = op else {
+            out.push(op);
+            continue;
+        };
+        if !seen.insert(entry) {
+            continue;
+        }
+        let c = FlagChange { entry, add, remove };
+        let size = c.approx_bytes();
+        if !cur.is_empty() && (cur.len() >= max || bytes + size > MAX_FLAG_BATCH_BYTES) {
+            flush(&mut cur, &mut out);
+            bytes = 0;
+        }
+        bytes += size;
+        cur.push(c);
+    }
+    flush(&mut cur, &mut out);
+    out
+}
+
+impl FlagChange {
+    /// An upper estimate of its postcard size.
+    fn approx_bytes(&self) -> usize {
+        let flag = |f: &Flag| match f {
+            Flag::Keyword(k) => 3 + k.as_str().len(),
+            _ => 1,
+        };
+        16 + 2
+            + self.add.iter().map(flag).sum::<usize>()
+            + self
+                .remove
+                .iter()
+                .map(|(f, t)| flag(f) + 2 + 20 * t.len())
+                .sum::<usize>()
+    }
 }
 
 impl MailboxOp {
@@ -93,6 +197,20 @@ impl MailboxOp {
                 add.is_empty() && remove.iter().all(|(_, t)| t.is_empty())
             }
             MailboxOp::Expunge { entries } => entries.is_empty(),
+            MailboxOp::FlagsBatch { changes } => changes
+                .iter()
+                .all(|c| c.add.is_empty() && c.remove.iter().all(|(_, t)| t.is_empty())),
+        }
+    }
+
+    /// The entries a flag change or an expunge names (MODSEQ targets); an
+    /// `Add` names none.
+    pub fn targets(&self) -> Vec<EntryId> {
+        match self {
+            MailboxOp::Add { .. } => Vec::new(),
+            MailboxOp::Flags { entry, .. } => vec![*entry],
+            MailboxOp::Expunge { entries } => entries.clone(),
+            MailboxOp::FlagsBatch { changes } => changes.iter().map(|c| c.entry).collect(),
         }
     }
 }
@@ -264,42 +382,21 @@ impl MailboxState {
                 vec![*entry]
             }
             MailboxOp::Flags { entry, add, remove } => {
-                if self.entries.get(entry).is_some_and(Entry::expunged) {
-                    return Vec::new();
-                }
-                let rem: Vec<(u32, &[OpId])> = remove
-                    .iter()
-                    .map(|(f, tags)| (self.keywords.intern(f), tags.as_slice()))
-                    .collect();
-                let add: Vec<u32> = add.iter().map(|f| self.keywords.intern(f)).collect();
-                let e = self
-                    .entries
-                    .entry(*entry)
-                    .or_insert_with(Entry::placeholder);
-                let before = e.flag_indices();
-                let mut tags = std::mem::take(&mut e.tags).into_vec();
-                for (flag, ops) in rem {
-                    for &op in ops {
-                        match tags.iter().position(|t| t.flag == flag && t.op == op) {
-                            Some(p) if !tags[p].removed => {
-                                tags.swap_remove(p);
-                            }
-                            Some(_) => {}
-                            None => tags.push(Tag {
-                                op,
-                                flag,
-                                removed: true,
-                            }),
-                        }
-                    }
-                }
-                e.tags = tags.into_boxed_slice();
-                add_tags(e, id, &add);
-                if e.added() && e.flag_indices() != before {
+                if self.apply_flags(id, entry, add, remove) {
                     vec![*entry]
                 } else {
                     Vec::new()
                 }
+            }
+            MailboxOp::FlagsBatch { changes } => {
+                let mut changed: Vec<EntryId> = changes
+                    .iter()
+                    .filter(|c| self.apply_flags(id, &c.entry, &c.add, &c.remove))
+                    .map(|c| c.entry)
+                    .collect();
+                changed.sort_unstable();
+                changed.dedup();
+                changed
             }
             MailboxOp::Expunge { entries } => {
                 let mut changed = Vec::new();
@@ -320,6 +417,49 @@ impl MailboxState {
                 changed
             }
         }
+    }
+
+    /// Applies one entry's flag change tagged `id`; true when the entry's
+    /// visible flags changed.
+    fn apply_flags(
+        &mut self,
+        id: OpId,
+        entry: &EntryId,
+        add: &[Flag],
+        remove: &[(Flag, Vec<OpId>)],
+    ) -> bool {
+        if self.entries.get(entry).is_some_and(Entry::expunged) {
+            return false;
+        }
+        let rem: Vec<(u32, &[OpId])> = remove
+            .iter()
+            .map(|(f, tags)| (self.keywords.intern(f), tags.as_slice()))
+            .collect();
+        let add: Vec<u32> = add.iter().map(|f| self.keywords.intern(f)).collect();
+        let e = self
+            .entries
+            .entry(*entry)
+            .or_insert_with(Entry::placeholder);
+        let before = e.flag_indices();
+        let mut tags = std::mem::take(&mut e.tags).into_vec();
+        for (flag, ops) in rem {
+            for &op in ops {
+                match tags.iter().position(|t| t.flag == flag && t.op == op) {
+                    Some(p) if !tags[p].removed => {
+                        tags.swap_remove(p);
+                    }
+                    Some(_) => {}
+                    None => tags.push(Tag {
+                        op,
+                        flag,
+                        removed: true,
+                    }),
+                }
+            }
+        }
+        e.tags = tags.into_boxed_slice();
+        add_tags(e, id, &add);
+        e.added() && e.flag_indices() != before
     }
 
     /// The entry, once its `Add` arrived (also when expunged).
@@ -628,6 +768,7 @@ mod tests {
                     ids.insert(*entry);
                 }
                 MailboxOp::Expunge { entries } => ids.extend(entries.iter().copied()),
+                MailboxOp::FlagsBatch { changes } => ids.extend(changes.iter().map(|c| c.entry)),
             }
         }
         let entries = ids
@@ -938,6 +1079,190 @@ mod tests {
         assert!(per - 44.0 < 300.0);
     }
 
+    // ---- Flag changes over many entries as one op ----
+
+    /// One batch per replica over `entries`, built like `store_flags` does.
+    fn batch(
+        s: &MailboxState,
+        entries: &[EntryId],
+        f: impl Fn(&MailboxState, EntryId) -> MailboxOp,
+    ) -> MailboxOp {
+        let mut ops = batch_flags(entries.iter().map(|e| f(s, *e)), MAX_FLAG_BATCH);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        ops.pop().unwrap()
+    }
+
+    #[test]
+    fn batch_flags_groups_caps_and_skips_noops() {
+        let mut s = MailboxState::new();
+        for n in 1..=7 {
+            s.apply(op(1, n as u64), &add(eid(n), bid(n), &[Flag::Seen]));
+        }
+        let entries: Vec<EntryId> = (1..=7).map(eid).collect();
+        // -FLAGS (\Flagged) observes nothing: every change is a no-op.
+        assert!(batch_flags(
+            entries.iter().map(|e| s.remove_flags(*e, &[Flag::Flagged])),
+            3
+        )
+        .is_empty());
+        // +FLAGS (\Seen) on 7 entries, 3 a batch (an entry named twice once).
+        let mut named = entries.clone();
+        named.push(eid(2));
+        let ops = batch_flags(named.iter().map(|e| s.add_flags(*e, &[Flag::Seen])), 3);
+        let sizes: Vec<usize> = ops
+            .iter()
+            .map(|o| match o {
+                MailboxOp::FlagsBatch { changes } => changes.len(),
+                MailboxOp::Flags { .. } => 1,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, vec![3, 3, 1]);
+        assert!(
+            matches!(ops[2], MailboxOp::Flags { .. }),
+            "a group of one keeps the old shape"
+        );
+        let mut all: Vec<EntryId> = ops.iter().flat_map(MailboxOp::targets).collect();
+        all.sort_unstable();
+        assert_eq!(all, entries);
+        // The byte bound cuts a batch of large changes below the entry cap.
+        let long: Vec<Flag> = (0..40).map(|i| kw(&format!("$K{i:0>110}"))).collect();
+        let ops = batch_flags(
+            (0..100u8).map(|n| s.add_flags(eid(n), &long)),
+            MAX_FLAG_BATCH,
+        );
+        assert!(ops.len() > 1);
+        for o in &ops {
+            let b = postcard::to_allocvec(o).unwrap();
+            assert!(b.len() <= MAX_FLAG_BATCH_BYTES, "{}", b.len());
+        }
+    }
+
+    /// A batch gives each entry exactly what the per-entry op tagged with the
+    /// same op id would.
+    #[test]
+    fn batch_applies_like_the_per_entry_ops() {
+        let mut s = MailboxState::new();
+        for n in 1..=4 {
+            s.apply(
+                op(1, n as u64),
+                &add(eid(n), bid(n), &[Flag::Seen, kw("$A")]),
+            );
+        }
+        let entries: Vec<EntryId> = (1..=5).map(eid).collect(); // 5: not added yet
+        let singles: Vec<MailboxOp> = entries
+            .iter()
+            .map(|e| s.replace_flags(*e, &[Flag::Flagged, kw("$A")]))
+            .collect();
+        let b = batch(&s, &entries, |s, e| {
+            s.replace_flags(e, &[Flag::Flagged, kw("$A")])
+        });
+        let mut x = s.clone();
+        let changed = x.apply(op(2, 1), &b);
+        assert_eq!(changed, (1..=4).map(eid).collect::<Vec<_>>());
+        let mut y = s.clone();
+        for o in &singles {
+            y.apply(op(2, 1), o);
+        }
+        assert_eq!(x, y);
+        assert_eq!(
+            x.entry(&eid(3)).unwrap().flags,
+            vec![Flag::Flagged, kw("$A")]
+        );
+        // Entry 5 arrives later with \Seen: the batch's adds (it observed
+        // nothing there) wait as tags of the placeholder and apply with it.
+        x.apply(op(1, 9), &add(eid(5), bid(5), &[Flag::Seen]));
+        assert_eq!(
+            x.entry(&eid(5)).unwrap().flags,
+            vec![Flag::Seen, Flag::Flagged, kw("$A")]
+        );
+    }
+
+    /// Concurrency: a batch +FLAGS over several entries vs a concurrent
+    /// -FLAGS of the same flag on one of them: on that entry the add wins
+    /// (the remove did not observe the batch's tag), the others are not
+    /// touched by the remove; in both orders.
+    #[test]
+    fn batch_add_vs_concurrent_remove_on_one_entry_add_wins() {
+        let mut a = Replica::new(1);
+        let mut b = Replica::new(2);
+        for n in 1..=3 {
+            a.local(add(eid(n), bid(n), &[Flag::Seen]));
+        }
+        b.pull(&a);
+        let entries: Vec<EntryId> = (1..=3).map(eid).collect();
+        let ba = batch(&a.state, &entries, |s, e| {
+            s.add_flags(e, &[Flag::Seen, Flag::Flagged])
+        });
+        a.local(ba);
+        b.local(b.state.remove_flags(eid(2), &[Flag::Seen]));
+        let s = both_orders(&a.log, &b.log);
+        for n in 1..=3 {
+            assert_eq!(
+                s.entry(&eid(n)).unwrap().flags,
+                vec![Flag::Seen, Flag::Flagged],
+                "entry {n}"
+            );
+        }
+        // A remove that observed the batch's tag removes it, on that entry only.
+        b.pull(&a);
+        a.pull(&b);
+        let r = a.state.remove_flags(eid(2), &[Flag::Seen]);
+        a.local(r);
+        b.pull(&a);
+        assert_eq!(b.state.entry(&eid(2)).unwrap().flags, vec![Flag::Flagged]);
+        assert_eq!(
+            b.state.entry(&eid(1)).unwrap().flags,
+            vec![Flag::Seen, Flag::Flagged]
+        );
+        // A batch vs a concurrent expunge of one of its entries: expunge wins
+        // there, the rest of the batch applies.
+        let mut c = Replica::new(3);
+        c.pull(&a);
+        let mut d = Replica::new(4);
+        d.pull(&a);
+        c.local(batch(&c.state, &entries, |s, e| {
+            s.add_flags(e, &[kw("$B")])
+        }));
+        d.local(d.state.expunge(&[eid(3)]));
+
+        c.pull(&d);
+        d.pull(&c);
+        assert_eq!(c.state, d.state);
+        assert!(c.state.entry(&eid(3)).unwrap().expunged);
+        assert!(c.state.entry(&eid(1)).unwrap().flags.contains(&kw("$B")));
+    }
+
+    /// Reorder: a batch whose entries' adds have not all arrived, a remove
+    /// naming the batch's tags before the batch itself: every order of the
+    /// ops ends in the same state.
+    #[test]
+    fn batch_reordered_with_adds_and_removes_converges() {
+        let mut a = Replica::new(1);
+        for n in 1..=4 {
+            a.local(add(eid(n), bid(n), &[]));
+        }
+        let entries: Vec<EntryId> = (1..=4).map(eid).collect();
+        let b1 = batch(&a.state, &entries, |s, e| s.add_flags(e, &[Flag::Seen]));
+        a.local(b1);
+        let b2 = batch(&a.state, &entries[1..3], |s, e| {
+            s.remove_flags(e, &[Flag::Seen])
+        });
+        a.local(b2);
+        let reference = snapshot(&apply_all(&a.log), &a.log);
+        assert_eq!(reference.0[0].1.as_ref().unwrap().flags, vec![Flag::Seen]);
+        assert_eq!(reference.0[1].1.as_ref().unwrap().flags, vec![]);
+        for seed in 0..50 {
+            let mut perm = a.log.clone();
+            shuffle(&mut perm, seed);
+            assert_eq!(
+                snapshot(&apply_all(&perm), &a.log),
+                reference,
+                "seed {seed}"
+            );
+        }
+    }
+
     // ---- Order independence ----
 
     fn shuffle<T>(v: &mut [T], seed: u64) {
@@ -968,7 +1293,7 @@ mod tests {
         /// each replica once it has everything.
         #[test]
         fn order_independence(
-            actions in prop::collection::vec((0u8..6, 0usize..3, 0usize..3, any::<u16>(), any::<u8>()), 1..80),
+            actions in prop::collection::vec((0u8..7, 0usize..3, 0usize..3, any::<u16>(), any::<u8>()), 1..80),
             seeds in prop::collection::vec(any::<u64>(), 4),
         ) {
             let pool = pool();
@@ -989,6 +1314,17 @@ mod tests {
                     (2, Some(t)) => Some(reps[r].state.remove_flags(t, &flags)),
                     (3, Some(t)) => Some(reps[r].state.replace_flags(t, &flags)),
                     (4, Some(t)) => Some(reps[r].state.expunge(&[t])),
+                    // A STORE over several entries as one op (mode by `pick`).
+                    (5, Some(_)) => {
+                        let st = &reps[r].state;
+                        let some: Vec<EntryId> = known.iter().copied().filter(|e| (e.0[0] as u16 + pick).is_multiple_of(2)).collect();
+                        let ops = batch_flags(some.iter().map(|e| match pick % 3 {
+                            0 => st.add_flags(*e, &flags),
+                            1 => st.remove_flags(*e, &flags),
+                            _ => st.replace_flags(*e, &flags),
+                        }), 3);
+                        ops.into_iter().next()
+                    }
                     _ => None,
                 };
                 match o {

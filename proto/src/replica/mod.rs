@@ -24,7 +24,9 @@ use crate::crypto::{
 };
 use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{BlobId, EntryId, LogId, MailboxId, OpId, ReplicaId, UserId};
-use crate::mailbox::{Flag, MailboxOp, MailboxTree, NameError, SpecialUse, TreeOp};
+use crate::mailbox::{
+    batch_flags, Flag, MailboxOp, MailboxTree, NameError, SpecialUse, TreeOp, MAX_FLAG_BATCH,
+};
 use crate::oplog::{BlobAnnounce, BlobChunk, Op, OpLogError, CHUNK_BYTES};
 use crate::seq::{Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
 use crate::store::{Store, StoreError};
@@ -64,6 +66,10 @@ pub struct Config {
     pub anti_entropy_ms: u64,
     /// A mailbox gets a new checkpoint after this many newly shown ops.
     pub checkpoint_every: u64,
+    /// Most entries one STORE op changes (`MailboxOp::FlagsBatch`); a
+    /// larger STORE is several ops. Default [`MAX_FLAG_BATCH`]; the
+    /// simulator lowers it so that its small mailboxes split batches too.
+    pub flag_batch: usize,
 }
 
 impl Config {
@@ -76,6 +82,7 @@ impl Config {
             max_skew_ms: 60_000,
             anti_entropy_ms: 1_000,
             checkpoint_every: 10_000,
+            flag_batch: MAX_FLAG_BATCH,
         }
     }
 }
@@ -1546,14 +1553,17 @@ impl<S: Store> Replica<S> {
         let v = self.mailbox(user, mb)?;
         uids.iter()
             .map(|u| {
-                v.message(*u)
-                    .map(|m| (*u, m.entry))
+                v.entry_of(*u)
+                    .map(|e| (*u, e))
                     .ok_or(ReplicaError::NoSuchMessage(*u))
             })
             .collect()
     }
 
-    /// STORE: `mode` adds, removes or replaces `flags` on each UID.
+    /// STORE: `mode` adds, removes or replaces `flags` on each UID. The
+    /// changes (no-ops skipped) go out as ops of up to `flag_batch` entries
+    /// each, so that a STORE over many messages costs one encryption, log
+    /// append, MODSEQ and gossip per batch instead of per message.
     #[allow(clippy::too_many_arguments)]
     pub fn store_flags<R: RngCore + CryptoRng>(
         &mut self,
@@ -1566,20 +1576,17 @@ impl<S: Store> Replica<S> {
         flags: &[Flag],
     ) -> Result<Ticket, ReplicaError> {
         let entries = self.entries_of(&user, &mailbox, uids)?;
-        let mut ops = Vec::new();
-        {
+        let ops = {
             let st = self.mailbox(&user, &mailbox)?.state();
-            for (_, e) in entries {
-                let op = match mode {
+            batch_flags(
+                entries.into_iter().map(|(_, e)| match mode {
                     FlagMode::Add => st.add_flags(e, flags),
                     FlagMode::Remove => st.remove_flags(e, flags),
                     FlagMode::Replace => st.replace_flags(e, flags),
-                };
-                if !op.is_noop() {
-                    ops.push(op);
-                }
-            }
-        }
+                }),
+                self.cfg.flag_batch,
+            )
+        };
         let ticket = self.new_ticket(ops.len());
         for m in ops {
             self.write_mailbox_op(now, rng, user, mailbox, m, Some(Pending::Change { ticket }))?;

@@ -38,6 +38,8 @@ impl World {
                 let mut cfg = Config::new(*id, ids.clone());
                 cfg.seq = params();
                 cfg.anti_entropy_ms = 100;
+                // Small batches, so that STOREs over a few UIDs split.
+                cfg.flag_batch = 3;
                 Some(Replica::new(cfg, MemStore::new()))
             })
             .collect();
@@ -238,6 +240,112 @@ fn append_is_acknowledged_with_a_uid_and_replicates() {
         .read_blob(&user, &m.view.blob)
         .unwrap();
     assert_eq!(body, b"Subject: m9\r\n\r\nm9\r\n");
+}
+
+/// A STORE over several UIDs is one op per `flag_batch` entries: every entry
+/// of a batch gets that op's MODSEQ; a concurrent -FLAGS of one entry on
+/// another replica loses to the batch's add there (add wins); duplicated
+/// delivery of every message changes nothing; replicas converge.
+#[test]
+fn store_over_many_uids_is_a_few_ops_sharing_modseqs() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    let tickets: Vec<Ticket> = (0..7)
+        .map(|i| w.append(0, user, inbox, &format!("m{i}")))
+        .collect();
+    w.run(300);
+    let uids: Vec<u32> = tickets.iter().map(|t| w.appended_uid(0, *t)).collect();
+    let now = w.now;
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    w.node(0)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &[uids[0]],
+            FlagMode::Add,
+            &[Flag::Seen],
+        )
+        .unwrap();
+    w.flush(0);
+    w.run(300);
+    let before = w.nodes[0]
+        .as_ref()
+        .unwrap()
+        .mailbox(&user, &inbox)
+        .unwrap()
+        .highest_modseq();
+    let ops_before: usize = w.nodes[0]
+        .as_ref()
+        .unwrap()
+        .mailbox(&user, &inbox)
+        .unwrap()
+        .shown_ops()
+        .count();
+    // Concurrently: node 0 STOREs +FLAGS (\Seen \Flagged) on all 7, node 1
+    // -FLAGS (\Seen) on uids[0] (removing the tag both observed).
+    w.partition(&[1]);
+    let now = w.now;
+    w.node(0)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &uids,
+            FlagMode::Add,
+            &[Flag::Seen, Flag::Flagged],
+        )
+        .unwrap();
+    w.flush(0);
+    w.node(1)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &[uids[0]],
+            FlagMode::Remove,
+            &[Flag::Seen],
+        )
+        .unwrap();
+    w.flush(1);
+    // Every message is delivered twice.
+    let dup: Vec<_> = w.queue.iter().cloned().collect();
+    w.queue.extend(dup);
+    w.run(500);
+    {
+        let v = w.nodes[0].as_ref().unwrap().mailbox(&user, &inbox).unwrap();
+        // 7 changes in batches of 3: 3 ops, 3 MODSEQs.
+        assert_eq!(v.shown_ops().count(), ops_before + 3);
+        let mut ms: Vec<u64> = uids.iter().map(|u| v.message(*u).unwrap().modseq).collect();
+        assert!(ms.iter().all(|m| *m > before));
+        ms.sort_unstable();
+        ms.dedup();
+        assert_eq!(ms.len(), 3, "{ms:?}");
+        let (changed, vanished) = v.changed_since(
+            before,
+            w.nodes[0].as_ref().unwrap().spaces(&user, &inbox).unwrap(),
+        );
+        let mut all = uids.clone();
+        all.sort_unstable();
+        assert_eq!(changed, all);
+        assert!(vanished.is_empty());
+    }
+    w.cut.clear();
+    w.run(2_000);
+    w.assert_converged(user, inbox);
+    for n in 0..3 {
+        let v = w.nodes[n].as_ref().unwrap().mailbox(&user, &inbox).unwrap();
+        for u in &uids {
+            assert_eq!(
+                v.message(*u).unwrap().view.flags,
+                vec![Flag::Seen, Flag::Flagged],
+                "node {n} uid {u}"
+            );
+        }
+    }
 }
 
 #[test]

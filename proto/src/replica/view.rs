@@ -173,6 +173,17 @@ impl MailboxView {
         })
     }
 
+    /// The entry a shown UID names, without decoding its flags.
+    pub fn entry_of(&self, uid: u32) -> Option<EntryId> {
+        self.uids.get(&uid).copied()
+    }
+
+    /// The MODSEQ of a shown message, without decoding its flags.
+    pub fn message_modseq(&self, uid: u32) -> Option<u64> {
+        let entry = self.uids.get(&uid)?;
+        Some(self.meta.get(entry).map_or(0, |m| m.1))
+    }
+
     /// The UID of an entry, if shown.
     pub fn uid_of(&self, entry: &EntryId) -> Option<u32> {
         self.meta
@@ -465,19 +476,27 @@ impl MailboxView {
                     }
                 }
             }
-            MailboxOp::Flags { entry, .. } => {
-                self.targets.insert(op, vec![*entry]);
-                // The MODSEQ rises whether or not the flags visibly changed,
-                // so that it does not depend on the order ops arrived in.
-                if let Some(m) = self.meta.get_mut(entry) {
-                    m.1 = m.1.max(modseq);
-                    if self.uids.get(&m.0) == Some(entry) && touched.contains(entry) {
-                        fx.push(Effect::Event(Event::Flags {
-                            uid: m.0,
-                            modseq: m.1,
-                        }));
+            MailboxOp::Flags { .. } | MailboxOp::FlagsBatch { .. } => {
+                // Every entry the op names gets its MODSEQ (one per op, even
+                // for a batch over many entries: RFC 7162 lets one command's
+                // changes share it). It rises whether or not the flags
+                // visibly changed, so that it does not depend on the order
+                // ops arrived in.
+                let entries = payload.targets();
+                for entry in &entries {
+                    if let Some(m) = self.meta.get_mut(entry) {
+                        m.1 = m.1.max(modseq);
+                        if self.uids.get(&m.0) == Some(entry)
+                            && touched.binary_search(entry).is_ok()
+                        {
+                            fx.push(Effect::Event(Event::Flags {
+                                uid: m.0,
+                                modseq: m.1,
+                            }));
+                        }
                     }
                 }
+                self.targets.insert(op, entries);
             }
             MailboxOp::Expunge { entries } => {
                 self.targets.insert(op, entries.clone());
@@ -786,5 +805,76 @@ mod tests {
         let fx = v.on_decided(y, prov(1002, 102), Fate::Final);
         assert_eq!(shown_uids(&fx), vec![101, 102]);
         assert_eq!(v.unshown_finals().count(), 0);
+    }
+
+    /// A flag change over several entries is one op: each entry it changes
+    /// gets its MODSEQ (and a FETCH event), entries it names without a
+    /// visible change get the MODSEQ too (as a one-entry op would), new
+    /// values for the op raise every entry, and CHANGEDSINCE reports them.
+    #[test]
+    fn a_flag_batch_gives_its_modseq_to_every_entry() {
+        let mut v = MailboxView::new(1);
+        for n in 1..=3u8 {
+            let (o, p) = add(n);
+            v.on_op(o, p, fin(n as u64, n as u32));
+        }
+        let e = |n: u8| EntryId([n; 16]);
+        let b = OpId {
+            origin: ReplicaId(1),
+            seq: 100,
+        };
+        let changes = (1..=3u8)
+            .map(|n| crate::mailbox::FlagChange {
+                entry: e(n),
+                // Entry 3: a remove of a tag that is not there (no visible change).
+                add: if n < 3 {
+                    vec![crate::mailbox::Flag::Seen]
+                } else {
+                    Vec::new()
+                },
+                remove: if n < 3 {
+                    Vec::new()
+                } else {
+                    vec![(crate::mailbox::Flag::Flagged, vec![b])]
+                },
+            })
+            .collect();
+        let fx = v.on_op(
+            b,
+            MailboxOp::FlagsBatch { changes },
+            fin(10, 0).map(|(mut a, f)| {
+                a.uids.clear();
+                (a, f)
+            }),
+        );
+        let events: Vec<(u32, u64)> = fx
+            .iter()
+            .filter_map(|x| match x {
+                Effect::Event(Event::Flags { uid, modseq }) => Some((*uid, *modseq)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(events, vec![(1, 10), (2, 10)]);
+        for uid in 1..=3 {
+            assert_eq!(v.message(uid).unwrap().modseq, 10, "uid {uid}");
+        }
+        assert_eq!(v.highest_modseq(), 10);
+        let mut spaces = Spaces::new();
+        spaces.note_final(&[3], 12);
+        assert_eq!(v.changed_since(3, &spaces).0, vec![1, 2, 3]);
+        assert!(v.changed_since(10, &spaces).0.is_empty());
+        // New values for the op (re-sequenced): every entry follows.
+        v.on_decided(
+            b,
+            Assign {
+                modseq: 12,
+                uids: Vec::new(),
+            },
+            Fate::Final,
+        );
+        for uid in 1..=3 {
+            assert_eq!(v.message(uid).unwrap().modseq, 12, "uid {uid}");
+        }
+        assert_eq!(v.changed_since(10, &spaces).0, vec![1, 2, 3]);
     }
 }
