@@ -726,25 +726,43 @@ fn checkpoint_then_restart_shows_the_same_mailbox() {
         .unwrap()
         .clone();
     let store = w.nodes[1].take().unwrap().into_store();
-    assert!(store
-        .latest_checkpoint(&user, &LogId::Mailbox(inbox))
-        .unwrap()
-        .is_some());
-    let mut cfg = Config::new(w.ids[1], w.ids.clone());
-    cfg.seq = params();
-    let mut r = Replica::restore(cfg, store).unwrap();
-    r.unlock(
-        now,
+    let log = LogId::Mailbox(inbox);
+    let (upto, _) = store.latest_checkpoint(&user, &log).unwrap().unwrap();
+    let restart = |store: MemStore| {
+        let mut cfg = Config::new(w.ids[1], w.ids.clone());
+        cfg.seq = params();
+        let mut r = Replica::restore(cfg, store).unwrap();
+        r.unlock(
+            now,
+            user,
+            UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77)),
+        )
+        .unwrap();
+        let after = r.mailbox(&user, &inbox).unwrap();
+        assert_eq!(after.uid_map(), before.uid_map());
+        assert_eq!(after.highest_modseq(), before.highest_modseq());
+        for u in before.uids() {
+            assert_eq!(after.message(u), before.message(u));
+        }
+    };
+    restart(store.clone());
+    // A checkpoint in a format this version cannot read (an older one) is
+    // skipped: the log is replayed from its start, to the same state.
+    let mut store = store;
+    let secrets = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77));
+    let place = Place::Checkpoint {
         user,
-        UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77)),
-    )
-    .unwrap();
-    let after = r.mailbox(&user, &inbox).unwrap();
-    assert_eq!(after.uid_map(), before.uid_map());
-    assert_eq!(after.highest_modseq(), before.highest_modseq());
-    for u in before.uids() {
-        assert_eq!(after.message(u), before.message(u));
-    }
+        log,
+        upto: upto + 1,
+    };
+    let unreadable = secrets
+        .master
+        .encrypt(&mut rng, &place, b"\xff\xff\xff not a checkpoint")
+        .unwrap();
+    store
+        .put_checkpoint(&user, &log, upto + 1, &unreadable)
+        .unwrap();
+    restart(store);
 }
 
 /// One replica's last UID map, highest UID ever shown, and UIDs expunged.
