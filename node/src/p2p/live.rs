@@ -43,11 +43,7 @@ pub enum Inbound {
     Oversized(PeerId, String),
 }
 
-#[derive(Default)]
-struct Queue {
-    msgs: VecDeque<Vec<u8>>,
-    closed: bool,
-}
+type Queue = VecDeque<Vec<u8>>;
 
 /// The outbound side to one peer: a queue and the task that writes it.
 pub struct Link {
@@ -68,25 +64,23 @@ impl Link {
     /// Queues one encoded message; the oldest goes when the queue is full.
     pub fn send(&self, bytes: Vec<u8>) {
         if let Ok(mut q) = self.queue.lock() {
-            if q.msgs.len() >= MAX_QUEUE {
-                q.msgs.pop_front();
+            if q.len() >= MAX_QUEUE {
+                q.pop_front();
             }
-            q.msgs.push_back(bytes);
+            q.push_back(bytes);
         }
         self.ready.notify_one();
     }
 
     /// Messages waiting to be written.
     pub fn queued(&self) -> usize {
-        self.queue.lock().map_or(0, |q| q.msgs.len())
+        self.queue.lock().map_or(0, |q| q.len())
     }
 }
 
 impl Drop for Link {
+    /// Stops the writer; dropping its stream resets it.
     fn drop(&mut self) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.closed = true;
-        }
         self.task.abort();
     }
 }
@@ -95,11 +89,11 @@ impl Drop for Link {
 fn take_frames(queue: &Mutex<Queue>) -> Option<Vec<u8>> {
     let mut q = queue.lock().ok()?;
     let mut buf = Vec::new();
-    while let Some(m) = q.msgs.front() {
+    while let Some(m) = q.front() {
         if !buf.is_empty() && buf.len() + 4 + m.len() > MAX_WRITE {
             break;
         }
-        let m = q.msgs.pop_front()?;
+        let m = q.pop_front()?;
         // Messages are far below 4 GiB (the core encodes bounded ones).
         let _ = wire::put_frame(&mut buf, &m);
     }
@@ -114,13 +108,7 @@ async fn write_loop(
 ) {
     loop {
         // Open the stream when there is something to send.
-        loop {
-            if queue.lock().map_or(true, |q| q.closed) {
-                return;
-            }
-            if queue.lock().is_ok_and(|q| !q.msgs.is_empty()) {
-                break;
-            }
+        while queue.lock().is_ok_and(|q| q.is_empty()) {
             ready.notified().await;
         }
         let mut stream = match control.open_stream(peer, PROTOCOL).await {
@@ -133,10 +121,6 @@ async fn write_loop(
         };
         loop {
             let Some(buf) = take_frames(&queue) else {
-                if queue.lock().map_or(true, |q| q.closed) {
-                    let _ = stream.close().await;
-                    return;
-                }
                 ready.notified().await;
                 continue;
             };
@@ -203,7 +187,7 @@ mod tests {
     fn queued_messages_leave_in_order_in_bounded_writes() {
         let q = Mutex::new(Queue::default());
         for i in 0..3u8 {
-            q.lock().unwrap().msgs.push_back(vec![i; 10]);
+            q.lock().unwrap().push_back(vec![i; 10]);
         }
         let buf = take_frames(&q).unwrap();
         let got = wire::unpack(&buf).unwrap();
@@ -211,9 +195,9 @@ mod tests {
         assert!(take_frames(&q).is_none());
         // Large messages: one per write beyond MAX_WRITE.
         for _ in 0..3 {
-            q.lock().unwrap().msgs.push_back(vec![9; MAX_WRITE / 2]);
+            q.lock().unwrap().push_back(vec![9; MAX_WRITE / 2]);
         }
         assert_eq!(wire::unpack(&take_frames(&q).unwrap()).unwrap().len(), 1);
-        assert_eq!(q.lock().unwrap().msgs.len(), 2);
+        assert_eq!(q.lock().unwrap().len(), 2);
     }
 }
