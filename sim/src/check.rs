@@ -25,6 +25,7 @@ pub const INVARIANTS: &[&str] = &[
     "S2_ascending",
     "S3_uidvalidity_grows",
     "S4_stable",
+    "view_rows",
     "L1_available",
     "L2_convergent",
     "no_acked_message_lost",
@@ -307,6 +308,13 @@ impl Checker {
         view: &MailboxView,
         why: &str,
     ) {
+        if !view.index_is_consistent() {
+            let d = format!(
+                "{why}: mailbox {:?}: rows differ from the view's maps",
+                key.1
+            );
+            self.fail(at_ms, "view_rows", Some(node), d);
+        }
         let uv = view.uidvalidity();
         let map = view.uid_map();
         if self.note_uv(at_ms, node, key, uv) {

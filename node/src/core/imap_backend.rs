@@ -11,8 +11,9 @@ use crate::unlock::UnlockError;
 use aerogramme_proto::ids::{BlobId, MailboxId, UserId};
 use aerogramme_proto::mailbox::{Flag, SpecialUse};
 use aerogramme_proto::replica::{
-    FlagMode, MailboxView, NewMessage, Outcome, ReplicaError, Ticket, MAX_MESSAGE_SIZE,
+    FlagMode, MailboxView, NewMessage, Outcome, ReplicaError, Row, Ticket, MAX_MESSAGE_SIZE,
 };
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -115,20 +116,16 @@ impl Drop for UserMailboxes {
     }
 }
 
-/// A mailbox's snapshot for SELECT, in one pass over its messages: no
-/// message's flags are decoded (only `\Seen` is tested until the first
-/// unseen), keywords come from the mailbox's interned table.
+/// A mailbox's snapshot for SELECT: one pass over the view's dense rows
+/// (no map walked, no flag decoded); keywords come from the mailbox's
+/// interned table.
 fn snapshot_of(v: &MailboxView) -> Snapshot {
-    let state = v.state();
-    let mut first_unseen = None;
     let messages = v
-        .entries()
-        .enumerate()
-        .map(|(i, (uid, entry, modseq))| {
-            if first_unseen.is_none() && !state.has_flag(&entry, &Flag::Seen) {
-                first_unseen = Some(i as u32 + 1);
-            }
-            SnapMessage { uid, modseq }
+        .rows()
+        .iter()
+        .map(|r| SnapMessage {
+            uid: r.uid,
+            modseq: r.modseq,
         })
         .collect();
     Snapshot {
@@ -136,8 +133,19 @@ fn snapshot_of(v: &MailboxView) -> Snapshot {
         uidnext: v.uidnext(),
         highest_modseq: v.highest_modseq(),
         messages,
-        first_unseen,
-        keywords: state.known_keywords(),
+        first_unseen: v.first_unseen(),
+        keywords: v.state().known_keywords(),
+    }
+}
+
+/// What FETCH and SEARCH read of a message, from its row.
+fn meta_of(v: &MailboxView, r: &Row) -> MessageMeta {
+    MessageMeta {
+        uid: r.uid,
+        flags: v.flags_of(r),
+        internal_date_ms: r.internal_date_ms,
+        size: r.size,
+        modseq: r.modseq,
     }
 }
 
@@ -249,13 +257,13 @@ impl Mailboxes for UserMailboxes {
                 highest_modseq: v.highest_modseq(),
                 ..Default::default()
             };
-            for m in v.uids().filter_map(|u| v.message(u)) {
+            for r in v.rows() {
                 s.messages += 1;
-                s.size += m.view.size as u64;
-                if !m.view.flags.contains(&Flag::Seen) {
+                s.size += r.size as u64;
+                if !r.flags.seen() {
                     s.unseen += 1;
                 }
-                if m.view.flags.contains(&Flag::Deleted) {
+                if v.flags_of(r).contains(&Flag::Deleted) {
                     s.deleted += 1;
                 }
             }
@@ -293,17 +301,15 @@ impl Mailboxes for UserMailboxes {
         let (id, uids) = (*mailbox, uids.to_vec());
         self.with(move |st, user| {
             let v = st.replica.mailbox(&user, &id)?;
-            Ok(uids
-                .iter()
-                .filter_map(|u| v.message(*u))
-                .map(|m| MessageMeta {
-                    uid: m.uid,
-                    flags: m.view.flags,
-                    internal_date_ms: m.view.internal_date_ms,
-                    size: m.view.size,
-                    modseq: m.modseq,
-                })
-                .collect())
+            Ok(if uids.is_sorted() {
+                v.rows_of(&uids).map(|r| meta_of(v, r)).collect()
+            } else {
+                let mut sorted = uids.clone();
+                sorted.sort_unstable();
+                let by_uid: HashMap<u32, MessageMeta> =
+                    v.rows_of(&sorted).map(|r| (r.uid, meta_of(v, r))).collect();
+                uids.iter().filter_map(|u| by_uid.get(u).cloned()).collect()
+            })
         })
         .await
     }
@@ -527,12 +533,11 @@ impl Mailboxes for UserMailboxes {
                 move |st, user, _| {
                     let ok = std::mem::take(&mut *chosen.lock().unwrap_or_else(|e| e.into_inner()));
                     st.replica.mailbox(&user, &id).map(|v| {
-                        ok.into_iter()
-                            .filter_map(|u| v.message(u))
-                            .map(|m| MessageState {
-                                uid: m.uid,
-                                flags: m.view.flags,
-                                modseq: m.modseq,
+                        v.rows_of(&ok)
+                            .map(|r| MessageState {
+                                uid: r.uid,
+                                flags: v.flags_of(r),
+                                modseq: r.modseq,
                             })
                             .collect::<Vec<_>>()
                     })

@@ -669,6 +669,7 @@ impl<B: Backend> Session<B> {
             }
         }
         let origins = fetch::binary_origins(&plan);
+        let mut next_seq = 0;
         for window in windows(&metas, plan.raw) {
             let loaded = {
                 let user = match self.mailboxes() {
@@ -678,9 +679,14 @@ impl<B: Backend> Session<B> {
                 load_window(user, &id, window, plan.raw, plan.summary).await
             };
             for (m, l) in window.iter().zip(loaded) {
-                let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
+                let Some(seq) = self
+                    .selected
+                    .as_ref()
+                    .and_then(|s| s.seq_near(m.uid, next_seq))
+                else {
                     continue;
                 };
+                next_seq = seq;
                 let (raw, summary) = match l {
                     Ok(Some(x)) => x,
                     Ok(None) => continue,

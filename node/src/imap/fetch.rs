@@ -12,6 +12,7 @@ use imap_codec::imap_types::{
     fetch::{MessageDataItem, MessageDataItemName, Section},
 };
 use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::LazyLock;
 
 /// A FETCH request, analysed.
 #[derive(Debug, Clone)]
@@ -179,9 +180,9 @@ pub fn items(
     raw: Option<&[u8]>,
     summary: Option<&Summary>,
 ) -> Result<Vec<MessageDataItem<'static>>, ItemError> {
+    static EMPTY: LazyLock<Summary> = LazyLock::new(|| Summary::parse(b""));
     let mut out = Vec::with_capacity(plan.items.len());
-    let empty = Summary::parse(b"");
-    let s = summary.unwrap_or(&empty);
+    let s = summary.unwrap_or(&EMPTY);
     let raw = raw.unwrap_or_default();
     for name in &plan.items {
         let item = match name {

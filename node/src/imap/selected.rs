@@ -87,6 +87,16 @@ impl SelectedBox {
         self.uids.binary_search(&uid).ok().map(|i| i as u32 + 1)
     }
 
+    /// Sequence number of a UID, tried first at sequence number `next`
+    /// (a walk over UIDs in ascending order passes the previous answer):
+    /// no search when the UIDs walked are consecutive messages.
+    pub fn seq_near(&self, uid: u32, next: u32) -> Option<u32> {
+        match self.uids.get(next as usize) {
+            Some(&u) if u == uid => Some(next + 1),
+            _ => self.seq_of(uid),
+        }
+    }
+
     /// Records a MODSEQ this session already reported (its own STORE), so
     /// the echo from the event stream is not reported again.
     pub fn note_modseq(&mut self, uid: u32, modseq: u64) {

@@ -30,6 +30,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Output buffered before it is sent in the middle of a long answer.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Output buffer capacity a connection keeps between commands.
+const KEPT_OUTPUT: usize = 64 * 1024;
+
 /// How a command ended.
 pub(crate) enum Reply {
     /// Tagged OK.
@@ -204,18 +210,29 @@ impl<B: Backend> Session<B> {
     }
 
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            let out = std::mem::take(&mut self.out);
-            self.conn.write_all(&out).await?;
-            self.conn.flush().await?;
+        self.send().await?;
+        // An idle connection does not keep a long answer's buffer.
+        if self.out.capacity() > KEPT_OUTPUT {
+            self.out = Vec::new();
         }
         Ok(())
     }
 
-    /// Flushes when the output grew large (long FETCH responses).
+    /// Writes the output; its buffer is kept for what follows.
+    async fn send(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.conn.write_all(&self.out).await?;
+            self.conn.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends the output when it grew large (long FETCH responses), keeping
+    /// the buffer for the rest of the answer.
     pub(crate) async fn maybe_flush(&mut self) -> std::io::Result<()> {
-        if self.out.len() > 256 * 1024 {
-            self.flush().await?;
+        if self.out.len() > FLUSH_AT {
+            self.send().await?;
         }
         Ok(())
     }

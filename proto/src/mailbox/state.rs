@@ -215,6 +215,47 @@ impl MailboxOp {
     }
 }
 
+/// The flags of an entry as a set of interned flag indices, for indices
+/// below 63; a flag of a higher index (the 59th keyword of a mailbox and
+/// later) only marks the set incomplete, and the reader asks
+/// [`MailboxState::entry`] instead. `\Seen` is index 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlagBits(u64);
+
+impl FlagBits {
+    /// No flag.
+    pub const EMPTY: FlagBits = FlagBits(0);
+    const INCOMPLETE: u64 = 1 << 63;
+
+    /// The set with index `i` added.
+    pub(crate) fn with(self, i: u32) -> FlagBits {
+        match i {
+            0..63 => FlagBits(self.0 | 1 << i),
+            _ => FlagBits(self.0 | Self::INCOMPLETE),
+        }
+    }
+
+    /// Whether every flag of the entry is in the set.
+    pub fn is_complete(self) -> bool {
+        self.0 & Self::INCOMPLETE == 0
+    }
+
+    /// Whether `\Seen` is set.
+    pub fn seen(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// The indices in the set, ascending.
+    fn indices(self) -> impl Iterator<Item = u32> {
+        let mut bits = self.0 & !Self::INCOMPLETE;
+        std::iter::from_fn(move || {
+            let i = bits.trailing_zeros();
+            bits &= bits.wrapping_sub(1);
+            (i < 64).then_some(i)
+        })
+    }
+}
+
 /// What a reader sees of one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryView {
@@ -489,6 +530,33 @@ impl MailboxState {
     /// order: a superset of the keywords in use, without scanning messages.
     pub fn known_keywords(&self) -> Vec<Flag> {
         self.keywords.keywords()
+    }
+
+    /// The flags of a live entry as a bit set of their interned indices
+    /// (empty for an entry not live): what a dense listing keeps per message.
+    pub fn flag_bits(&self, id: &EntryId) -> FlagBits {
+        match self.entries.get(id) {
+            Some(e) if e.live() => e
+                .tags
+                .iter()
+                .filter(|t| !t.removed)
+                .fold(FlagBits::EMPTY, |b, t| b.with(t.flag)),
+            _ => FlagBits::EMPTY,
+        }
+    }
+
+    /// The flags a complete bit set names, sorted (as [`EntryView::flags`]);
+    /// `None` for a set with [`FlagBits::is_complete`] false.
+    pub fn flags_in(&self, bits: FlagBits) -> Option<Vec<Flag>> {
+        if !bits.is_complete() {
+            return None;
+        }
+        let mut v: Vec<Flag> = bits
+            .indices()
+            .filter_map(|i| self.keywords.flag(i))
+            .collect();
+        v.sort_unstable();
+        Some(v)
     }
 
     /// Whether the live entry has `flag`.

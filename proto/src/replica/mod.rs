@@ -14,8 +14,10 @@
 //! promise, an acceptance, an exposed UID or an acknowledged APPEND is never
 //! seen by anyone before it is durable (group commit falls out of this).
 
+mod index;
 mod view;
 
+pub use index::Row;
 pub use view::{Event, MailboxView, Message};
 
 use crate::crypto::{
@@ -856,7 +858,8 @@ impl<S: Store> Replica<S> {
                 // A checkpoint this version cannot read (an older format)
                 // is skipped: every op is kept, so replaying the log from
                 // its start gives the same state, only slower.
-                if let Ok(cp) = postcard::from_bytes::<Checkpoint>(&plain) {
+                if let Ok(mut cp) = postcard::from_bytes::<Checkpoint>(&plain) {
+                    cp.view.rebuild_index();
                     checkpoints.insert(*mb, cp);
                 }
             }

@@ -4,8 +4,9 @@
 //! above everything this replica has shown, and what it shows is persisted
 //! before a client can see it.
 
+use super::index::{self, Index, Row};
 use crate::ids::{EntryId, OpId};
-use crate::mailbox::{EntryView, MailboxOp, MailboxState};
+use crate::mailbox::{EntryView, Flag, MailboxOp, MailboxState};
 use crate::seq::{Assign, Fate, Spaces};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -108,6 +109,10 @@ pub struct MailboxView {
     /// Highest UID and MODSEQ shown.
     marks: (u64, u64),
     uidvalidity: u32,
+    /// The shown messages as a dense array (derived from `uids`, `meta`
+    /// and `state`; rebuilt after a load).
+    #[serde(skip)]
+    index: Index,
 }
 
 impl MailboxView {
@@ -158,6 +163,83 @@ impl MailboxView {
         self.uids
             .iter()
             .map(|(u, e)| (*u, *e, self.meta.get(e).map_or(0, |m| m.1)))
+    }
+
+    /// Every shown message's row, UIDs ascending (the position of a row is
+    /// its sequence number minus one).
+    pub fn rows(&self) -> &[Row] {
+        self.index.rows()
+    }
+
+    /// The rows of these UIDs (ascending), skipping those not shown.
+    pub fn rows_of<'a>(&'a self, uids: &'a [u32]) -> impl Iterator<Item = &'a Row> + 'a {
+        index::select(self.index.rows(), uids)
+    }
+
+    /// Sequence number of the first shown message without `\Seen`.
+    pub fn first_unseen(&self) -> Option<u32> {
+        let i = self.index.rows().iter().position(|r| !r.flags.seen())?;
+        Some(i as u32 + 1)
+    }
+
+    /// A row's flags, sorted.
+    pub fn flags_of(&self, row: &Row) -> Vec<Flag> {
+        self.state.flags_in(row.flags).unwrap_or_else(|| {
+            self.uids
+                .get(&row.uid)
+                .and_then(|e| self.state.entry(e))
+                .map(|v| v.flags)
+                .unwrap_or_default()
+        })
+    }
+
+    /// Rebuilds the rows from the rest of the view (after a load).
+    pub(crate) fn rebuild_index(&mut self) {
+        let mut ix = Index::default();
+        for (&uid, e) in &self.uids {
+            if let Some(r) = self.row(uid, e) {
+                ix.insert(r);
+            }
+        }
+        self.index = ix;
+    }
+
+    /// Whether the rows are what a rebuild would give (for tests and the
+    /// simulator's checks; linear in the mailbox size).
+    pub fn index_is_consistent(&self) -> bool {
+        let rows = self.index.rows();
+        rows.len() == self.uids.len()
+            && self
+                .uids
+                .iter()
+                .zip(rows)
+                .all(|((&uid, e), r)| self.row(uid, e).as_ref() == Some(r))
+    }
+
+    /// The row of a shown UID, from the maps and the state.
+    fn row(&self, uid: u32, entry: &EntryId) -> Option<Row> {
+        let v = self.state.entry(entry)?;
+        Some(Row {
+            uid,
+            size: v.size,
+            modseq: self.meta.get(entry).map_or(0, |m| m.1),
+            internal_date_ms: v.internal_date_ms,
+            flags: self.state.flag_bits(entry),
+        })
+    }
+
+    /// Shows `entry` under `uid` (its MODSEQ already in `meta`).
+    fn list(&mut self, uid: u32, entry: EntryId) {
+        self.uids.insert(uid, entry);
+        if let Some(r) = self.row(uid, &entry) {
+            self.index.insert(r);
+        }
+    }
+
+    /// Stops showing `uid`.
+    fn unlist(&mut self, uid: u32) {
+        self.uids.remove(&uid);
+        self.index.remove(&[uid]);
     }
 
     /// A message by UID.
@@ -466,12 +548,17 @@ impl MailboxView {
                             self.vanished.entry(modseq).or_default().push(u);
                         }
                     }
+                    if self.uids.get(&uid) == Some(entry) {
+                        let m = self.meta.get(entry).map_or(0, |m| m.1);
+                        let flags = self.state.flag_bits(entry);
+                        self.index.update(&mut [(uid, m, Some(flags))]);
+                    }
                 } else if let Some(&uid) = assign.uids.first() {
                     self.meta.insert(*entry, (uid, modseq));
                     if self.state.is_expunged(entry) {
                         self.vanished.entry(modseq).or_default().push(uid);
                     } else {
-                        self.uids.insert(uid, *entry);
+                        self.list(uid, *entry);
                         fx.push(Effect::Event(Event::Exists { uid }));
                     }
                 }
@@ -483,34 +570,48 @@ impl MailboxView {
                 // visibly changed, so that it does not depend on the order
                 // ops arrived in.
                 let entries = payload.targets();
+                let mut rows = Vec::new();
                 for entry in &entries {
                     if let Some(m) = self.meta.get_mut(entry) {
                         m.1 = m.1.max(modseq);
-                        if self.uids.get(&m.0) == Some(entry)
-                            && touched.binary_search(entry).is_ok()
-                        {
-                            fx.push(Effect::Event(Event::Flags {
-                                uid: m.0,
-                                modseq: m.1,
-                            }));
+                        if self.uids.get(&m.0) == Some(entry) {
+                            let changed = touched.binary_search(entry).is_ok();
+                            if changed {
+                                fx.push(Effect::Event(Event::Flags {
+                                    uid: m.0,
+                                    modseq: m.1,
+                                }));
+                            }
+                            let flags = changed.then(|| self.state.flag_bits(entry));
+                            rows.push((m.0, m.1, flags));
                         }
                     }
                 }
+                self.index.update(&mut rows);
                 self.targets.insert(op, entries);
             }
             MailboxOp::Expunge { entries } => {
                 self.targets.insert(op, entries.clone());
+                let (mut gone, mut rows) = (Vec::new(), Vec::new());
                 for e in entries {
                     if let Some(m) = self.meta.get_mut(e) {
                         m.1 = m.1.max(modseq);
                         let uid = m.0;
-                        if self.uids.get(&uid) == Some(e) && self.state.is_expunged(e) {
+                        if self.uids.get(&uid) != Some(e) {
+                            continue;
+                        }
+                        if self.state.is_expunged(e) {
                             self.uids.remove(&uid);
+                            gone.push(uid);
                             self.vanished.entry(modseq).or_default().push(uid);
                             fx.push(Effect::Event(Event::Expunged { uid }));
+                        } else {
+                            rows.push((uid, m.1, None));
                         }
                     }
                 }
+                self.index.remove(&gone);
+                self.index.update(&mut rows);
             }
         }
     }
@@ -520,10 +621,12 @@ impl MailboxView {
     fn reannounce(&mut self, op: OpId, assign: &Assign, fx: &mut Vec<Effect>) {
         let Some(entry) = self.added.get(&op).copied() else {
             // A flag change or expunge with a new MODSEQ: raise the entries'.
+            let mut rows = Vec::new();
             for e in self.targets.get(&op).into_iter().flatten() {
                 if let Some(m) = self.meta.get_mut(e) {
                     m.1 = m.1.max(assign.modseq);
                     if self.uids.get(&m.0) == Some(e) {
+                        rows.push((m.0, m.1, None));
                         fx.push(Effect::Event(Event::Flags {
                             uid: m.0,
                             modseq: m.1,
@@ -533,6 +636,7 @@ impl MailboxView {
                     }
                 }
             }
+            self.index.update(&mut rows);
             return;
         };
         let Some(&(old, _)) = self.meta.get(&entry) else {
@@ -542,7 +646,7 @@ impl MailboxView {
             return;
         };
         if self.uids.get(&old) == Some(&entry) {
-            self.uids.remove(&old);
+            self.unlist(old);
             fx.push(Effect::Event(Event::Expunged { uid: old }));
         }
         self.vanished.entry(assign.modseq).or_default().push(old);
@@ -550,7 +654,7 @@ impl MailboxView {
         if self.state.is_expunged(&entry) {
             self.vanished.entry(assign.modseq).or_default().push(uid);
         } else {
-            self.uids.insert(uid, entry);
+            self.list(uid, entry);
             fx.push(Effect::Event(Event::Exists { uid }));
         }
     }
@@ -876,5 +980,88 @@ mod tests {
             assert_eq!(v.message(uid).unwrap().modseq, 12, "uid {uid}");
         }
         assert_eq!(v.changed_since(10, &spaces).0, vec![1, 2, 3]);
+        assert!(v.index_is_consistent());
+    }
+
+    /// The dense rows follow every change: new messages, flag changes (with
+    /// `\Seen` for the first unseen), expunges, a re-announced message, a
+    /// reload; a message with more flags than the bit set holds reads them
+    /// from the state.
+    #[test]
+    fn rows_follow_the_view() {
+        use crate::mailbox::{Flag, FlagChange, Keyword};
+        let uids = |v: &MailboxView| v.rows().iter().map(|r| r.uid).collect::<Vec<_>>();
+        let mut v = MailboxView::new(1);
+        let mut ops = Vec::new();
+        for n in 1..=4u8 {
+            let (o, p) = add(n);
+            v.on_op(o, p, fin(n as u64, n as u32));
+            ops.push(o);
+        }
+        assert_eq!(uids(&v), [1, 2, 3, 4]);
+        assert_eq!(v.first_unseen(), Some(1));
+        let e = |n: u8| EntryId([n; 16]);
+        let op = |seq| OpId {
+            origin: ReplicaId(3),
+            seq,
+        };
+        let seen = MailboxOp::FlagsBatch {
+            changes: (1..=2)
+                .map(|n| FlagChange {
+                    entry: e(n),
+                    add: vec![Flag::Seen],
+                    remove: Vec::new(),
+                })
+                .collect(),
+        };
+        v.on_op(
+            op(10),
+            seen,
+            fin(10, 0).map(|(a, f)| (Assign { uids: vec![], ..a }, f)),
+        );
+        assert_eq!(v.first_unseen(), Some(3));
+        assert_eq!(v.rows()[0].modseq, 10);
+        assert_eq!(v.flags_of(&v.rows()[1]), vec![Flag::Seen]);
+        assert_eq!(v.rows()[2].modseq, 3);
+        let gone = MailboxOp::Expunge {
+            entries: vec![e(2)],
+        };
+        v.on_op(
+            op(11),
+            gone,
+            fin(11, 0).map(|(a, f)| (Assign { uids: vec![], ..a }, f)),
+        );
+        assert_eq!(uids(&v), [1, 3, 4]);
+        // Message 3 is shown again under a new UID (S4).
+        v.on_decided(ops[2], prov(12, 7), Fate::Final);
+        assert_eq!(uids(&v), [1, 4, 7]);
+        assert_eq!(v.rows()[2].modseq, 12);
+        assert!(v.index_is_consistent());
+        // Seventy keywords on message 1: beyond the bit set.
+        let many: Vec<Flag> = (0..70)
+            .map(|i| Flag::Keyword(Keyword::new(format!("k{i}")).unwrap()))
+            .collect();
+        let kw = MailboxOp::Flags {
+            entry: e(1),
+            add: many.clone(),
+            remove: Vec::new(),
+        };
+        v.on_op(
+            op(12),
+            kw,
+            fin(13, 0).map(|(a, f)| (Assign { uids: vec![], ..a }, f)),
+        );
+        let mut want = many;
+        want.push(Flag::Seen);
+        want.sort_unstable();
+        assert!(!v.rows()[0].flags.is_complete());
+        assert_eq!(v.flags_of(&v.rows()[0]), want);
+        assert!(v.index_is_consistent());
+        // A reload rebuilds the same rows.
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        let mut back: MailboxView = postcard::from_bytes(&bytes).unwrap();
+        assert!(back.rows().is_empty());
+        back.rebuild_index();
+        assert_eq!(back.rows(), v.rows());
     }
 }
