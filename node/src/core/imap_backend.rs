@@ -3,7 +3,7 @@
 use super::{CoreGone, CoreHandle, CoreState};
 use crate::imap::backend::{
     AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
-    Mailboxes, MessageMeta, MessageState, NewMail, Selected, SnapMessage, Snapshot, StoreOutcome,
+    Mailboxes, MessageMeta, MessageState, NewMail, Selected, Snapshot, StoreOutcome,
 };
 use crate::imap::summary::{Summary, SUMMARY_VERSION};
 use crate::node::Node;
@@ -120,19 +120,13 @@ impl Drop for UserMailboxes {
 /// (no map walked, no flag decoded); keywords come from the mailbox's
 /// interned table.
 fn snapshot_of(v: &MailboxView) -> Snapshot {
-    let messages = v
-        .rows()
-        .iter()
-        .map(|r| SnapMessage {
-            uid: r.uid,
-            modseq: r.modseq,
-        })
-        .collect();
+    let rows = v.rows();
     Snapshot {
         uidvalidity: v.uidvalidity(),
         uidnext: v.uidnext(),
         highest_modseq: v.highest_modseq(),
-        messages,
+        uids: rows.iter().map(|r| r.uid).collect(),
+        modseqs: rows.iter().map(|r| r.modseq).collect(),
         first_unseen: v.first_unseen(),
         keywords: v.state().known_keywords(),
     }

@@ -116,22 +116,15 @@ pub struct Snapshot {
     pub uidnext: u32,
     /// HIGHESTMODSEQ.
     pub highest_modseq: u64,
-    /// Messages, UIDs ascending (sequence number = position + 1).
-    pub messages: Vec<SnapMessage>,
+    /// Messages' UIDs, ascending (sequence number = position + 1).
+    pub uids: Vec<u32>,
+    /// The MODSEQ of each message of `uids` (same position).
+    pub modseqs: Vec<u64>,
     /// Sequence number of the first message without `\Seen`.
     pub first_unseen: Option<u32>,
     /// Keywords of the mailbox (for FLAGS and PERMANENTFLAGS): those in
     /// use, or a superset (keywords once set).
     pub keywords: Vec<Flag>,
-}
-
-/// A message in a [`Snapshot`]: what a session tracks of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapMessage {
-    /// UID.
-    pub uid: u32,
-    /// MODSEQ of its last change.
-    pub modseq: u64,
 }
 
 /// A selected mailbox: its id (stable across renames), what it held when

@@ -170,7 +170,7 @@ impl<B: Backend> Session<B> {
             Some(Code::PermanentFlags(perm)),
             "Flags permitted",
         );
-        self.data(Data::Exists(snap.messages.len() as u32));
+        self.data(Data::Exists(snap.uids.len() as u32));
         if self.rev2 {
             // RFC 9051 §6.3.2: no RECENT and no UNSEEN code, but the
             // mailbox's LIST response.
@@ -221,7 +221,7 @@ impl<B: Backend> Session<B> {
             id,
             name,
             read_only,
-            &sel.snapshot,
+            sel.snapshot,
             sel.events,
         ));
         if let Some((uv, modseq, known)) = qresync {
@@ -374,7 +374,7 @@ impl<B: Backend> Session<B> {
                 Ok(s) => s,
                 Err(e) => return backend_err(e),
             };
-            let uids: Vec<u32> = sel.snapshot.messages.iter().map(|m| m.uid).collect();
+            let uids = sel.snapshot.uids;
             if !uids.is_empty() {
                 if let Err(e) = user.move_messages(&sel.id, &uids, &to).await {
                     return backend_err(e);

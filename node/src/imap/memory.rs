@@ -163,14 +163,8 @@ impl MemBox {
             uidvalidity: self.uidvalidity,
             uidnext: self.uidnext,
             highest_modseq: self.modseq,
-            messages: self
-                .messages
-                .iter()
-                .map(|(&uid, m)| SnapMessage {
-                    uid,
-                    modseq: m.modseq,
-                })
-                .collect(),
+            uids: self.messages.keys().copied().collect(),
+            modseqs: self.messages.values().map(|m| m.modseq).collect(),
             first_unseen: self
                 .messages
                 .values()

@@ -6,7 +6,7 @@
 use super::backend::{Event, Snapshot};
 use aerogramme_proto::ids::MailboxId;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 /// What to announce.
@@ -54,7 +54,7 @@ impl SelectedBox {
         id: MailboxId,
         name: String,
         read_only: bool,
-        snapshot: &Snapshot,
+        snapshot: Snapshot,
         events: broadcast::Receiver<Event>,
     ) -> Self {
         SelectedBox {
@@ -62,9 +62,9 @@ impl SelectedBox {
             name,
             read_only,
             uidvalidity: snapshot.uidvalidity,
-            uids: snapshot.messages.iter().map(|m| m.uid).collect(),
-            modseqs: snapshot.messages.iter().map(|m| m.modseq).collect(),
-            announced: snapshot.messages.len(),
+            announced: snapshot.uids.len(),
+            uids: snapshot.uids,
+            modseqs: snapshot.modseqs,
             events,
             pending: VecDeque::new(),
             resync: false,
@@ -160,30 +160,20 @@ impl SelectedBox {
     pub fn resync_from(&mut self, snap: &Snapshot) {
         self.resync = false;
         self.pending.clear();
-        let fresh: HashMap<u32, u64> = snap.messages.iter().map(|m| (m.uid, m.modseq)).collect();
         for &uid in &self.uids {
-            if !fresh.contains_key(&uid) {
+            if snap.uids.binary_search(&uid).is_err() {
                 self.pending.push_back(Event::Expunged { uid });
             }
         }
-        for m in &snap.messages {
-            match self
-                .uids
-                .binary_search(&m.uid)
-                .ok()
-                .map(|i| &self.modseqs[i])
-            {
+        for (&uid, &modseq) in snap.uids.iter().zip(&snap.modseqs) {
+            match self.uids.binary_search(&uid).ok().map(|i| self.modseqs[i]) {
                 None => {
-                    self.pending.push_back(Event::Exists { uid: m.uid });
-                    self.pending.push_back(Event::Flags {
-                        uid: m.uid,
-                        modseq: m.modseq,
-                    });
+                    self.pending.push_back(Event::Exists { uid });
+                    self.pending.push_back(Event::Flags { uid, modseq });
                 }
-                Some(&known) if m.modseq > known => self.pending.push_back(Event::Flags {
-                    uid: m.uid,
-                    modseq: m.modseq,
-                }),
+                Some(known) if modseq > known => {
+                    self.pending.push_back(Event::Flags { uid, modseq })
+                }
                 _ => {}
             }
         }
@@ -345,24 +335,21 @@ pub fn to_set(uids: &[u32]) -> Option<SequenceSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imap::backend::SnapMessage;
 
     fn snap(uids: &[u32]) -> Snapshot {
         Snapshot {
             uidvalidity: 1,
             uidnext: uids.last().map_or(1, |u| u + 1),
             highest_modseq: 10,
-            messages: uids
-                .iter()
-                .map(|&uid| SnapMessage { uid, modseq: 1 })
-                .collect(),
+            uids: uids.to_vec(),
+            modseqs: vec![1; uids.len()],
             ..Default::default()
         }
     }
 
     fn sel(uids: &[u32]) -> (broadcast::Sender<Event>, SelectedBox) {
         let (tx, rx) = broadcast::channel(4);
-        let s = SelectedBox::new(MailboxId([0; 16]), "INBOX".into(), false, &snap(uids), rx);
+        let s = SelectedBox::new(MailboxId([0; 16]), "INBOX".into(), false, snap(uids), rx);
         (tx, s)
     }
 

@@ -27,6 +27,10 @@ pub struct Row {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Index {
     rows: Vec<Row>,
+    /// The UID of the first message without `\Seen` (above the last UID
+    /// when there is none): every row below it is seen. Kept by each
+    /// change, so that SELECT finds the first unseen message at once.
+    unseen_from: u32,
 }
 
 /// Beyond this many removals at once, one pass over the rows is cheaper
@@ -39,9 +43,32 @@ impl Index {
         &self.rows
     }
 
+    /// Position of the first row without `\Seen`.
+    pub(crate) fn first_unseen(&self) -> Option<usize> {
+        let start = self.rows.partition_point(|r| r.uid < self.unseen_from);
+        let i = self.rows[start..].iter().position(|r| !r.flags.seen())?;
+        Some(start + i)
+    }
+
+    /// Moves `unseen_from` up to the first unseen row.
+    fn advance(&mut self) {
+        self.unseen_from = match self.first_unseen() {
+            Some(i) => self.rows[i].uid,
+            None => self.rows.last().map_or(0, |r| r.uid.saturating_add(1)),
+        };
+    }
+
+    /// Lowers `unseen_from` to a row that became unseen.
+    fn note(&mut self, row: &Row) {
+        if !row.flags.seen() && row.uid < self.unseen_from {
+            self.unseen_from = row.uid;
+        }
+    }
+
     /// Adds a newly shown message. UIDs are shown in ascending order (S2),
     /// so this appends; an out-of-order UID is inserted in place.
     pub(crate) fn insert(&mut self, row: Row) {
+        self.note(&row);
         match self.rows.last() {
             Some(last) if last.uid >= row.uid => match self.position(row.uid) {
                 Ok(i) => self.rows[i] = row,
@@ -49,6 +76,7 @@ impl Index {
             },
             _ => self.rows.push(row),
         }
+        self.advance();
     }
 
     /// Sets the MODSEQ, and the flags where given, of these UIDs (in any
@@ -64,9 +92,13 @@ impl Index {
                 r.modseq = modseq;
                 if let Some(f) = flags {
                     r.flags = f;
+                    if !f.seen() {
+                        self.unseen_from = self.unseen_from.min(uid);
+                    }
                 }
             }
         }
+        self.advance();
     }
 
     /// Removes these UIDs (in any order; absent ones are ignored).
@@ -82,6 +114,7 @@ impl Index {
             gone.sort_unstable();
             self.rows.retain(|r| gone.binary_search(&r.uid).is_err());
         }
+        self.advance();
     }
 
     fn position(&self, uid: u32) -> Result<usize, usize> {
@@ -157,6 +190,35 @@ mod tests {
             (23, 99, true)
         );
         assert_eq!(r[0].modseq, 1);
+    }
+
+    #[test]
+    fn first_unseen_follows_changes() {
+        let seen = FlagBits::EMPTY.with(0);
+        let mut ix = Index::default();
+        assert_eq!(ix.first_unseen(), None);
+        for u in 1..=5 {
+            ix.insert(Row {
+                flags: seen,
+                ..row(u)
+            });
+        }
+        assert_eq!(ix.first_unseen(), None);
+        ix.insert(row(6));
+        assert_eq!(ix.first_unseen(), Some(5));
+        ix.update(&mut [(2, 9, Some(FlagBits::EMPTY))]);
+        assert_eq!(ix.first_unseen(), Some(1));
+        ix.remove(&[2]);
+        assert_eq!(ix.first_unseen(), Some(4));
+        ix.update(&mut [(6, 9, Some(seen))]);
+        assert_eq!(ix.first_unseen(), None);
+        ix.insert(Row {
+            flags: seen,
+            ..row(7)
+        });
+        assert_eq!(ix.first_unseen(), None);
+        ix.update(&mut [(3, 9, Some(FlagBits::EMPTY)), (1, 9, None)]);
+        assert_eq!(ix.first_unseen(), Some(1));
     }
 
     #[test]

@@ -178,8 +178,7 @@ impl MailboxView {
 
     /// Sequence number of the first shown message without `\Seen`.
     pub fn first_unseen(&self) -> Option<u32> {
-        let i = self.index.rows().iter().position(|r| !r.flags.seen())?;
-        Some(i as u32 + 1)
+        Some(self.index.first_unseen()? as u32 + 1)
     }
 
     /// A row's flags, sorted.
@@ -208,7 +207,9 @@ impl MailboxView {
     /// simulator's checks; linear in the mailbox size).
     pub fn index_is_consistent(&self) -> bool {
         let rows = self.index.rows();
-        rows.len() == self.uids.len()
+        let unseen = rows.iter().position(|r| !r.flags.seen());
+        unseen == self.index.first_unseen()
+            && rows.len() == self.uids.len()
             && self
                 .uids
                 .iter()
