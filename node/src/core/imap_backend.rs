@@ -501,17 +501,17 @@ impl Mailboxes for UserMailboxes {
             .act(
                 move |st, user| {
                     let v = st.replica.mailbox(&user, &id)?;
+                    let mut uids = uids;
+                    uids.sort_unstable();
+                    uids.dedup();
                     let (mut ok, mut modified) = (Vec::new(), Vec::new());
-                    for u in uids {
-                        match v.message_modseq(u) {
-                            Some(m) if unchanged_since.is_some_and(|s| m > s) => modified.push(u),
-                            Some(_) => ok.push(u),
-                            None => {}
+                    for r in v.rows_of(&uids) {
+                        match unchanged_since {
+                            Some(s) if r.modseq > s => modified.push(r.uid),
+                            _ => ok.push(r.uid),
                         }
                     }
                     let _ = tx.send(modified);
-                    ok.sort_unstable();
-                    ok.dedup();
                     let res = st.replica.store_flags(
                         CoreState::now(),
                         &mut st.rng,
