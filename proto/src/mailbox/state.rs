@@ -515,6 +515,13 @@ impl MailboxState {
         })
     }
 
+    /// INTERNALDATE (ms) and size of an entry once its `Add` arrived,
+    /// without decoding its flags.
+    pub fn date_and_size(&self, id: &EntryId) -> Option<(i64, u32)> {
+        let e = self.entries.get(id).filter(|e| e.added())?;
+        Some((e.internal_date_ms, e.size))
+    }
+
     /// Whether the entry is live: added and not expunged.
     pub fn contains(&self, id: &EntryId) -> bool {
         self.entries.get(id).is_some_and(Entry::live)

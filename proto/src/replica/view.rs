@@ -219,12 +219,12 @@ impl MailboxView {
 
     /// The row of a shown UID, from the maps and the state.
     fn row(&self, uid: u32, entry: &EntryId) -> Option<Row> {
-        let v = self.state.entry(entry)?;
+        let (internal_date_ms, size) = self.state.date_and_size(entry)?;
         Some(Row {
             uid,
-            size: v.size,
+            size,
             modseq: self.meta.get(entry).map_or(0, |m| m.1),
-            internal_date_ms: v.internal_date_ms,
+            internal_date_ms,
             flags: self.state.flag_bits(entry),
         })
     }
