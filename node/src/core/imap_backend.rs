@@ -5,7 +5,7 @@ use crate::imap::backend::{
     AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
     Mailboxes, MessageMeta, MessageState, NewMail, Selected, SnapMessage, Snapshot, StoreOutcome,
 };
-use crate::imap::summary::{Summary, SUMMARY_VERSION};
+use crate::imap::summary::{summarize, SearchFields, Summary, SUMMARY_VERSION};
 use crate::node::Node;
 use crate::unlock::UnlockError;
 use aerogramme_proto::ids::{BlobId, MailboxId, UserId};
@@ -13,6 +13,7 @@ use aerogramme_proto::mailbox::{Flag, SpecialUse};
 use aerogramme_proto::replica::{
     FlagMode, MailboxView, NewMessage, Outcome, ReplicaError, Ticket, MAX_MESSAGE_SIZE,
 };
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -362,28 +363,94 @@ impl Mailboxes for UserMailboxes {
                     // An older layout: summarize the message again.
                     None => match self.fetch_raw(mailbox, uids[i]).await? {
                         Some(raw) => {
-                            let s = Summary::parse(&raw);
-                            to_keep.push((blob, encode_summary(&s)));
+                            let (s, _, kept) = to_keep_of(&raw);
+                            to_keep.push((blob, kept));
                             Some(s)
                         }
                         None => None,
                     },
                 },
                 Some((blob, Found::Raw(raw))) => {
-                    let s = Summary::parse(&raw);
-                    to_keep.push((blob, encode_summary(&s)));
+                    let (s, _, kept) = to_keep_of(&raw);
+                    to_keep.push((blob, kept));
                     Some(s)
                 }
             });
         }
-        if !to_keep.is_empty() {
-            let user = self.user;
-            let _ = self.core.run(move |st| {
-                for (blob, plain) in to_keep {
-                    keep_summary(st, &user, &blob, &plain);
+        self.keep_later(to_keep);
+        Ok(out)
+    }
+
+    async fn fetch_search_fields(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+        all: bool,
+    ) -> BackendResult<Vec<Option<Arc<SearchFields>>>> {
+        let (id, list) = (*mailbox, uids.to_vec());
+        // One core job for all: the common fields come from the memory
+        // cache, the others are decrypted there and decoded here.
+        let found = self
+            .with(move |st, user| {
+                let v = st.replica.mailbox(&user, &id)?;
+                let blobs: Vec<Option<BlobId>> = list
+                    .iter()
+                    .map(|u| v.message(*u).map(|m| m.view.blob))
+                    .collect();
+                blobs
+                    .into_iter()
+                    .map(|b| {
+                        let Some(b) = b else { return Ok(None) };
+                        if !all {
+                            if let Some(f) = st.fields_cache.get(&user, &b) {
+                                return Ok(Some((b, FoundFields::Cached(f))));
+                            }
+                        }
+                        find_kept(st, &user, &b, &fields_key(&user, &b), FIELDS_TAG)
+                            .map(|f| Some((b, FoundFields::Found(f))))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        let (mut to_keep, mut to_cache) = (Vec::new(), Vec::new());
+        for (i, f) in found.into_iter().enumerate() {
+            out.push(match f {
+                None => None,
+                Some((_, FoundFields::Cached(f))) => Some(f),
+                Some((blob, FoundFields::Found(Found::Kept(plain)))) => {
+                    match decode_fields(&plain) {
+                        Some(f) => {
+                            to_cache.push((blob, Arc::new(f.common())));
+                            Some(Arc::new(f))
+                        }
+                        // An older layout: summarize the message again.
+                        None => match self.fetch_raw(mailbox, uids[i]).await? {
+                            Some(raw) => {
+                                let (_, f, kept) = to_keep_of(&raw);
+                                to_keep.push((blob, kept));
+                                Some(Arc::new(f))
+                            }
+                            None => None,
+                        },
+                    }
+                }
+                Some((blob, FoundFields::Found(Found::Raw(raw)))) => {
+                    let (_, f, kept) = to_keep_of(&raw);
+                    to_keep.push((blob, kept));
+                    Some(Arc::new(f))
                 }
             });
         }
+        if !to_cache.is_empty() {
+            let user = self.user;
+            let _ = self.core.run(move |st| {
+                for (blob, f) in to_cache {
+                    st.fields_cache.insert(&user, blob, f);
+                }
+            });
+        }
+        self.keep_later(to_keep);
         Ok(out)
     }
 
@@ -397,7 +464,7 @@ impl Mailboxes for UserMailboxes {
         let name = name.to_owned();
         // Summarized here, on the session's thread, and kept once the
         // message has its UID.
-        let plain = encode_summary(&Summary::parse(&raw));
+        let (_, _, plain) = to_keep_of(&raw);
         let looked_up = Arc::new(std::sync::OnceLock::new());
         let found = looked_up.clone();
         self.act(
@@ -430,10 +497,7 @@ impl Mailboxes for UserMailboxes {
             return Err(BackendError::TooLarge);
         }
         let (name, user) = (name.to_owned(), self.user);
-        let plains: Vec<Vec<u8>> = msgs
-            .iter()
-            .map(|m| encode_summary(&Summary::parse(&m.raw)))
-            .collect();
+        let plains: Vec<Kept> = msgs.iter().map(|m| to_keep_of(&m.raw).2).collect();
         let (tx, rx) = tokio::sync::oneshot::channel::<BackendResult<(u32, Vec<u32>)>>();
         self.core
             .run(move |st| match start_appends(st, user, &name, msgs) {
@@ -609,13 +673,25 @@ fn summary_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
     k
 }
 
+/// Where a message blob's search fields are kept: the summary's key
+/// followed by `h`, sealed the same way.
+fn fields_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
+    let mut k = summary_key(user, blob);
+    k.push(b'h');
+    k
+}
+
 /// Format tag of a kept summary's plaintext (the blob announcement's sealed
 /// metadata shares its place), then the postcard of [`Summary`].
 const SUMMARY_TAG: &[u8] = b"imap-summary:";
 
-fn encode_summary(s: &Summary) -> Vec<u8> {
-    let mut out = SUMMARY_TAG.to_vec();
-    out.extend(postcard::to_allocvec(s).unwrap_or_default());
+/// Format tag of kept search fields (same place), then the postcard of
+/// [`SearchFields`].
+const FIELDS_TAG: &[u8] = b"imap-fields:";
+
+fn encode_tagged<T: serde::Serialize>(tag: &[u8], v: &T) -> Vec<u8> {
+    let mut out = tag.to_vec();
+    out.extend(postcard::to_allocvec(v).unwrap_or_default());
     out
 }
 
@@ -624,7 +700,45 @@ fn decode_summary(plain: &[u8]) -> Option<Summary> {
     (s.version == SUMMARY_VERSION).then_some(s)
 }
 
-/// A summary as the core found it.
+fn decode_fields(plain: &[u8]) -> Option<SearchFields> {
+    let f: SearchFields = postcard::from_bytes(plain.strip_prefix(FIELDS_TAG)?).ok()?;
+    (f.version == SUMMARY_VERSION).then_some(f)
+}
+
+/// What is kept of a message: the plaintexts of its two records (sealed in
+/// the core) and its common search fields for the memory cache.
+struct Kept {
+    summary: Vec<u8>,
+    fields: Vec<u8>,
+    common: Arc<SearchFields>,
+}
+
+/// Summarizes a message (one parse) for the reader and for keeping.
+fn to_keep_of(raw: &[u8]) -> (Summary, SearchFields, Kept) {
+    let (s, f) = summarize(raw);
+    let kept = Kept {
+        summary: encode_tagged(SUMMARY_TAG, &s),
+        fields: encode_tagged(FIELDS_TAG, &f),
+        common: Arc::new(f.common()),
+    };
+    (s, f, kept)
+}
+
+impl UserMailboxes {
+    /// Seals and keeps these records in a later core job (not waited for).
+    fn keep_later(&self, to_keep: Vec<(BlobId, Kept)>) {
+        if !to_keep.is_empty() {
+            let user = self.user;
+            let _ = self.core.run(move |st| {
+                for (blob, kept) in to_keep {
+                    keep_summary(st, &user, &blob, &kept);
+                }
+            });
+        }
+    }
+}
+
+/// A record as the core found it.
 enum Found {
     /// Kept: the decrypted record.
     Kept(Vec<u8>),
@@ -632,11 +746,31 @@ enum Found {
     Raw(Vec<u8>),
 }
 
+/// Search fields as the core found them.
+enum FoundFields {
+    /// In the memory cache (the common fields only).
+    Cached(Arc<SearchFields>),
+    /// Kept or not.
+    Found(Found),
+}
+
 /// The kept summary of `blob`, or else the message itself.
 fn find_summary(st: &CoreState, user: &UserId, blob: &BlobId) -> Result<Found, ReplicaError> {
-    if let Some(sealed) = st.replica.store().get_meta(&summary_key(user, blob))? {
+    find_kept(st, user, blob, &summary_key(user, blob), SUMMARY_TAG)
+}
+
+/// The record kept under `key` (its plaintext starts with `tag`), or else
+/// the message itself.
+fn find_kept(
+    st: &CoreState,
+    user: &UserId,
+    blob: &BlobId,
+    key: &[u8],
+    tag: &[u8],
+) -> Result<Found, ReplicaError> {
+    if let Some(sealed) = st.replica.store().get_meta(key)? {
         if let Ok(plain) = st.replica.open_summary(user, blob, &sealed) {
-            if plain.starts_with(SUMMARY_TAG) {
+            if plain.starts_with(tag) {
                 return Ok(Found::Kept(plain));
             }
         }
@@ -644,18 +778,22 @@ fn find_summary(st: &CoreState, user: &UserId, blob: &BlobId) -> Result<Found, R
     st.replica.read_blob(user, blob).map(Found::Raw)
 }
 
-/// Seals and keeps a summary (best effort: it is a cache).
-fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, plain: &[u8]) {
-    if let Ok(sealed) = st.replica.seal_summary(&mut st.rng, user, blob, plain) {
-        let _ = st
-            .replica
-            .store()
-            .put_meta(&summary_key(user, blob), &sealed);
+/// Seals and keeps a message's records (best effort: they are a cache),
+/// and its common search fields in memory.
+fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, kept: &Kept) {
+    for (key, plain) in [
+        (summary_key(user, blob), &kept.summary),
+        (fields_key(user, blob), &kept.fields),
+    ] {
+        if let Ok(sealed) = st.replica.seal_summary(&mut st.rng, user, blob, plain) {
+            let _ = st.replica.store().put_meta(&key, &sealed);
+        }
     }
+    st.fields_cache.insert(user, *blob, kept.common.clone());
 }
 
-/// Keeps the summary of the message `uid` of `mailbox` just appended.
-fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u32, plain: &[u8]) {
+/// Keeps the records of the message `uid` of `mailbox` just appended.
+fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u32, kept: &Kept) {
     let blob = st
         .replica
         .mailbox(user, mailbox)
@@ -663,7 +801,54 @@ fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u3
         .and_then(|v| v.message(uid))
         .map(|m| m.view.blob);
     if let Some(blob) = blob {
-        keep_summary(st, user, &blob, plain);
+        keep_summary(st, user, &blob, kept);
+    }
+}
+
+/// At most this many bytes (roughly) of search fields are kept in memory,
+/// all users together.
+const FIELDS_CACHE_BYTES: usize = 64 << 20;
+
+/// What one cached entry costs besides its fields (map slot, `Arc`).
+const FIELDS_ENTRY_OVERHEAD: usize = 96;
+
+/// The common search fields ([`SearchFields::common`]) of unlocked users'
+/// messages, decrypted, in memory only: SEARCH FROM/TO/CC/BCC/SUBJECT and
+/// SENT* read them without a store read or a decryption. Keyed by blob (a
+/// blob's fields never change). Bounded: once full, nothing more is added
+/// (misses read the sealed records). A user's entries are dropped when the
+/// user's keys are ([`FieldsCache::forget`]).
+#[derive(Default)]
+pub(crate) struct FieldsCache {
+    users: HashMap<UserId, (usize, HashMap<BlobId, Arc<SearchFields>>)>,
+    bytes: usize,
+}
+
+impl FieldsCache {
+    /// The cached fields of `blob`.
+    fn get(&self, user: &UserId, blob: &BlobId) -> Option<Arc<SearchFields>> {
+        self.users.get(user)?.1.get(blob).cloned()
+    }
+
+    /// Caches the fields of `blob`, if there is room.
+    fn insert(&mut self, user: &UserId, blob: BlobId, f: Arc<SearchFields>) {
+        let w = f.weight() + FIELDS_ENTRY_OVERHEAD;
+        if self.bytes + w > FIELDS_CACHE_BYTES {
+            return;
+        }
+        let (bytes, map) = self.users.entry(*user).or_default();
+        if let std::collections::hash_map::Entry::Vacant(e) = map.entry(blob) {
+            e.insert(f);
+            *bytes += w;
+            self.bytes += w;
+        }
+    }
+
+    /// Drops every entry of `user`.
+    pub(crate) fn forget(&mut self, user: &UserId) {
+        if let Some((bytes, _)) = self.users.remove(user) {
+            self.bytes -= bytes;
+        }
     }
 }
 
