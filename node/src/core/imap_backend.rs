@@ -340,10 +340,7 @@ impl Mailboxes for UserMailboxes {
         let found = self
             .with(move |st, user| {
                 let v = st.replica.mailbox(&user, &id)?;
-                let blobs: Vec<Option<BlobId>> = list
-                    .iter()
-                    .map(|u| v.message(*u).map(|m| m.view.blob))
-                    .collect();
+                let blobs: Vec<Option<BlobId>> = list.iter().map(|u| blob_of(v, *u)).collect();
                 blobs
                     .into_iter()
                     .map(|b| match b {
@@ -393,18 +390,14 @@ impl Mailboxes for UserMailboxes {
         let found = self
             .with(move |st, user| {
                 let v = st.replica.mailbox(&user, &id)?;
-                let blobs: Vec<Option<BlobId>> = list
-                    .iter()
-                    .map(|u| v.message(*u).map(|m| m.view.blob))
-                    .collect();
-                blobs
-                    .into_iter()
-                    .map(|b| {
-                        let Some(b) = b else { return Ok(None) };
-                        if !all {
-                            if let Some(f) = st.fields_cache.get(&user, &b) {
-                                return Ok(Some((b, FoundFields::Cached(f))));
-                            }
+                let cached = st.fields_cache.of(&user).filter(|_| !all);
+                list.iter()
+                    .map(|u| {
+                        let Some(b) = blob_of(v, *u) else {
+                            return Ok(None);
+                        };
+                        if let Some(f) = cached.and_then(|c| c.get(&b)) {
+                            return Ok(Some((b, FoundFields::Cached(f.clone()))));
                         }
                         find_kept(st, &user, &b, &fields_key(&user, &b), FIELDS_TAG)
                             .map(|f| Some((b, FoundFields::Found(f))))
@@ -673,6 +666,11 @@ fn summary_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
     k
 }
 
+/// The blob of the shown message `uid`, without decoding its flags.
+fn blob_of(v: &MailboxView, uid: u32) -> Option<BlobId> {
+    v.state().blob_of(&v.entry_of(uid)?)
+}
+
 /// Where a message blob's search fields are kept: the summary's key
 /// followed by `h`, sealed the same way.
 fn fields_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
@@ -825,9 +823,9 @@ pub(crate) struct FieldsCache {
 }
 
 impl FieldsCache {
-    /// The cached fields of `blob`.
-    fn get(&self, user: &UserId, blob: &BlobId) -> Option<Arc<SearchFields>> {
-        self.users.get(user)?.1.get(blob).cloned()
+    /// The cached fields of `user`'s blobs.
+    fn of(&self, user: &UserId) -> Option<&HashMap<BlobId, Arc<SearchFields>>> {
+        self.users.get(user).map(|(_, m)| m)
     }
 
     /// Caches the fields of `blob`, if there is room.
