@@ -399,7 +399,11 @@ impl Mailboxes for UserMailboxes {
                         if let Some(f) = cached.and_then(|c| c.get(&b)) {
                             return Ok(Some((b, FoundFields::Cached(f.clone()))));
                         }
-                        find_kept(st, &user, &b, &fields_key(&user, &b), FIELDS_TAG)
+                        let (key, tag) = match all {
+                            true => (fields_key(&user, &b), FIELDS_TAG),
+                            false => (common_key(&user, &b), COMMON_TAG),
+                        };
+                        find_kept(st, &user, &b, &key, tag)
                             .map(|f| Some((b, FoundFields::Found(f))))
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -412,10 +416,16 @@ impl Mailboxes for UserMailboxes {
                 None => None,
                 Some((_, FoundFields::Cached(f))) => Some(f),
                 Some((blob, FoundFields::Found(Found::Kept(plain)))) => {
-                    match decode_fields(&plain) {
-                        Some(f) => {
+                    let tag = if all { FIELDS_TAG } else { COMMON_TAG };
+                    match decode_fields(&plain, tag) {
+                        Some(f) if all => {
                             to_cache.push((blob, Arc::new(f.common())));
                             Some(Arc::new(f))
+                        }
+                        Some(f) => {
+                            let f = Arc::new(f);
+                            to_cache.push((blob, f.clone()));
+                            Some(f)
                         }
                         // An older layout: summarize the message again.
                         None => match self.fetch_raw(mailbox, uids[i]).await? {
@@ -655,12 +665,16 @@ impl Mailboxes for UserMailboxes {
     }
 }
 
-/// Where a message blob's summary is kept: `node/summary/` ‖ user ‖ blob in
-/// the meta tree, sealed with the user's master key (`Replica::seal_summary`).
-/// A cache: computed at APPEND, or at the first read that needs it (a
-/// delivered or replicated message), never replicated.
-fn summary_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
-    let mut k = crate::store::SUMMARY_PREFIX.to_vec();
+/// Where a message blob's records are kept, in the meta tree, each sealed
+/// with the user's master key (`Replica::seal_summary`): the summary under
+/// `node/summary/` ‖ user ‖ blob, every search field under `node/fields/` ‖
+/// user ‖ blob, the common search fields under `node/common/` ‖ user ‖ blob
+/// (apart, so that a cold SEARCH FROM/SUBJECT reads small records that lie
+/// together). A cache: computed at APPEND, or at the first read that needs
+/// it (a delivered or replicated message), never replicated.
+fn record_key(prefix: &[u8], user: &UserId, blob: &BlobId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 32);
+    k.extend_from_slice(prefix);
     k.extend_from_slice(user.as_bytes());
     k.extend_from_slice(blob.as_bytes());
     k
@@ -671,12 +685,16 @@ fn blob_of(v: &MailboxView, uid: u32) -> Option<BlobId> {
     v.state().blob_of(&v.entry_of(uid)?)
 }
 
-/// Where a message blob's search fields are kept: the summary's key
-/// followed by `h`, sealed the same way.
+fn summary_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
+    record_key(crate::store::SUMMARY_PREFIX, user, blob)
+}
+
 fn fields_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
-    let mut k = summary_key(user, blob);
-    k.push(b'h');
-    k
+    record_key(crate::store::FIELDS_PREFIX, user, blob)
+}
+
+fn common_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
+    record_key(crate::store::COMMON_PREFIX, user, blob)
 }
 
 /// Format tag of a kept summary's plaintext (the blob announcement's sealed
@@ -686,6 +704,10 @@ const SUMMARY_TAG: &[u8] = b"imap-summary:";
 /// Format tag of kept search fields (same place), then the postcard of
 /// [`SearchFields`].
 const FIELDS_TAG: &[u8] = b"imap-fields:";
+
+/// Format tag of the kept common search fields ([`SearchFields::common`],
+/// same place), then their postcard.
+const COMMON_TAG: &[u8] = b"imap-common:";
 
 fn encode_tagged<T: serde::Serialize>(tag: &[u8], v: &T) -> Vec<u8> {
     let mut out = tag.to_vec();
@@ -698,26 +720,29 @@ fn decode_summary(plain: &[u8]) -> Option<Summary> {
     (s.version == SUMMARY_VERSION).then_some(s)
 }
 
-fn decode_fields(plain: &[u8]) -> Option<SearchFields> {
-    let f: SearchFields = postcard::from_bytes(plain.strip_prefix(FIELDS_TAG)?).ok()?;
+fn decode_fields(plain: &[u8], tag: &[u8]) -> Option<SearchFields> {
+    let f: SearchFields = postcard::from_bytes(plain.strip_prefix(tag)?).ok()?;
     (f.version == SUMMARY_VERSION).then_some(f)
 }
 
-/// What is kept of a message: the plaintexts of its two records (sealed in
-/// the core) and its common search fields for the memory cache.
+/// What is kept of a message: the plaintexts of its three records (sealed
+/// in the core) and its common search fields for the memory cache.
 struct Kept {
     summary: Vec<u8>,
     fields: Vec<u8>,
+    common_plain: Vec<u8>,
     common: Arc<SearchFields>,
 }
 
 /// Summarizes a message (one parse) for the reader and for keeping.
 fn to_keep_of(raw: &[u8]) -> (Summary, SearchFields, Kept) {
     let (s, f) = summarize(raw);
+    let common = f.common();
     let kept = Kept {
         summary: encode_tagged(SUMMARY_TAG, &s),
         fields: encode_tagged(FIELDS_TAG, &f),
-        common: Arc::new(f.common()),
+        common_plain: encode_tagged(COMMON_TAG, &common),
+        common: Arc::new(common),
     };
     (s, f, kept)
 }
@@ -782,6 +807,7 @@ fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, kept: &Kept) {
     for (key, plain) in [
         (summary_key(user, blob), &kept.summary),
         (fields_key(user, blob), &kept.fields),
+        (common_key(user, blob), &kept.common_plain),
     ] {
         if let Ok(sealed) = st.replica.seal_summary(&mut st.rng, user, blob, plain) {
             let _ = st.replica.store().put_meta(&key, &sealed);
