@@ -457,9 +457,24 @@ impl<B: Backend> Session<B> {
             Ok(u) => u,
             Err(r) => return r,
         };
-        let metas = match user.fetch_meta(&id, &uids).await {
-            Ok(m) => m,
-            Err(e) => return backend_err(e),
+        // Header keys alone need no flags, dates or sizes: the UIDs stand
+        // for the metadata and a UID the backend no longer has is left out
+        // below (it has no fields), as the metadata read would.
+        let metas = if needs.meta || !needs.fields {
+            match user.fetch_meta(&id, &uids).await {
+                Ok(m) => m,
+                Err(e) => return backend_err(e),
+            }
+        } else {
+            uids.iter()
+                .map(|&uid| MessageMeta {
+                    uid,
+                    flags: Vec::new(),
+                    internal_date_ms: 0,
+                    size: 0,
+                    modseq: 0,
+                })
+                .collect()
         };
         let mut found = Vec::new();
         let mut highest = 0;
@@ -490,6 +505,9 @@ impl<B: Backend> Session<B> {
                 let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
                     continue;
                 };
+                if !needs.meta && !needs.raw && fields.is_none() {
+                    continue;
+                }
                 // A message that cannot be read matches only what needs no
                 // content (no fields: every header key fails).
                 let empty = SearchFields::default();

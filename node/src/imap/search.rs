@@ -16,6 +16,8 @@ use mail_parser::PartType;
 pub struct Needs {
     /// The raw message (body text keys).
     pub raw: bool,
+    /// The metadata: flags, INTERNALDATE, size or MODSEQ.
+    pub meta: bool,
     /// The search fields (header keys, SENT* keys).
     pub fields: bool,
     /// Header fields beyond [`COMMON_FIELDS`] (a HEADER key on another
@@ -39,6 +41,26 @@ fn walk(key: &SearchKey<'_>, n: &mut Needs) {
             walk(b, n)
         }
         SearchKey::Body(_) | SearchKey::Text(_) => n.raw = true,
+        SearchKey::Answered
+        | SearchKey::Deleted
+        | SearchKey::Draft
+        | SearchKey::Flagged
+        | SearchKey::Seen
+        | SearchKey::Unanswered
+        | SearchKey::Undeleted
+        | SearchKey::Undraft
+        | SearchKey::Unflagged
+        | SearchKey::Unseen
+        | SearchKey::Keyword(_)
+        | SearchKey::Unkeyword(_)
+        | SearchKey::Larger(_)
+        | SearchKey::Smaller(_)
+        | SearchKey::Before(_)
+        | SearchKey::On(_)
+        | SearchKey::Since(_)
+        | SearchKey::Older(_)
+        | SearchKey::Younger(_)
+        | SearchKey::ModSequence { .. } => n.meta = true,
         // Header keys read the decoded header fields.
         SearchKey::Header(name, _) => {
             n.fields = true;
@@ -353,6 +375,17 @@ mod tests {
             assert!(!needs(&key(k)).all_fields, "{k}");
         }
         assert!(needs(&key("HEADER X-Tag blue")).all_fields);
+        assert!(!needs(&key("SUBJECT x UID 1:* 2")).meta);
+        for k in [
+            "SEEN",
+            "NOT KEYWORD x",
+            "OR SUBJECT x LARGER 3",
+            "SINCE 1-Jan-2000",
+            "MODSEQ 1",
+            "YOUNGER 3",
+        ] {
+            assert!(needs(&key(k)).meta, "{k}");
+        }
         let no = [
             "ANSWERED",
             "DELETED",
