@@ -460,7 +460,8 @@ impl<B: Backend> Session<B> {
         // Header keys alone need no flags, dates or sizes: the UIDs stand
         // for the metadata and a UID the backend no longer has is left out
         // below (it has no fields), as the metadata read would.
-        let metas = if needs.meta || !needs.fields {
+        let fields_only = needs.fields && !needs.meta && !needs.raw;
+        let metas = if !fields_only {
             match user.fetch_meta(&id, &uids).await {
                 Ok(m) => m,
                 Err(e) => return backend_err(e),
@@ -505,7 +506,7 @@ impl<B: Backend> Session<B> {
                 let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
                     continue;
                 };
-                if !needs.meta && !needs.raw && fields.is_none() {
+                if fields_only && fields.is_none() {
                     continue;
                 }
                 // A message that cannot be read matches only what needs no

@@ -574,7 +574,8 @@ mod tests {
         assert_eq!(fields[0], ("from", "a <a@x> "));
         assert_eq!(fields[1], ("subject", "hé"));
         assert_eq!(fields.len(), 4);
-        let common: Vec<(&str, &str)> = f.common().iter().collect();
+        let common = f.common();
+        let common: Vec<(&str, &str)> = common.iter().collect();
         assert_eq!(common, fields[..2].to_vec());
         assert_eq!(f.common().sent_day, f.sent_day);
         let bytes = postcard::to_allocvec(&f).unwrap();
