@@ -98,6 +98,10 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     out.into_iter().flatten().collect()
 }
 
+/// What SEARCH read of a message: its bytes (body keys) or its search
+/// fields (header keys).
+type SearchLoaded = (Option<Vec<u8>>, Option<Arc<SearchFields>>);
+
 /// A message's bytes and/or summary, as asked; `None` if it is gone.
 type Loaded = Option<(Option<Vec<u8>>, Option<Summary>)>;
 
@@ -487,7 +491,7 @@ impl<B: Backend> Session<B> {
             metas.chunks(FIELDS_WINDOW).collect()
         };
         for window in groups {
-            let loaded: Vec<(Option<Vec<u8>>, Option<Arc<SearchFields>>)> = if needs.raw {
+            let loaded: Vec<SearchLoaded> = if needs.raw {
                 load_window(user, &id, window, true, false)
                     .await
                     .into_iter()
