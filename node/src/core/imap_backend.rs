@@ -957,3 +957,54 @@ impl UserMailboxes {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_cache_is_bounded_and_forgets_a_user() {
+        let (alice, bob) = (UserId([1; 16]), UserId([2; 16]));
+        let f = Arc::new(SearchFields::from_pairs(Some(3), [("subject", "free")]));
+        let mut c = FieldsCache::default();
+        c.insert(&alice, BlobId([1; 16]), f.clone());
+        c.insert(&alice, BlobId([1; 16]), f.clone());
+        c.insert(&bob, BlobId([2; 16]), f.clone());
+        let one = f.weight() + FIELDS_ENTRY_OVERHEAD;
+        assert_eq!(c.bytes, 2 * one);
+        assert!(c
+            .of(&alice)
+            .is_some_and(|m| m.contains_key(&BlobId([1; 16]))));
+        c.forget(&alice);
+        assert!(c.of(&alice).is_none());
+        assert_eq!(c.bytes, one);
+        // Full: nothing more is added.
+        let mut n = 0u32;
+        while c.bytes + one <= FIELDS_CACHE_BYTES {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&n.to_be_bytes());
+            c.insert(&alice, BlobId(b), f.clone());
+            n += 1;
+        }
+        let before = c.bytes;
+        c.insert(&alice, BlobId([9; 16]), f.clone());
+        assert_eq!(c.bytes, before);
+        assert!(!c
+            .of(&alice)
+            .is_some_and(|m| m.contains_key(&BlobId([9; 16]))));
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_other_tags() {
+        let raw = b"From: a@x\r\nSubject: Free\r\nX-Other: y\r\n\r\nbody\r\n";
+        let (s, f, kept) = to_keep_of(raw);
+        assert_eq!(decode_summary(&kept.summary), Some(s));
+        assert_eq!(decode_fields(&kept.fields, FIELDS_TAG), Some(f.clone()));
+        let common = decode_fields(&kept.common_plain, COMMON_TAG).unwrap();
+        assert_eq!(common, *kept.common);
+        assert_eq!(common.iter().count(), 2);
+        assert_eq!(f.iter().count(), 3);
+        assert!(decode_fields(&kept.fields, COMMON_TAG).is_none());
+        assert!(decode_fields(&kept.summary, FIELDS_TAG).is_none());
+    }
+}
