@@ -5,7 +5,7 @@ use crate::imap::backend::{
     AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
     Mailboxes, MessageMeta, MessageState, NewMail, Selected, Snapshot, StoreOutcome,
 };
-use crate::imap::summary::{Summary, SUMMARY_VERSION};
+use crate::imap::summary::{summarize, SearchFields, Summary, SUMMARY_VERSION};
 use crate::node::Node;
 use crate::unlock::UnlockError;
 use aerogramme_proto::ids::{BlobId, MailboxId, UserId};
@@ -339,10 +339,7 @@ impl Mailboxes for UserMailboxes {
         let found = self
             .with(move |st, user| {
                 let v = st.replica.mailbox(&user, &id)?;
-                let blobs: Vec<Option<BlobId>> = list
-                    .iter()
-                    .map(|u| v.message(*u).map(|m| m.view.blob))
-                    .collect();
+                let blobs: Vec<Option<BlobId>> = list.iter().map(|u| blob_of(v, *u)).collect();
                 blobs
                     .into_iter()
                     .map(|b| match b {
@@ -362,28 +359,100 @@ impl Mailboxes for UserMailboxes {
                     // An older layout: summarize the message again.
                     None => match self.fetch_raw(mailbox, uids[i]).await? {
                         Some(raw) => {
-                            let s = Summary::parse(&raw);
-                            to_keep.push((blob, encode_summary(&s)));
+                            let (s, _, kept) = to_keep_of(&raw);
+                            to_keep.push((blob, kept));
                             Some(s)
                         }
                         None => None,
                     },
                 },
                 Some((blob, Found::Raw(raw))) => {
-                    let s = Summary::parse(&raw);
-                    to_keep.push((blob, encode_summary(&s)));
+                    let (s, _, kept) = to_keep_of(&raw);
+                    to_keep.push((blob, kept));
                     Some(s)
                 }
             });
         }
-        if !to_keep.is_empty() {
-            let user = self.user;
-            let _ = self.core.run(move |st| {
-                for (blob, plain) in to_keep {
-                    keep_summary(st, &user, &blob, &plain);
+        self.keep_later(to_keep);
+        Ok(out)
+    }
+
+    async fn fetch_search_fields(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+        all: bool,
+    ) -> BackendResult<Vec<Option<Arc<SearchFields>>>> {
+        let (id, list) = (*mailbox, uids.to_vec());
+        // One core job for all: the common fields come from the memory
+        // cache, the others are decrypted there and decoded here.
+        let found = self
+            .with(move |st, user| {
+                let v = st.replica.mailbox(&user, &id)?;
+                let cached = st.fields_cache.of(&user).filter(|_| !all);
+                list.iter()
+                    .map(|u| {
+                        let Some(b) = blob_of(v, *u) else {
+                            return Ok(None);
+                        };
+                        if let Some(f) = cached.and_then(|c| c.get(&b)) {
+                            return Ok(Some((b, FoundFields::Cached(f.clone()))));
+                        }
+                        let (key, tag) = match all {
+                            true => (fields_key(&user, &b), FIELDS_TAG),
+                            false => (common_key(&user, &b), COMMON_TAG),
+                        };
+                        find_kept(st, &user, &b, &key, tag)
+                            .map(|f| Some((b, FoundFields::Found(f))))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        let (mut to_keep, mut to_cache) = (Vec::new(), Vec::new());
+        for (i, f) in found.into_iter().enumerate() {
+            out.push(match f {
+                None => None,
+                Some((_, FoundFields::Cached(f))) => Some(f),
+                Some((blob, FoundFields::Found(Found::Kept(plain)))) => {
+                    let tag = if all { FIELDS_TAG } else { COMMON_TAG };
+                    match decode_fields(&plain, tag) {
+                        Some(f) if all => {
+                            to_cache.push((blob, Arc::new(f.common())));
+                            Some(Arc::new(f))
+                        }
+                        Some(f) => {
+                            let f = Arc::new(f);
+                            to_cache.push((blob, f.clone()));
+                            Some(f)
+                        }
+                        // An older layout: summarize the message again.
+                        None => match self.fetch_raw(mailbox, uids[i]).await? {
+                            Some(raw) => {
+                                let (_, f, kept) = to_keep_of(&raw);
+                                to_keep.push((blob, kept));
+                                Some(Arc::new(f))
+                            }
+                            None => None,
+                        },
+                    }
+                }
+                Some((blob, FoundFields::Found(Found::Raw(raw)))) => {
+                    let (_, f, kept) = to_keep_of(&raw);
+                    to_keep.push((blob, kept));
+                    Some(Arc::new(f))
                 }
             });
         }
+        if !to_cache.is_empty() {
+            let user = self.user;
+            let _ = self.core.run(move |st| {
+                for (blob, f) in to_cache {
+                    st.fields_cache.insert(&user, blob, f);
+                }
+            });
+        }
+        self.keep_later(to_keep);
         Ok(out)
     }
 
@@ -397,7 +466,7 @@ impl Mailboxes for UserMailboxes {
         let name = name.to_owned();
         // Summarized here, on the session's thread, and kept once the
         // message has its UID.
-        let plain = encode_summary(&Summary::parse(&raw));
+        let (_, _, plain) = to_keep_of(&raw);
         let looked_up = Arc::new(std::sync::OnceLock::new());
         let found = looked_up.clone();
         self.act(
@@ -430,10 +499,7 @@ impl Mailboxes for UserMailboxes {
             return Err(BackendError::TooLarge);
         }
         let (name, user) = (name.to_owned(), self.user);
-        let plains: Vec<Vec<u8>> = msgs
-            .iter()
-            .map(|m| encode_summary(&Summary::parse(&m.raw)))
-            .collect();
+        let plains: Vec<Kept> = msgs.iter().map(|m| to_keep_of(&m.raw).2).collect();
         let (tx, rx) = tokio::sync::oneshot::channel::<BackendResult<(u32, Vec<u32>)>>();
         self.core
             .run(move |st| match start_appends(st, user, &name, msgs) {
@@ -597,24 +663,53 @@ impl Mailboxes for UserMailboxes {
     }
 }
 
-/// Where a message blob's summary is kept: `node/summary/` ‖ user ‖ blob in
-/// the meta tree, sealed with the user's master key (`Replica::seal_summary`).
-/// A cache: computed at APPEND, or at the first read that needs it (a
-/// delivered or replicated message), never replicated.
-fn summary_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
-    let mut k = crate::store::SUMMARY_PREFIX.to_vec();
+/// Where a message blob's records are kept, in the meta tree, each sealed
+/// with the user's master key (`Replica::seal_summary`): the summary under
+/// `node/summary/` ‖ user ‖ blob, every search field under `node/fields/` ‖
+/// user ‖ blob, the common search fields under `node/common/` ‖ user ‖ blob
+/// (apart, so that a cold SEARCH FROM/SUBJECT reads small records that lie
+/// together). A cache: computed at APPEND, or at the first read that needs
+/// it (a delivered or replicated message), never replicated.
+fn record_key(prefix: &[u8], user: &UserId, blob: &BlobId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 32);
+    k.extend_from_slice(prefix);
     k.extend_from_slice(user.as_bytes());
     k.extend_from_slice(blob.as_bytes());
     k
+}
+
+/// The blob of the shown message `uid`, without decoding its flags.
+fn blob_of(v: &MailboxView, uid: u32) -> Option<BlobId> {
+    v.state().blob_of(&v.entry_of(uid)?)
+}
+
+fn summary_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
+    record_key(crate::store::SUMMARY_PREFIX, user, blob)
+}
+
+fn fields_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
+    record_key(crate::store::FIELDS_PREFIX, user, blob)
+}
+
+fn common_key(user: &UserId, blob: &BlobId) -> Vec<u8> {
+    record_key(crate::store::COMMON_PREFIX, user, blob)
 }
 
 /// Format tag of a kept summary's plaintext (the blob announcement's sealed
 /// metadata shares its place), then the postcard of [`Summary`].
 const SUMMARY_TAG: &[u8] = b"imap-summary:";
 
-fn encode_summary(s: &Summary) -> Vec<u8> {
-    let mut out = SUMMARY_TAG.to_vec();
-    out.extend(postcard::to_allocvec(s).unwrap_or_default());
+/// Format tag of kept search fields (same place), then the postcard of
+/// [`SearchFields`].
+const FIELDS_TAG: &[u8] = b"imap-fields:";
+
+/// Format tag of the kept common search fields ([`SearchFields::common`],
+/// same place), then their postcard.
+const COMMON_TAG: &[u8] = b"imap-common:";
+
+fn encode_tagged<T: serde::Serialize>(tag: &[u8], v: &T) -> Vec<u8> {
+    let mut out = tag.to_vec();
+    out.extend(postcard::to_allocvec(v).unwrap_or_default());
     out
 }
 
@@ -623,7 +718,48 @@ fn decode_summary(plain: &[u8]) -> Option<Summary> {
     (s.version == SUMMARY_VERSION).then_some(s)
 }
 
-/// A summary as the core found it.
+fn decode_fields(plain: &[u8], tag: &[u8]) -> Option<SearchFields> {
+    let f: SearchFields = postcard::from_bytes(plain.strip_prefix(tag)?).ok()?;
+    (f.version == SUMMARY_VERSION).then_some(f)
+}
+
+/// What is kept of a message: the plaintexts of its three records (sealed
+/// in the core) and its common search fields for the memory cache.
+struct Kept {
+    summary: Vec<u8>,
+    fields: Vec<u8>,
+    common_plain: Vec<u8>,
+    common: Arc<SearchFields>,
+}
+
+/// Summarizes a message (one parse) for the reader and for keeping.
+fn to_keep_of(raw: &[u8]) -> (Summary, SearchFields, Kept) {
+    let (s, f) = summarize(raw);
+    let common = f.common();
+    let kept = Kept {
+        summary: encode_tagged(SUMMARY_TAG, &s),
+        fields: encode_tagged(FIELDS_TAG, &f),
+        common_plain: encode_tagged(COMMON_TAG, &common),
+        common: Arc::new(common),
+    };
+    (s, f, kept)
+}
+
+impl UserMailboxes {
+    /// Seals and keeps these records in a later core job (not waited for).
+    fn keep_later(&self, to_keep: Vec<(BlobId, Kept)>) {
+        if !to_keep.is_empty() {
+            let user = self.user;
+            let _ = self.core.run(move |st| {
+                for (blob, kept) in to_keep {
+                    keep_summary(st, &user, &blob, &kept);
+                }
+            });
+        }
+    }
+}
+
+/// A record as the core found it.
 enum Found {
     /// Kept: the decrypted record.
     Kept(Vec<u8>),
@@ -631,11 +767,31 @@ enum Found {
     Raw(Vec<u8>),
 }
 
+/// Search fields as the core found them.
+enum FoundFields {
+    /// In the memory cache (the common fields only).
+    Cached(Arc<SearchFields>),
+    /// Kept or not.
+    Found(Found),
+}
+
 /// The kept summary of `blob`, or else the message itself.
 fn find_summary(st: &CoreState, user: &UserId, blob: &BlobId) -> Result<Found, ReplicaError> {
-    if let Some(sealed) = st.replica.store().get_meta(&summary_key(user, blob))? {
+    find_kept(st, user, blob, &summary_key(user, blob), SUMMARY_TAG)
+}
+
+/// The record kept under `key` (its plaintext starts with `tag`), or else
+/// the message itself.
+fn find_kept(
+    st: &CoreState,
+    user: &UserId,
+    blob: &BlobId,
+    key: &[u8],
+    tag: &[u8],
+) -> Result<Found, ReplicaError> {
+    if let Some(sealed) = st.replica.store().get_meta(key)? {
         if let Ok(plain) = st.replica.open_summary(user, blob, &sealed) {
-            if plain.starts_with(SUMMARY_TAG) {
+            if plain.starts_with(tag) {
                 return Ok(Found::Kept(plain));
             }
         }
@@ -643,18 +799,23 @@ fn find_summary(st: &CoreState, user: &UserId, blob: &BlobId) -> Result<Found, R
     st.replica.read_blob(user, blob).map(Found::Raw)
 }
 
-/// Seals and keeps a summary (best effort: it is a cache).
-fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, plain: &[u8]) {
-    if let Ok(sealed) = st.replica.seal_summary(&mut st.rng, user, blob, plain) {
-        let _ = st
-            .replica
-            .store()
-            .put_meta(&summary_key(user, blob), &sealed);
+/// Seals and keeps a message's records (best effort: they are a cache),
+/// and its common search fields in memory.
+fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, kept: &Kept) {
+    for (key, plain) in [
+        (summary_key(user, blob), &kept.summary),
+        (fields_key(user, blob), &kept.fields),
+        (common_key(user, blob), &kept.common_plain),
+    ] {
+        if let Ok(sealed) = st.replica.seal_summary(&mut st.rng, user, blob, plain) {
+            let _ = st.replica.store().put_meta(&key, &sealed);
+        }
     }
+    st.fields_cache.insert(user, *blob, kept.common.clone());
 }
 
-/// Keeps the summary of the message `uid` of `mailbox` just appended.
-fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u32, plain: &[u8]) {
+/// Keeps the records of the message `uid` of `mailbox` just appended.
+fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u32, kept: &Kept) {
     let blob = st
         .replica
         .mailbox(user, mailbox)
@@ -662,7 +823,54 @@ fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u3
         .and_then(|v| v.message(uid))
         .map(|m| m.view.blob);
     if let Some(blob) = blob {
-        keep_summary(st, user, &blob, plain);
+        keep_summary(st, user, &blob, kept);
+    }
+}
+
+/// At most this many bytes (roughly) of search fields are kept in memory,
+/// all users together.
+const FIELDS_CACHE_BYTES: usize = 64 << 20;
+
+/// What one cached entry costs besides its fields (map slot, `Arc`).
+const FIELDS_ENTRY_OVERHEAD: usize = 96;
+
+/// The common search fields ([`SearchFields::common`]) of unlocked users'
+/// messages, decrypted, in memory only: SEARCH FROM/TO/CC/BCC/SUBJECT and
+/// SENT* read them without a store read or a decryption. Keyed by blob (a
+/// blob's fields never change). Bounded: once full, nothing more is added
+/// (misses read the sealed records). A user's entries are dropped when the
+/// user's keys are ([`FieldsCache::forget`]).
+#[derive(Default)]
+pub(crate) struct FieldsCache {
+    users: HashMap<UserId, (usize, HashMap<BlobId, Arc<SearchFields>>)>,
+    bytes: usize,
+}
+
+impl FieldsCache {
+    /// The cached fields of `user`'s blobs.
+    fn of(&self, user: &UserId) -> Option<&HashMap<BlobId, Arc<SearchFields>>> {
+        self.users.get(user).map(|(_, m)| m)
+    }
+
+    /// Caches the fields of `blob`, if there is room.
+    fn insert(&mut self, user: &UserId, blob: BlobId, f: Arc<SearchFields>) {
+        let w = f.weight() + FIELDS_ENTRY_OVERHEAD;
+        if self.bytes + w > FIELDS_CACHE_BYTES {
+            return;
+        }
+        let (bytes, map) = self.users.entry(*user).or_default();
+        if let std::collections::hash_map::Entry::Vacant(e) = map.entry(blob) {
+            e.insert(f);
+            *bytes += w;
+            self.bytes += w;
+        }
+    }
+
+    /// Drops every entry of `user`.
+    pub(crate) fn forget(&mut self, user: &UserId) {
+        if let Some((bytes, _)) = self.users.remove(user) {
+            self.bytes -= bytes;
+        }
     }
 }
 
@@ -745,5 +953,56 @@ impl UserMailboxes {
             },
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_cache_is_bounded_and_forgets_a_user() {
+        let (alice, bob) = (UserId([1; 16]), UserId([2; 16]));
+        let f = Arc::new(SearchFields::from_pairs(Some(3), [("subject", "free")]));
+        let mut c = FieldsCache::default();
+        c.insert(&alice, BlobId([1; 16]), f.clone());
+        c.insert(&alice, BlobId([1; 16]), f.clone());
+        c.insert(&bob, BlobId([2; 16]), f.clone());
+        let one = f.weight() + FIELDS_ENTRY_OVERHEAD;
+        assert_eq!(c.bytes, 2 * one);
+        assert!(c
+            .of(&alice)
+            .is_some_and(|m| m.contains_key(&BlobId([1; 16]))));
+        c.forget(&alice);
+        assert!(c.of(&alice).is_none());
+        assert_eq!(c.bytes, one);
+        // Full: nothing more is added.
+        let mut n = 0u32;
+        while c.bytes + one <= FIELDS_CACHE_BYTES {
+            let mut b = [0; 16];
+            b[..4].copy_from_slice(&n.to_be_bytes());
+            c.insert(&alice, BlobId(b), f.clone());
+            n += 1;
+        }
+        let before = c.bytes;
+        c.insert(&alice, BlobId([9; 16]), f.clone());
+        assert_eq!(c.bytes, before);
+        assert!(!c
+            .of(&alice)
+            .is_some_and(|m| m.contains_key(&BlobId([9; 16]))));
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_other_tags() {
+        let raw = b"From: a@x\r\nSubject: Free\r\nX-Other: y\r\n\r\nbody\r\n";
+        let (s, f, kept) = to_keep_of(raw);
+        assert_eq!(decode_summary(&kept.summary), Some(s));
+        assert_eq!(decode_fields(&kept.fields, FIELDS_TAG), Some(f.clone()));
+        let common = decode_fields(&kept.common_plain, COMMON_TAG).unwrap();
+        assert_eq!(common, *kept.common);
+        assert_eq!(common.iter().count(), 2);
+        assert_eq!(f.iter().count(), 3);
+        assert!(decode_fields(&kept.fields, COMMON_TAG).is_none());
+        assert!(decode_fields(&kept.summary, FIELDS_TAG).is_none());
     }
 }

@@ -60,6 +60,8 @@ pub struct CoreState {
     stopping: bool,
     net: Option<NetSink>,
     accounts: Option<Accounts>,
+    /// Unlocked users' common search fields, in memory (dropped at lock).
+    fields_cache: imap_backend::FieldsCache,
 }
 
 /// Prefix of the meta keys remembering the community's members:
@@ -226,6 +228,7 @@ impl CoreState {
                 tracing::warn!("checkpoint before lock: {e}");
             }
             self.replica.lock(&user);
+            self.fields_cache.forget(&user);
             self.events
                 .retain(|(u, _), tx| *u != user || tx.receiver_count() > 0);
             tracing::debug!(%user, "keys dropped");
@@ -327,6 +330,7 @@ impl Core {
             stopping: false,
             net,
             accounts,
+            fields_cache: Default::default(),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()

@@ -13,12 +13,13 @@
 //!   own APPEND's EXISTS when it answers. Duplicates are harmless.
 //! - Futures are `Send`: sessions run on tokio's multi-threaded runtime.
 
-use super::summary::Summary;
+use super::summary::{SearchFields, Summary};
 use aerogramme_proto::ids::MailboxId;
 use aerogramme_proto::mailbox::{Flag, SpecialUse};
 pub use aerogramme_proto::replica::{Event, FlagMode};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// Why an operation failed; mapped to IMAP response codes by the session.
@@ -281,6 +282,29 @@ pub trait Mailboxes: Send + Sync + 'static {
             let mut out = Vec::with_capacity(uids.len());
             for &u in uids {
                 out.push(self.fetch_summary(mailbox, u).await?);
+            }
+            Ok(out)
+        }
+    }
+
+    /// The search fields of these UIDs, in order (`None` for a UID that
+    /// does not exist). With `all` false only [`COMMON_FIELDS`] need be
+    /// there (a backend may keep those in memory). The default computes
+    /// them from [`Mailboxes::fetch_raw`].
+    ///
+    /// [`COMMON_FIELDS`]: super::summary::COMMON_FIELDS
+    fn fetch_search_fields(
+        &self,
+        mailbox: &MailboxId,
+        uids: &[u32],
+        all: bool,
+    ) -> impl Future<Output = BackendResult<Vec<Option<Arc<SearchFields>>>>> + Send {
+        let _ = all;
+        async move {
+            let mut out = Vec::with_capacity(uids.len());
+            for &u in uids {
+                let raw = self.fetch_raw(mailbox, u).await?;
+                out.push(raw.map(|r| Arc::new(SearchFields::parse(&r))));
             }
             Ok(out)
         }

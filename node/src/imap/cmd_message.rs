@@ -11,7 +11,7 @@ use super::rewrite;
 use super::search::{self, Candidate, Scope};
 use super::selected::{ranges, to_set};
 use super::session::{backend_err, Reply, Session};
-use super::summary::Summary;
+use super::summary::{SearchFields, Summary};
 use aerogramme_proto::ids::MailboxId;
 use aerogramme_proto::mailbox::Flag;
 use imap_codec::imap_types::{
@@ -27,6 +27,7 @@ use imap_codec::imap_types::{
     IntoStatic,
 };
 use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::Arc;
 
 fn nz32(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
@@ -44,6 +45,10 @@ const WINDOW_BYTES: u64 = 8 << 20;
 
 /// Summaries asked of the backend at once (they are small).
 const SUMMARY_WINDOW: usize = 256;
+
+/// Search fields asked of the backend at once (a backend keeps them in
+/// memory; the others are small).
+const FIELDS_WINDOW: usize = 1024;
 
 /// Consecutive groups of `metas` within the window's bounds; `raw`: the
 /// messages themselves are read (else only summaries, smaller windows'
@@ -92,6 +97,10 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     .await;
     out.into_iter().flatten().collect()
 }
+
+/// What SEARCH read of a message: its bytes (body keys) or its search
+/// fields (header keys).
+type SearchLoaded = (Option<Vec<u8>>, Option<Arc<SearchFields>>);
 
 /// A message's bytes and/or summary, as asked; `None` if it is gone.
 type Loaded = Option<(Option<Vec<u8>>, Option<Summary>)>;
@@ -452,25 +461,71 @@ impl<B: Backend> Session<B> {
             Ok(u) => u,
             Err(r) => return r,
         };
-        let metas = match user.fetch_meta(&id, &uids).await {
-            Ok(m) => m,
-            Err(e) => return backend_err(e),
+        // Header keys alone need no flags, dates or sizes: the UIDs stand
+        // for the metadata and a UID the backend no longer has is left out
+        // below (it has no fields), as the metadata read would.
+        let fields_only = needs.fields && !needs.meta && !needs.raw;
+        let metas = if !fields_only {
+            match user.fetch_meta(&id, &uids).await {
+                Ok(m) => m,
+                Err(e) => return backend_err(e),
+            }
+        } else {
+            uids.iter()
+                .map(|&uid| MessageMeta {
+                    uid,
+                    flags: Vec::new(),
+                    internal_date_ms: 0,
+                    size: 0,
+                    modseq: 0,
+                })
+                .collect()
         };
         let mut found = Vec::new();
         let mut highest = 0;
-        for window in windows(&metas, needs.raw) {
-            let loaded = load_window(user, &id, window, needs.raw, needs.summary).await;
-            for (m, l) in window.iter().zip(loaded) {
+        // Body keys read the messages (their header fields are computed
+        // from them); header keys only the search fields, in larger windows.
+        let groups: Vec<&[MessageMeta]> = if needs.raw {
+            windows(&metas, true)
+        } else {
+            metas.chunks(FIELDS_WINDOW).collect()
+        };
+        for window in groups {
+            let loaded: Vec<SearchLoaded> = if needs.raw {
+                load_window(user, &id, window, true, false)
+                    .await
+                    .into_iter()
+                    .map(|l| (l.ok().flatten().and_then(|(r, _)| r), None))
+                    .collect()
+            } else if needs.fields {
+                let uids: Vec<u32> = window.iter().map(|m| m.uid).collect();
+                match user.fetch_search_fields(&id, &uids, needs.all_fields).await {
+                    Ok(v) => v.into_iter().map(|f| (None, f)).collect(),
+                    Err(_) => window.iter().map(|_| (None, None)).collect(),
+                }
+            } else {
+                window.iter().map(|_| (None, None)).collect()
+            };
+            for (m, (raw, fields)) in window.iter().zip(loaded) {
                 let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
                     continue;
                 };
-                // A message that cannot be read matches only what needs no content.
-                let (raw, summary) = l.ok().flatten().unwrap_or((None, None));
+                if fields_only && fields.is_none() {
+                    continue;
+                }
+                // A message that cannot be read matches only what needs no
+                // content (no fields: every header key fails).
+                let empty = SearchFields::default();
+                let fields = match (&raw, &fields) {
+                    (_, Some(f)) => Some(&**f),
+                    (Some(_), None) => None,
+                    (None, None) => needs.fields.then_some(&empty),
+                };
                 let c = Candidate {
                     seq,
                     meta: m,
                     raw: raw.as_deref(),
-                    summary: summary.as_ref(),
+                    fields,
                 };
                 if search::matches(&key, &c, &scope) {
                     found.push(nz32(if uid { m.uid } else { seq }));

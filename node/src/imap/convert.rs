@@ -88,7 +88,11 @@ pub fn text(s: &str) -> Text<'static> {
 
 /// A string (quoted when it can be, else a literal; NUL bytes replaced).
 pub fn istr(b: &[u8]) -> IString<'static> {
-    let v: Vec<u8> = b.iter().map(|&c| if c == 0 { 0x80 } else { c }).collect();
+    let v: Vec<u8> = if b.contains(&0) {
+        b.iter().map(|&c| if c == 0 { 0x80 } else { c }).collect()
+    } else {
+        b.to_vec()
+    };
     IString::try_from(v).unwrap_or_else(|_| IString::Literal(Literal::unvalidated(Vec::new())))
 }
 

@@ -4,7 +4,7 @@
 
 use super::backend::MessageMeta;
 use super::selected::ranges;
-use super::summary::{days_from_civil, search_headers, Summary};
+use super::summary::{days_from_civil, search_fields, SearchFields, COMMON_FIELDS};
 use aerogramme_proto::mailbox::Flag;
 use chrono::Datelike;
 use imap_codec::imap_types::search::SearchKey;
@@ -14,10 +14,15 @@ use mail_parser::PartType;
 /// What evaluating a key needs besides metadata.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Needs {
-    /// The raw message (header and body text keys).
+    /// The raw message (body text keys).
     pub raw: bool,
-    /// The summary (SENT* keys).
-    pub summary: bool,
+    /// The metadata: flags, INTERNALDATE, size or MODSEQ.
+    pub meta: bool,
+    /// The search fields (header keys, SENT* keys).
+    pub fields: bool,
+    /// Header fields beyond [`COMMON_FIELDS`] (a HEADER key on another
+    /// field): the whole [`SearchFields`], not only the common ones.
+    pub all_fields: bool,
 }
 
 /// What a key needs.
@@ -36,16 +41,42 @@ fn walk(key: &SearchKey<'_>, n: &mut Needs) {
             walk(b, n)
         }
         SearchKey::Body(_) | SearchKey::Text(_) => n.raw = true,
-        // Header keys read the summary's decoded header fields.
+        SearchKey::Answered
+        | SearchKey::Deleted
+        | SearchKey::Draft
+        | SearchKey::Flagged
+        | SearchKey::Seen
+        | SearchKey::Unanswered
+        | SearchKey::Undeleted
+        | SearchKey::Undraft
+        | SearchKey::Unflagged
+        | SearchKey::Unseen
+        | SearchKey::Keyword(_)
+        | SearchKey::Unkeyword(_)
+        | SearchKey::Larger(_)
+        | SearchKey::Smaller(_)
+        | SearchKey::Before(_)
+        | SearchKey::On(_)
+        | SearchKey::Since(_)
+        | SearchKey::Older(_)
+        | SearchKey::Younger(_)
+        | SearchKey::ModSequence { .. } => n.meta = true,
+        // Header keys read the decoded header fields.
+        SearchKey::Header(name, _) => {
+            n.fields = true;
+            let name = String::from_utf8_lossy(name.as_ref()).to_ascii_lowercase();
+            if !COMMON_FIELDS.contains(&name.as_str()) {
+                n.all_fields = true;
+            }
+        }
         SearchKey::Bcc(_)
         | SearchKey::Cc(_)
         | SearchKey::From(_)
-        | SearchKey::Header(..)
         | SearchKey::Subject(_)
         | SearchKey::To(_)
         | SearchKey::SentBefore(_)
         | SearchKey::SentOn(_)
-        | SearchKey::SentSince(_) => n.summary = true,
+        | SearchKey::SentSince(_) => n.fields = true,
         _ => {}
     }
 }
@@ -69,8 +100,8 @@ pub struct Candidate<'a> {
     pub meta: &'a MessageMeta,
     /// Raw bytes, when needed.
     pub raw: Option<&'a [u8]>,
-    /// Summary, when needed.
-    pub summary: Option<&'a Summary>,
+    /// Search fields, when needed (else computed from `raw`).
+    pub fields: Option<&'a SearchFields>,
 }
 
 /// The mailbox around the candidates.
@@ -86,7 +117,7 @@ pub struct Scope {
 /// Text extracted once per message for text keys.
 #[derive(Default)]
 struct TextCache {
-    headers: Option<Vec<(String, String)>>,
+    fields: Option<SearchFields>,
     body: Option<String>,
 }
 
@@ -115,7 +146,6 @@ fn has(c: &Candidate<'_>, f: &Flag) -> bool {
 
 fn eval(key: &SearchKey<'_>, c: &Candidate<'_>, scope: &Scope, cache: &mut TextCache) -> bool {
     let internal_day = c.meta.internal_date_ms.div_euclid(86_400_000);
-    let sent_day = c.summary.and_then(|s| s.sent_day);
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| eval(k, c, scope, cache)),
         SearchKey::Not(k) => !eval(k, c, scope, cache),
@@ -144,9 +174,9 @@ fn eval(key: &SearchKey<'_>, c: &Candidate<'_>, scope: &Scope, cache: &mut TextC
         SearchKey::Before(d) => internal_day < day_of(d),
         SearchKey::On(d) => internal_day == day_of(d),
         SearchKey::Since(d) => internal_day >= day_of(d),
-        SearchKey::SentBefore(d) => sent_day.is_some_and(|s| s < day_of(d)),
-        SearchKey::SentOn(d) => sent_day.is_some_and(|s| s == day_of(d)),
-        SearchKey::SentSince(d) => sent_day.is_some_and(|s| s >= day_of(d)),
+        SearchKey::SentBefore(d) => sent_day(c, cache).is_some_and(|s| s < day_of(d)),
+        SearchKey::SentOn(d) => sent_day(c, cache).is_some_and(|s| s == day_of(d)),
+        SearchKey::SentSince(d) => sent_day(c, cache).is_some_and(|s| s >= day_of(d)),
         SearchKey::Older(n) => c.meta.internal_date_ms <= scope.now_ms - n.get() as i64 * 1000,
         SearchKey::Younger(n) => c.meta.internal_date_ms > scope.now_ms - n.get() as i64 * 1000,
         SearchKey::ModSequence { modseq, .. } => c.meta.modseq >= *modseq,
@@ -155,39 +185,47 @@ fn eval(key: &SearchKey<'_>, c: &Candidate<'_>, scope: &Scope, cache: &mut TextC
         SearchKey::From(s) => header_has(c, cache, "from", s.as_ref()),
         SearchKey::To(s) => header_has(c, cache, "to", s.as_ref()),
         SearchKey::Subject(s) => header_has(c, cache, "subject", s.as_ref()),
-        SearchKey::Header(name, s) => header_has(
-            c,
-            cache,
-            &String::from_utf8_lossy(name.as_ref()),
-            s.as_ref(),
-        ),
+        SearchKey::Header(name, s) => header_has(c, cache, name.as_ref(), s.as_ref()),
         SearchKey::Body(s) => body(c, cache).contains(&lower(s.as_ref())),
         SearchKey::Text(s) => {
             let needle = lower(s.as_ref());
             headers(c, cache)
                 .iter()
-                .any(|(n, v)| v.contains(&needle) || n.contains(&needle))
+                .any(|(n, v)| v.contains(needle.as_str()) || n.contains(needle.as_str()))
                 || body(c, cache).contains(&needle)
         }
     }
 }
 
-fn header_has(c: &Candidate<'_>, cache: &mut TextCache, name: &str, needle: &[u8]) -> bool {
-    let needle = lower(needle);
-    let name = name.to_ascii_lowercase();
+fn header_has(
+    c: &Candidate<'_>,
+    cache: &mut TextCache,
+    name: impl AsRef<[u8]>,
+    needle: &[u8],
+) -> bool {
+    // The needle lowered once per message only when it is not already.
+    let needle = match std::str::from_utf8(needle) {
+        Ok(n) if !n.chars().any(char::is_uppercase) => std::borrow::Cow::Borrowed(n),
+        _ => std::borrow::Cow::Owned(lower(needle)),
+    };
+    let name = name.as_ref();
     headers(c, cache)
         .iter()
-        .any(|(n, v)| *n == name && v.contains(&needle))
+        .any(|(n, v)| n.as_bytes().eq_ignore_ascii_case(name) && v.contains(needle.as_ref()))
 }
 
-fn headers<'s>(c: &'s Candidate<'_>, cache: &'s mut TextCache) -> &'s [(String, String)] {
-    if let Some(s) = c.summary {
-        return &s.headers;
+fn headers<'s>(c: &'s Candidate<'_>, cache: &'s mut TextCache) -> &'s SearchFields {
+    if let Some(f) = c.fields {
+        return f;
     }
-    cache.headers.get_or_insert_with(|| match c.raw {
-        Some(raw) => search_headers(raw),
-        None => Vec::new(),
+    cache.fields.get_or_insert_with(|| match c.raw {
+        Some(raw) => search_fields(raw),
+        None => SearchFields::default(),
     })
+}
+
+fn sent_day(c: &Candidate<'_>, cache: &mut TextCache) -> Option<i64> {
+    headers(c, cache).sent_day
 }
 
 fn body<'c>(c: &Candidate<'_>, cache: &'c mut TextCache) -> &'c str {
@@ -251,12 +289,12 @@ mod tests {
             size: 300,
             modseq: 12,
         };
-        let s = Summary::parse(RAW);
+        let f = SearchFields::parse(RAW);
         let c = Candidate {
             seq: 2,
             meta: &meta,
             raw: Some(RAW),
-            summary: Some(&s),
+            fields: Some(&f),
         };
         let scope = Scope {
             exists: 3,
@@ -309,6 +347,44 @@ mod tests {
                 k
             };
             assert!(matches(&key(k), &c, &scope), "{k} should match");
+            // The same from the raw message alone.
+            let raw_only = Candidate { fields: None, ..c };
+            assert!(
+                matches(&key(k), &raw_only, &scope),
+                "{k} should match (raw)"
+            );
+        }
+        // The common fields answer FROM, TO, CC, BCC, SUBJECT, SENT*.
+        let common = f.common();
+        let c_common = Candidate {
+            fields: Some(&common),
+            raw: None,
+            ..c
+        };
+        for k in [
+            "FROM jorg",
+            "TO bob",
+            "SUBJECT quarterly",
+            "HEADER SUBJECT QUARTERLY",
+            "SENTON 1-Jul-2003",
+        ] {
+            assert!(
+                matches(&key(k), &c_common, &scope),
+                "{k} should match (common)"
+            );
+            assert!(!needs(&key(k)).all_fields, "{k}");
+        }
+        assert!(needs(&key("HEADER X-Tag blue")).all_fields);
+        assert!(!needs(&key("SUBJECT x UID 1:* 2")).meta);
+        for k in [
+            "SEEN",
+            "NOT KEYWORD x",
+            "OR SUBJECT x LARGER 3",
+            "SINCE 1-Jan-2000",
+            "MODSEQ 1",
+            "YOUNGER 3",
+        ] {
+            assert!(needs(&key(k)).meta, "{k}");
         }
         let no = [
             "ANSWERED",
@@ -343,9 +419,9 @@ mod tests {
         for k in no {
             assert!(!matches(&key(k), &c, &scope), "{k} should not match");
         }
-        assert!(needs(&key("FROM x")).summary && !needs(&key("FROM x")).raw);
+        assert!(needs(&key("FROM x")).fields && !needs(&key("FROM x")).raw);
         assert!(needs(&key("TEXT x")).raw);
-        assert!(needs(&key("SENTON 1-Jan-2000")).summary && !needs(&key("SENTON 1-Jan-2000")).raw);
+        assert!(needs(&key("SENTON 1-Jan-2000")).fields && !needs(&key("SENTON 1-Jan-2000")).raw);
         assert!(!needs(&key("SEEN")).raw);
         assert!(uses_modseq(&key("NOT MODSEQ 3")));
     }

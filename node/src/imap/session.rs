@@ -166,7 +166,15 @@ impl<B: Backend> Session<B> {
     // ----- output ----------------------------------------------------------
 
     pub(crate) fn write(&mut self, r: &Response<'_>) {
-        self.out.extend(ResponseCodec::default().encode(r).dump());
+        // Straight into the output buffer (no intermediate concatenation).
+        for f in ResponseCodec::default().encode(r) {
+            match f {
+                imap_codec::encode::Fragment::Line { data }
+                | imap_codec::encode::Fragment::Literal { data, .. } => {
+                    self.out.extend_from_slice(&data)
+                }
+            }
+        }
     }
 
     /// Bytes imap-codec cannot encode (ESEARCH, LIST extended data items).

@@ -89,7 +89,8 @@ impl BodyPart {
 }
 
 /// What IMAP needs to answer FETCH ENVELOPE / BODY / BODYSTRUCTURE and
-/// `BODY[section]` without parsing the message again.
+/// `BODY[section]` without parsing the message again. What SEARCH compares
+/// is apart, in [`SearchFields`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Version of this layout (bump when the computation changes, so cached
@@ -99,18 +100,88 @@ pub struct Summary {
     pub envelope: Envelope,
     /// The top-level body (its `header` is the message header).
     pub root: BodyPart,
-    /// The `Date:` header's calendar day in its own time zone, as days since
-    /// 1970-01-01 (for SENTBEFORE, SENTON, SENTSINCE).
-    pub sent_day: Option<i64>,
-    /// The top-level header fields as SEARCH compares them: (name, value),
-    /// both lower case, values decoded (RFC 2047, addresses as
-    /// `name <addr>`). SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER read these, not
-    /// the message.
-    pub headers: Vec<(String, String)>,
 }
 
-/// Layout version of [`Summary`].
-pub const SUMMARY_VERSION: u8 = 2;
+/// Layout version of [`Summary`] and [`SearchFields`].
+pub const SUMMARY_VERSION: u8 = 3;
+
+/// The top-level header fields as SEARCH compares them, and the `Date:`
+/// day: names and values lower case, values decoded (RFC 2047, addresses
+/// as `name <addr>`). SEARCH FROM/TO/CC/BCC/SUBJECT/HEADER/SENT* read
+/// these, not the message. Compact: every name and value back to back in
+/// one string, so that decoding one is two allocations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchFields {
+    /// Version of this layout ([`SUMMARY_VERSION`]).
+    pub version: u8,
+    /// The `Date:` header's calendar day in its own time zone, as days
+    /// since 1970-01-01 (for SENTBEFORE, SENTON, SENTSINCE).
+    pub sent_day: Option<i64>,
+    /// Names and values back to back.
+    text: String,
+    /// Per field, where its name ends and where its value ends in `text`
+    /// (the name starts where the previous value ended).
+    ends: Vec<(u32, u32)>,
+}
+
+/// The fields SEARCH FROM, TO, CC, BCC and SUBJECT compare: what a
+/// backend may keep in memory (see [`SearchFields::common`]).
+pub const COMMON_FIELDS: [&str; 5] = ["from", "to", "cc", "bcc", "subject"];
+
+impl SearchFields {
+    /// From (name, value) pairs, both already lower case.
+    pub fn from_pairs<'a>(
+        sent_day: Option<i64>,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        let mut f = SearchFields {
+            version: SUMMARY_VERSION,
+            sent_day,
+            text: String::new(),
+            ends: Vec::new(),
+        };
+        for (n, v) in pairs {
+            f.text.push_str(n);
+            let n_end = f.text.len() as u32;
+            f.text.push_str(v);
+            f.ends.push((n_end, f.text.len() as u32));
+        }
+        f.text.shrink_to_fit();
+        f.ends.shrink_to_fit();
+        f
+    }
+
+    /// The fields of a raw message's header (its `Date:` day included).
+    pub fn parse(raw: &[u8]) -> Self {
+        summarize(raw).1
+    }
+
+    /// Every (name, value), in header order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().filter_map(move |&(n, v)| {
+            let (n, v) = (n as usize, v as usize);
+            let name = self.text.get(start..n)?;
+            let value = self.text.get(n..v)?;
+            start = v;
+            Some((name, value))
+        })
+    }
+
+    /// Only the [`COMMON_FIELDS`] and the `Date:` day.
+    pub fn common(&self) -> Self {
+        let pairs: Vec<(&str, &str)> = self
+            .iter()
+            .filter(|(n, _)| COMMON_FIELDS.contains(n))
+            .collect();
+        SearchFields::from_pairs(self.sent_day, pairs)
+    }
+
+    /// Bytes of memory it holds, roughly (for a cache's bound).
+    pub fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.text.capacity() + self.ends.capacity() * 8
+    }
+}
 
 /// The parser: mail-parser's defaults, but `Received:` kept as text (its
 /// structured parse is costly and nothing here reads it).
@@ -173,16 +244,23 @@ pub(crate) fn parser() -> &'static MessageParser {
     })
 }
 
-/// The top-level header fields of `raw` for SEARCH (see
-/// [`Summary::headers`]).
-pub fn search_headers(raw: &[u8]) -> Vec<(String, String)> {
+/// The top-level header fields of `raw` (a message or its header block)
+/// for SEARCH, and its `Date:` day (see [`SearchFields`]).
+pub fn search_fields(raw: &[u8]) -> SearchFields {
     let Some(m) = parser().parse_headers(raw) else {
-        return Vec::new();
+        return SearchFields::from_pairs(None, []);
     };
     let Some(part) = m.parts.first() else {
-        return Vec::new();
+        return SearchFields::from_pairs(None, []);
     };
-    part.headers
+    let sent_day = part.headers.iter().find_map(|h| match (&h.name, &h.value) {
+        (HeaderName::Date, HeaderValue::DateTime(d)) => {
+            Some(days_from_civil(d.year as i64, d.month as i64, d.day as i64))
+        }
+        _ => None,
+    });
+    let pairs: Vec<(String, String)> = part
+        .headers
         .iter()
         .map(|h| {
             let rawv = raw
@@ -210,7 +288,51 @@ pub fn search_headers(raw: &[u8]) -> Vec<(String, String)> {
             };
             (h.name.as_str().to_ascii_lowercase(), v.to_lowercase())
         })
-        .collect()
+        .collect();
+    SearchFields::from_pairs(
+        sent_day,
+        pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    )
+}
+
+/// The summary and the search fields of a raw RFC 5322 message, from one
+/// parse. Never fails: what cannot be parsed is described as `text/plain`.
+pub fn summarize(raw: &[u8]) -> (Summary, SearchFields) {
+    let len = raw.len() as u32;
+    let parsed = parser().parse(raw);
+    let (envelope, root) = match parsed {
+        Some(m) if !m.parts.is_empty() => {
+            let root = part(raw, &m, 0, 0);
+            let hdr = &raw[range(root.header, raw.len())];
+            (envelope(hdr), root)
+        }
+        _ => (
+            Envelope::default(),
+            BodyPart {
+                header: (0, 0),
+                body: (0, len),
+                media_type: "text".into(),
+                subtype: "plain".into(),
+                params: vec![("charset".into(), "us-ascii".into())],
+                id: None,
+                description: None,
+                encoding: "7bit".into(),
+                lines: count_lines(raw),
+                md5: None,
+                disposition: None,
+                language: Vec::new(),
+                location: None,
+                kind: PartKind::Single,
+            },
+        ),
+    };
+    let fields = search_fields(&raw[range(root.header, raw.len())]);
+    let summary = Summary {
+        version: SUMMARY_VERSION,
+        envelope,
+        root,
+    };
+    (summary, fields)
 }
 
 /// How deep nested messages and multiparts are followed.
@@ -220,52 +342,7 @@ impl Summary {
     /// Computes the summary of a raw RFC 5322 message. Never fails: what
     /// cannot be parsed is described as `text/plain`.
     pub fn parse(raw: &[u8]) -> Summary {
-        let len = raw.len() as u32;
-        let parsed = parser().parse(raw);
-        let (envelope, root, sent_day) = match parsed {
-            Some(m) if !m.parts.is_empty() => {
-                let root = part(raw, &m, 0, 0);
-                let hdr = &raw[range(root.header, raw.len())];
-                let sent_day = m.parts[0]
-                    .headers
-                    .iter()
-                    .find_map(|h| match (&h.name, &h.value) {
-                        (HeaderName::Date, HeaderValue::DateTime(d)) => {
-                            Some(days_from_civil(d.year as i64, d.month as i64, d.day as i64))
-                        }
-                        _ => None,
-                    });
-                (envelope(hdr), root, sent_day)
-            }
-            _ => (
-                Envelope::default(),
-                BodyPart {
-                    header: (0, 0),
-                    body: (0, len),
-                    media_type: "text".into(),
-                    subtype: "plain".into(),
-                    params: vec![("charset".into(), "us-ascii".into())],
-                    id: None,
-                    description: None,
-                    encoding: "7bit".into(),
-                    lines: count_lines(raw),
-                    md5: None,
-                    disposition: None,
-                    language: Vec::new(),
-                    location: None,
-                    kind: PartKind::Single,
-                },
-                None,
-            ),
-        };
-        let headers = search_headers(&raw[range(root.header, raw.len())]);
-        Summary {
-            version: SUMMARY_VERSION,
-            envelope,
-            root,
-            sent_day,
-            headers,
-        }
+        summarize(raw).0
     }
 
     /// The part a section number path names (RFC 3501 §6.4.5): numbers index
@@ -491,7 +568,18 @@ mod tests {
         );
         assert_eq!(s.envelope.from[0].name.as_deref(), Some(&b"A"[..]));
         assert_eq!(s.envelope.sender, s.envelope.from);
-        assert_eq!(s.sent_day, Some(days_from_civil(2003, 7, 1)));
+        let f = SearchFields::parse(NESTED);
+        assert_eq!(f.sent_day, Some(days_from_civil(2003, 7, 1)));
+        let fields: Vec<(&str, &str)> = f.iter().collect();
+        assert_eq!(fields[0], ("from", "a <a@x> "));
+        assert_eq!(fields[1], ("subject", "hé"));
+        assert_eq!(fields.len(), 4);
+        let common = f.common();
+        let common: Vec<(&str, &str)> = common.iter().collect();
+        assert_eq!(common, fields[..2].to_vec());
+        assert_eq!(f.common().sent_day, f.sent_day);
+        let bytes = postcard::to_allocvec(&f).unwrap();
+        assert_eq!(postcard::from_bytes::<SearchFields>(&bytes).unwrap(), f);
         assert_eq!(s.root.subtype, "mixed");
         let PartKind::Multipart(ch) = &s.root.kind else {
             panic!()

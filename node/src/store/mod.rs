@@ -111,6 +111,17 @@ pub(crate) fn store_err(e: sled::Error) -> StoreError {
 /// summaries: `node/summary/` ‖ user ‖ blob (a cache, never replicated).
 pub const SUMMARY_PREFIX: &[u8] = b"node/summary/";
 
+/// Prefix of the meta keys holding the IMAP layer's sealed search fields
+/// of a message (every header field): `node/fields/` ‖ user ‖ blob (a
+/// cache, never replicated).
+pub const FIELDS_PREFIX: &[u8] = b"node/fields/";
+
+/// Prefix of the meta keys holding the IMAP layer's sealed common search
+/// fields of a message (From, To, Cc, Bcc, Subject, the `Date:` day), small
+/// records kept together: `node/common/` ‖ user ‖ blob (a cache, never
+/// replicated).
+pub const COMMON_PREFIX: &[u8] = b"node/common/";
+
 /// The sled implementation of [`Store`]. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct SledStore {
@@ -356,16 +367,19 @@ impl SledStore {
     /// checkpoints and the account record. Returns how many were removed.
     pub fn purge_user(&self, user: &UserId) -> Result<u64, StoreError> {
         let mut removed = 0;
-        // The IMAP layer's kept summaries of the user's messages.
-        let mut prefix = SUMMARY_PREFIX.to_vec();
-        prefix.extend_from_slice(user.as_bytes());
-        let mut batch = sled::Batch::default();
-        for kv in self.meta.scan_prefix(&prefix) {
-            let (k, _) = kv.map_err(store_err)?;
-            batch.remove(k);
-            removed += 1;
+        // The IMAP layer's kept summaries and search fields of the user's
+        // messages.
+        for kept in [SUMMARY_PREFIX, FIELDS_PREFIX, COMMON_PREFIX] {
+            let mut prefix = kept.to_vec();
+            prefix.extend_from_slice(user.as_bytes());
+            let mut batch = sled::Batch::default();
+            for kv in self.meta.scan_prefix(&prefix) {
+                let (k, _) = kv.map_err(store_err)?;
+                batch.remove(k);
+                removed += 1;
+            }
+            self.meta.apply_batch(batch).map_err(store_err)?;
         }
-        self.meta.apply_batch(batch).map_err(store_err)?;
         for tree in [&self.ops, &self.chunks, &self.checkpoints, &self.accounts] {
             let mut batch = sled::Batch::default();
             for kv in tree.scan_prefix(user.as_bytes()) {

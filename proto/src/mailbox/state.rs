@@ -522,6 +522,12 @@ impl MailboxState {
         Some((e.internal_date_ms, e.size))
     }
 
+    /// The blob of the entry, once its `Add` arrived (also when expunged),
+    /// without decoding its flags (what [`MailboxState::entry`] does).
+    pub fn blob_of(&self, id: &EntryId) -> Option<BlobId> {
+        self.entries.get(id).filter(|e| e.added()).map(|e| e.blob)
+    }
+
     /// Whether the entry is live: added and not expunged.
     pub fn contains(&self, id: &EntryId) -> bool {
         self.entries.get(id).is_some_and(Entry::live)
