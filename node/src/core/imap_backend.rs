@@ -257,7 +257,7 @@ impl Mailboxes for UserMailboxes {
                 if !r.flags.seen() {
                     s.unseen += 1;
                 }
-                if v.flags_of(r).contains(&Flag::Deleted) {
+                if r.flags.deleted() {
                     s.deleted += 1;
                 }
             }

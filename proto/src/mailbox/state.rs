@@ -245,6 +245,11 @@ impl FlagBits {
         self.0 & 1 != 0
     }
 
+    /// Whether `\Deleted` is set.
+    pub fn deleted(self) -> bool {
+        self.0 & 1 << 3 != 0
+    }
+
     /// The indices in the set, ascending.
     fn indices(self) -> impl Iterator<Item = u32> {
         let mut bits = self.0 & !Self::INCOMPLETE;
@@ -333,10 +338,6 @@ impl Entry {
         v.sort_unstable();
         v.dedup();
         v
-    }
-
-    fn has_flag(&self, i: u32) -> bool {
-        self.tags.iter().any(|t| !t.removed && t.flag == i)
     }
 
     /// The live tags of flag `i`, sorted.
@@ -485,17 +486,7 @@ impl MailboxState {
         let mut tags = std::mem::take(&mut e.tags).into_vec();
         for (flag, ops) in rem {
             for &op in ops {
-                match tags.iter().position(|t| t.flag == flag && t.op == op) {
-                    Some(p) if !tags[p].removed => {
-                        tags.swap_remove(p);
-                    }
-                    Some(_) => {}
-                    None => tags.push(Tag {
-                        op,
-                        flag,
-                        removed: true,
-                    }),
-                }
+                put_tag(&mut tags, flag, op, true);
             }
         }
         e.tags = tags.into_boxed_slice();
@@ -570,14 +561,6 @@ impl MailboxState {
             .collect();
         v.sort_unstable();
         Some(v)
-    }
-
-    /// Whether the live entry has `flag`.
-    pub fn has_flag(&self, id: &EntryId, flag: &Flag) -> bool {
-        let (Some(e), Some(i)) = (self.entries.get(id), self.keywords.get(flag)) else {
-            return false;
-        };
-        e.live() && e.has_flag(i)
     }
 
     /// The live entries, sorted by id.
@@ -723,19 +706,22 @@ fn add_tags(e: &mut Entry, op: OpId, flags: &[u32]) {
     }
     let mut tags = std::mem::take(&mut e.tags).into_vec();
     for &flag in flags {
-        match tags.iter().position(|t| t.flag == flag && t.op == op) {
-            Some(p) if tags[p].removed => {
-                tags.swap_remove(p);
-            }
-            Some(_) => {}
-            None => tags.push(Tag {
-                op,
-                flag,
-                removed: false,
-            }),
-        }
+        put_tag(&mut tags, flag, op, false);
     }
     e.tags = tags.into_boxed_slice();
+}
+
+/// Records the tag `(flag, op)` as live or as a pending removal; the
+/// opposite record of the same tag cancels it instead (an add and its
+/// removal may arrive in either order), and a second one changes nothing.
+fn put_tag(tags: &mut Vec<Tag>, flag: u32, op: OpId, removed: bool) {
+    match tags.iter().position(|t| t.flag == flag && t.op == op) {
+        Some(p) if tags[p].removed != removed => {
+            tags.swap_remove(p);
+        }
+        Some(_) => {}
+        None => tags.push(Tag { op, flag, removed }),
+    }
 }
 
 fn sorted(flags: &[Flag]) -> Vec<Flag> {
@@ -777,6 +763,24 @@ mod tests {
             internal_date_ms: 1_700_000_000_000,
             size: 1234,
         }
+    }
+
+    /// The bit set of an entry's flags names the system flags at their
+    /// fixed indices and gives back the same flags as the entry's view.
+    #[test]
+    fn flag_bits_name_the_flags() {
+        let mut s = MailboxState::new();
+        s.apply(
+            op(1, 1),
+            &add(eid(1), bid(1), &[Flag::Seen, Flag::Deleted, kw("a")]),
+        );
+        s.apply(op(1, 2), &add(eid(2), bid(2), &[Flag::Draft]));
+        let (one, two) = (s.flag_bits(&eid(1)), s.flag_bits(&eid(2)));
+        assert!(one.seen() && one.deleted());
+        assert!(!two.seen() && !two.deleted());
+        assert_eq!(s.flags_in(one), Some(s.entry(&eid(1)).unwrap().flags));
+        assert_eq!(s.flags_in(two), Some(vec![Flag::Draft]));
+        assert_eq!(s.flag_bits(&eid(3)), FlagBits::EMPTY);
     }
 
     /// One simulated replica: builds ops from its own state.
@@ -1016,7 +1020,7 @@ mod tests {
         assert!(s.apply(op(2, 1), &rm).is_empty());
         assert!(s.entries[&eid(1)].tags.is_empty());
         assert!(s.entry(&eid(1)).unwrap().flags.is_empty());
-        assert!(!s.has_flag(&eid(1), &Flag::Draft));
+        assert_eq!(s.flag_bits(&eid(1)), FlagBits::EMPTY);
         // Expunging again changes nothing.
         assert!(s.apply(op(1, 4), &s.expunge(&[eid(1)])).is_empty());
     }

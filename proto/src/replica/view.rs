@@ -156,15 +156,6 @@ impl MailboxView {
         self.uids.keys().copied()
     }
 
-    /// UID, entry and MODSEQ of every shown message, UIDs ascending: a
-    /// whole-mailbox scan without decoding each message's flags (use
-    /// [`MailboxState::has_flag`] on [`MailboxView::state`] for those).
-    pub fn entries(&self) -> impl DoubleEndedIterator<Item = (u32, EntryId, u64)> + '_ {
-        self.uids
-            .iter()
-            .map(|(u, e)| (*u, *e, self.meta.get(e).map_or(0, |m| m.1)))
-    }
-
     /// Every shown message's row, UIDs ascending (the position of a row is
     /// its sequence number minus one).
     pub fn rows(&self) -> &[Row] {
@@ -259,12 +250,6 @@ impl MailboxView {
     /// The entry a shown UID names, without decoding its flags.
     pub fn entry_of(&self, uid: u32) -> Option<EntryId> {
         self.uids.get(&uid).copied()
-    }
-
-    /// The MODSEQ of a shown message, without decoding its flags.
-    pub fn message_modseq(&self, uid: u32) -> Option<u64> {
-        let entry = self.uids.get(&uid)?;
-        Some(self.meta.get(entry).map_or(0, |m| m.1))
     }
 
     /// The UID of an entry, if shown.
