@@ -690,8 +690,15 @@ impl World {
             let from_view = view.and_then(|v| v.message(*uid)).map(|m| m.entry);
             // The node gave the UID to an entry a client had already
             // expunged (it saw the message elsewhere, under the UID another
-            // node showed it with): no EXISTS, the message is gone (finding 9).
-            let expunged_here = view.is_some_and(|v| v.expunged_entry(*uid).is_some());
+            // node showed it with): no EXISTS, the message is gone (finding
+            // 9). Such an entry may get new values in the same batch (its
+            // final value lay below the marks): the acknowledged UID is then
+            // among those the node reported expunged, and names nothing else
+            // (S1 is checked on its own).
+            let expunged_here = view.is_some_and(|v| {
+                v.expunged_entry(*uid).is_some()
+                    || (v.message(*uid).is_none() && v.has_vanished(*uid))
+            });
             let entry = from_view.or_else(|| {
                 self.check
                     .global
@@ -1446,7 +1453,19 @@ impl World {
                 self.append_to(Some(c), u, node, mb);
             }
             OpKind::Flags => {
-                let uids = self.pick_uids(c, &selected, 3);
+                // Mostly a few UIDs (one op, several entries), sometimes
+                // every UID the client knows, like `STORE 1:*` (several ops).
+                let uids = if below(&mut self.rng, 8) == 0 {
+                    let mut all: Vec<u32> = self.clients[c]
+                        .boxes
+                        .get(&selected)
+                        .map(|b| b.msgs.keys().copied().collect())
+                        .unwrap_or_default();
+                    all.sort_unstable();
+                    all
+                } else {
+                    self.pick_uids(c, &selected, 3)
+                };
                 let mode = match below(&mut self.rng, 10) {
                     0..=4 => FlagMode::Add,
                     5..=7 => FlagMode::Remove,

@@ -655,6 +655,13 @@ impl MailboxView {
             .map(|(e, _)| *e)
     }
 
+    /// Whether this replica reported `uid` as expunged (an expunged message,
+    /// or the old UID of a re-announced one). For checks; linear in the
+    /// number of expunges.
+    pub fn has_vanished(&self, uid: u32) -> bool {
+        self.vanished.values().any(|v| v.contains(&uid))
+    }
+
     /// Ops shown (for tests and the simulator's checks).
     pub fn shown_ops(&self) -> impl Iterator<Item = (&OpId, &Assign)> + '_ {
         self.shown.iter()

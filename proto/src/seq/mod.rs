@@ -614,10 +614,12 @@ impl Sequencer {
             .map(|(op, _)| *op)
             .collect();
         for op in held {
-            // One try: its final value exists, the owner need not decide.
-            if !self.try_provisional(op, exposed) {
-                self.settling.remove(&op);
-            }
+            // Its final value exists: the owner need not decide, only a
+            // usable reservation is missing (used up, or overtaken by the
+            // values this replica learned). Try again at every tick until one
+            // is there or the view shows the op (`settle`): a new reservation
+            // comes with the owner's next commit, not a timeout later.
+            self.try_provisional(op, exposed);
         }
         for op in late {
             if !self.try_provisional(op, exposed) {

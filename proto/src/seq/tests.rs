@@ -590,3 +590,65 @@ fn an_own_op_held_by_its_view_gets_provisional_values_the_owner_keeps() {
     s.tick(now, (prov.uids[0] as u64, prov.modseq));
     assert_eq!(s.final_of(&op), Some(&prov));
 }
+
+/// Simulator finding 10: an own op with a final value its view holds, whose
+/// reservation is unusable when its timeout comes (overtaken by what the
+/// replica exposed), keeps trying and gets provisional values as soon as a
+/// new reservation is there — not only when the view shows it.
+#[test]
+fn a_held_op_whose_reservation_is_overtaken_takes_the_next_one() {
+    let me = ReplicaId(1);
+    let params = fast();
+    let timeout = params.forward_timeout_ms;
+    let gap = params.space.modseq_gap;
+    let mut s = Sequencer::new(me, &[me], 42, params);
+    let mut now = 1;
+    while !s.is_owner() || s.spaces().reservation_of(me).is_none() {
+        now += 10;
+        s.tick(now, (0, 0));
+        assert!(now < 10 * timeout, "no owner");
+    }
+    let first = s.spaces().reservation_of(me).cloned().unwrap();
+    let held = OpId { origin: me, seq: 1 };
+    s.submit(now, held, 1);
+    s.settle(|o| *o == held);
+    s.tick(now, (0, 0));
+    assert!(s.final_of(&held).is_some());
+    s.drain();
+    let provisional = |out: Vec<SeqOutput>| {
+        out.into_iter().find_map(|o| match o {
+            SeqOutput::Decided {
+                op,
+                assign,
+                fate: Fate::Provisional,
+            } if op == held => Some(assign),
+            _ => None,
+        })
+    };
+    // At the timeout the replica has exposed values up to the top of its
+    // reservation: nothing usable.
+    let exposed = (first.uids.hi, first.modseqs.hi);
+    now += timeout;
+    s.settle(|o| *o == held);
+    s.tick(now, exposed);
+    assert_eq!(provisional(s.drain()), None);
+    // Other ops move the counters past the reservation: the owner reserves
+    // anew, and the held op takes it at the next tick.
+    for seq in 2..2 + 2 * gap {
+        s.submit(now, OpId { origin: me, seq }, 0);
+    }
+    let mut got = None;
+    for _ in 0..10 {
+        now += 10;
+        s.settle(|o| *o == held);
+        s.tick(now, exposed);
+        got = provisional(s.drain());
+        if got.is_some() {
+            break;
+        }
+    }
+    let got = got.expect("provisional values from the new reservation");
+    assert!(got.modseq > exposed.1 && got.uids[0] as u64 > exposed.0);
+    let now_res = s.spaces().reservation_of(me).unwrap();
+    assert!(now_res.modseqs.contains(got.modseq));
+}
