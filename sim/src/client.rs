@@ -175,7 +175,8 @@ fn cmsg(view: &MailboxView, uid: u32) -> Option<CMsg> {
 /// the cache then equals the node's view for every UID the client knows,
 /// telling a node that is behind (stale read) from one that missed
 /// reporting a change (violation). `exposed(uid)` says whether the node
-/// ever exposed that UID (in the current UIDVALIDITY).
+/// ever exposed that UID (in the current UIDVALIDITY); `behind(entry)`
+/// whether another replica showed a change of that entry the node has not.
 pub fn resync(
     b: &mut CBox,
     node: usize,
@@ -183,6 +184,7 @@ pub fn resync(
     view: &MailboxView,
     spaces: &Spaces,
     exposed: impl Fn(u32) -> bool,
+    behind: impl Fn(&EntryId) -> bool,
 ) -> SyncFindings {
     let mut f = SyncFindings::default();
     let uv = view.uidvalidity();
@@ -247,8 +249,13 @@ pub fn resync(
                             c.entry, m.entry
                         ),
                     ));
-                } else if m.modseq < c.modseq {
-                    f.stale += 1; // the node has not applied a change the client saw
+                } else if m.modseq < c.modseq || (m.modseq == c.modseq && behind(&m.entry)) {
+                    // The node has not applied a change the client saw. With
+                    // an equal MODSEQ: the node showed a value of a
+                    // partition (a reservation's, kept as final) that
+                    // elsewhere came after a lower final change it has not
+                    // shown yet; it shows that change above its marks later.
+                    f.stale += 1;
                 } else {
                     f.violations.push((
                         "client_changedsince",

@@ -1165,10 +1165,29 @@ impl World {
         let key = (u, mb);
         let uv = view.uidvalidity();
         let check = &self.check;
+        let nodes = &self.nodes;
+        let behind = |e: &EntryId| {
+            nodes.iter().enumerate().any(|(j, n)| {
+                j != node
+                    && n.replica
+                        .as_ref()
+                        .and_then(|r| r.mailbox(&user, &mb).ok())
+                        .is_some_and(|v| {
+                            v.shown_ops()
+                                .any(|(op, _)| !view.is_shown(op) && v.touched(op, e))
+                        })
+            })
+        };
         let b = self.clients[c].boxes.entry(mb).or_default();
-        let f = resync(b, node, mb, view, spaces, |uid| {
-            check.exposed(node, &key, uv, uid)
-        });
+        let f = resync(
+            b,
+            node,
+            mb,
+            view,
+            spaces,
+            |uid| check.exposed(node, &key, uv, uid),
+            behind,
+        );
         self.stats.stale_reads += f.stale;
         for (inv, d) in f.violations {
             let d = format!("client {c}: {d}");

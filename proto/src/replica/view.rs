@@ -662,6 +662,12 @@ impl MailboxView {
         self.vanished.values().any(|v| v.contains(&uid))
     }
 
+    /// Whether `op`, shown here, added `entry`, changed its flags or
+    /// expunged it (for the simulator's checks).
+    pub fn touched(&self, op: &OpId, entry: &EntryId) -> bool {
+        self.added.get(op) == Some(entry) || self.targets.get(op).is_some_and(|t| t.contains(entry))
+    }
+
     /// Ops shown (for tests and the simulator's checks).
     pub fn shown_ops(&self) -> impl Iterator<Item = (&OpId, &Assign)> + '_ {
         self.shown.iter()

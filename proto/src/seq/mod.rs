@@ -1444,29 +1444,7 @@ impl Sequencer {
             }
             let mut value = Vec::new();
             // Reservations first: every member keeps one ahead of the counters.
-            let state = |t: &Spaces| {
-                (
-                    t.next_uid,
-                    t.next_modseq,
-                    t.reservations.len(),
-                    members.len(),
-                )
-            };
-            if *ahead_at != Some(state(tentative)) {
-                let mut all_ahead = true;
-                for m in members.iter() {
-                    if !tentative.reservation_is_ahead(*m) {
-                        match tentative.plan_reservation(*m, &params.space) {
-                            Some(r) => {
-                                tentative.reserve(r.clone());
-                                value.push(Decision::Reserve(r));
-                            }
-                            None => all_ahead = false,
-                        }
-                    }
-                }
-                *ahead_at = all_ahead.then(|| state(tentative));
-            }
+            renew_reservations(tentative, &members, &params.space, ahead_at, &mut value);
             // New ops: confirm a provisional assignment still above everything
             // final, otherwise assign from the counters.
             // Provisional values first, lowest first: each is confirmed only
@@ -1544,6 +1522,11 @@ impl Sequencer {
             if value.is_empty() {
                 return;
             }
+            // And last, in the same value: a replica that learns the values
+            // that overtook its reservation learns its next one with them,
+            // so that a cut right after that commit does not leave it without
+            // a usable reservation (L1).
+            renew_reservations(tentative, &members, &params.space, ahead_at, &mut value);
             (ballot, value)
         };
         let slot = match &mut self.role {
@@ -1567,6 +1550,44 @@ impl Sequencer {
         };
         self.propose(now, ballot, slot, value);
     }
+}
+
+/// Plans a new reservation for every member whose newest one is no longer
+/// ahead of `tentative`'s counters, reserving it there and adding it to
+/// `value`. `ahead_at` remembers the state (counters, number of reservations
+/// and of members) at which every member was found ahead: while it is
+/// unchanged there is nothing to check (`lead` runs after every message).
+fn renew_reservations(
+    tentative: &mut Spaces,
+    members: &[ReplicaId],
+    space: &SpaceParams,
+    ahead_at: &mut Option<(u64, u64, usize, usize)>,
+    value: &mut Vec<Decision>,
+) {
+    let state = |t: &Spaces| {
+        (
+            t.next_uid,
+            t.next_modseq,
+            t.reservations.len(),
+            members.len(),
+        )
+    };
+    if *ahead_at == Some(state(tentative)) {
+        return;
+    }
+    let mut all_ahead = true;
+    for m in members {
+        if !tentative.reservation_is_ahead(*m) {
+            match tentative.plan_reservation(*m, space) {
+                Some(r) => {
+                    tentative.reserve(r.clone());
+                    value.push(Decision::Reserve(r));
+                }
+                None => all_ahead = false,
+            }
+        }
+    }
+    *ahead_at = all_ahead.then(|| state(tentative));
 }
 
 /// Applies a ledger value to number spaces (the counters move past every
