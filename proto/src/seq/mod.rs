@@ -1213,6 +1213,19 @@ impl Sequencer {
     fn apply_committed(&mut self, value: Vec<Decision>) {
         let slot = self.committed.len() as Slot + 1;
         self.accepted.remove(&slot);
+        // A leader can learn a commit from a peer (the answer to a `Pull` it
+        // sent before it was elected): the slot it re-proposed holds the same
+        // value (Paxos), and must leave its in-flight window, or a full
+        // window of such slots stops it for good (L2, chaos seed 249).
+        if let Role::Leader {
+            inflight,
+            next_slot,
+            ..
+        } = &mut self.role
+        {
+            inflight.remove(&slot);
+            *next_slot = (*next_slot).max(slot + 1);
+        }
         apply_to_spaces(&mut self.spaces, &value);
         for d in &value {
             match d {
