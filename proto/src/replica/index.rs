@@ -5,6 +5,7 @@
 //! with it by the view's every change, rebuilt after a checkpoint is
 //! loaded, never stored.
 
+use crate::ids::EntryId;
 use crate::mailbox::FlagBits;
 
 /// One shown message.
@@ -20,6 +21,8 @@ pub struct Row {
     pub internal_date_ms: i64,
     /// Flags (see [`FlagBits`]: a set may be incomplete).
     pub flags: FlagBits,
+    /// The entry the UID names.
+    pub entry: EntryId,
 }
 
 /// Rows by ascending UID; the position of a row is its sequence number
@@ -43,6 +46,11 @@ impl Index {
         &self.rows
     }
 
+    /// The row of a UID.
+    pub(crate) fn get(&self, uid: u32) -> Option<&Row> {
+        self.position(uid).ok().map(|i| &self.rows[i])
+    }
+
     /// Position of the first row without `\Seen`.
     pub(crate) fn first_unseen(&self) -> Option<usize> {
         let start = self.rows.partition_point(|r| r.uid < self.unseen_from);
@@ -63,6 +71,17 @@ impl Index {
         if !row.flags.seen() && row.uid < self.unseen_from {
             self.unseen_from = row.uid;
         }
+    }
+
+    /// An index of `rows`, which must be in ascending UID order.
+    pub(crate) fn from_rows(rows: Vec<Row>) -> Self {
+        debug_assert!(rows.windows(2).all(|w| w[0].uid < w[1].uid));
+        let mut ix = Index {
+            rows,
+            unseen_from: 0,
+        };
+        ix.advance();
+        ix
     }
 
     /// Adds a newly shown message. UIDs are shown in ascending order (S2),
@@ -154,6 +173,7 @@ mod tests {
             modseq: uid as u64,
             internal_date_ms: 0,
             flags: FlagBits::EMPTY,
+            entry: EntryId([uid as u8; 16]),
         }
     }
 

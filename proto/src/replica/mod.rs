@@ -944,15 +944,7 @@ impl<S: Store> Replica<S> {
         }
         // Then everything the sequencers decided since.
         for mb in boxes {
-            let assigns = self.seq_mut(&user, mb).assignments();
-            for (op, a, fate) in assigns {
-                let fx = match self.view_mut(&user, &mb) {
-                    Some(v) => v.on_decided(op, a, fate),
-                    None => Vec::new(),
-                };
-                self.effects(now, user, mb, fx);
-            }
-            self.pump(now, user, mb);
+            self.replay(now, user, mb);
         }
         self.out.push(Output::MailboxesChanged { user });
         Ok(())
@@ -1880,13 +1872,18 @@ impl<S: Store> Replica<S> {
 
     /// Feeds a mailbox's view every decision its sequencer holds (after
     /// its Create arrived: its ops waited until then).
+    /// A final decision the view already shows at exactly that value, with
+    /// nothing left to settle, is skipped (after an unlock, that is every
+    /// decision the checkpoint covers).
     fn replay(&mut self, now: u64, user: UserId, mb: MailboxId) {
-        let Some(assigns) = self
-            .users
-            .get(&user)
-            .and_then(|u| u.seqs.get(&mb))
-            .map(|s| s.assignments())
-        else {
+        let Some(assigns) = self.users.get(&user).and_then(|u| {
+            let view = u.unlocked.as_ref().and_then(|un| un.boxes.get(&mb));
+            u.seqs.get(&mb).map(|s| {
+                s.assignments(|op, a, fate| {
+                    fate != Fate::Final || !view.is_some_and(|v| v.is_settled_at(op, a))
+                })
+            })
+        }) else {
             return;
         };
         for (op, a, fate) in assigns {

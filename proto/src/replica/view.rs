@@ -9,6 +9,7 @@ use crate::ids::{EntryId, OpId};
 use crate::mailbox::{EntryView, Flag, MailboxOp, MailboxState};
 use crate::seq::{Assign, Fate, Spaces};
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What a session sees change in a mailbox.
@@ -68,6 +69,14 @@ pub struct Message {
     pub modseq: u64,
 }
 
+/// What a replica showed of one op: its values and, for an `Add`, the entry
+/// it created (one map for both: a key and a hash slot less per message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Shown {
+    assign: Assign,
+    added: Option<EntryId>,
+}
+
 /// One mailbox as shown by this replica. Serializable: an encrypted
 /// checkpoint of it bounds the replay at unlock.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -75,16 +84,13 @@ pub struct MailboxView {
     state: MailboxState,
     /// Decrypted ops not shown yet.
     held: HashMap<OpId, MailboxOp>,
-    /// Ops shown, with their values.
-    shown: HashMap<OpId, Assign>,
-    /// The entry an `Add` op created.
-    added: HashMap<OpId, EntryId>,
+    /// Ops shown, with their values (and the entry of an `Add`).
+    shown: HashMap<OpId, Shown>,
     /// The entries a flag change or expunge targets (its MODSEQ may be
     /// replaced later).
     targets: HashMap<OpId, Vec<EntryId>>,
-    /// Live UIDs, ascending (sequence numbers are positions here).
-    uids: BTreeMap<u32, EntryId>,
-    /// UID and MODSEQ of each entry that has a UID.
+    /// UID and MODSEQ of each entry that has a UID (shown, or shown and
+    /// expunged: an entry not expunged is shown under its UID here).
     meta: HashMap<EntryId, (u32, u64)>,
     /// Final decisions not shown yet: the latest value the ledger gave each
     /// op (its payload may not have arrived, or the value may lie below the
@@ -109,8 +115,9 @@ pub struct MailboxView {
     /// Highest UID and MODSEQ shown.
     marks: (u64, u64),
     uidvalidity: u32,
-    /// The shown messages as a dense array (derived from `uids`, `meta`
-    /// and `state`; rebuilt after a load).
+    /// The shown messages as a dense array, UIDs ascending (sequence
+    /// numbers are positions here): the live UIDs and the entries they
+    /// name. Derived from `meta` and `state`; rebuilt after a load.
     #[serde(skip)]
     index: Index,
 }
@@ -148,12 +155,12 @@ impl MailboxView {
 
     /// Number of messages shown.
     pub fn exists(&self) -> usize {
-        self.uids.len()
+        self.index.rows().len()
     }
 
     /// UIDs shown, ascending.
     pub fn uids(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
-        self.uids.keys().copied()
+        self.index.rows().iter().map(|r| r.uid)
     }
 
     /// Every shown message's row, UIDs ascending (the position of a row is
@@ -175,9 +182,8 @@ impl MailboxView {
     /// A row's flags, sorted.
     pub fn flags_of(&self, row: &Row) -> Vec<Flag> {
         self.state.flags_in(row.flags).unwrap_or_else(|| {
-            self.uids
-                .get(&row.uid)
-                .and_then(|e| self.state.entry(e))
+            self.state
+                .entry(&row.entry)
                 .map(|v| v.flags)
                 .unwrap_or_default()
         })
@@ -185,13 +191,20 @@ impl MailboxView {
 
     /// Rebuilds the rows from the rest of the view (after a load).
     pub(crate) fn rebuild_index(&mut self) {
-        let mut ix = Index::default();
-        for (&uid, e) in &self.uids {
-            if let Some(r) = self.row(uid, e) {
-                ix.insert(r);
-            }
-        }
-        self.index = ix;
+        self.index = Index::from_rows(self.derived_rows());
+    }
+
+    /// The rows the maps and the state give: every entry with a UID that is
+    /// not expunged, by UID.
+    fn derived_rows(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .meta
+            .iter()
+            .filter(|(e, _)| !self.state.is_expunged(e))
+            .filter_map(|(e, m)| self.row(m.0, e))
+            .collect();
+        rows.sort_unstable_by_key(|r| r.uid);
+        rows
     }
 
     /// Whether the rows are what a rebuild would give (for tests and the
@@ -199,13 +212,7 @@ impl MailboxView {
     pub fn index_is_consistent(&self) -> bool {
         let rows = self.index.rows();
         let unseen = rows.iter().position(|r| !r.flags.seen());
-        unseen == self.index.first_unseen()
-            && rows.len() == self.uids.len()
-            && self
-                .uids
-                .iter()
-                .zip(rows)
-                .all(|((&uid, e), r)| self.row(uid, e).as_ref() == Some(r))
+        unseen == self.index.first_unseen() && rows == self.derived_rows().as_slice()
     }
 
     /// The row of a shown UID, from the maps and the state.
@@ -217,12 +224,17 @@ impl MailboxView {
             modseq: self.meta.get(entry).map_or(0, |m| m.1),
             internal_date_ms,
             flags: self.state.flag_bits(entry),
+            entry: *entry,
         })
+    }
+
+    /// Whether `uid` is shown and names `entry`.
+    fn lists(&self, uid: u32, entry: &EntryId) -> bool {
+        self.index.get(uid).is_some_and(|r| r.entry == *entry)
     }
 
     /// Shows `entry` under `uid` (its MODSEQ already in `meta`).
     fn list(&mut self, uid: u32, entry: EntryId) {
-        self.uids.insert(uid, entry);
         if let Some(r) = self.row(uid, &entry) {
             self.index.insert(r);
         }
@@ -230,13 +242,12 @@ impl MailboxView {
 
     /// Stops showing `uid`.
     fn unlist(&mut self, uid: u32) {
-        self.uids.remove(&uid);
         self.index.remove(&[uid]);
     }
 
     /// A message by UID.
     pub fn message(&self, uid: u32) -> Option<Message> {
-        let entry = *self.uids.get(&uid)?;
+        let entry = self.index.get(uid)?.entry;
         let view = self.state.entry(&entry)?;
         let modseq = self.meta.get(&entry).map_or(0, |m| m.1);
         Some(Message {
@@ -249,7 +260,7 @@ impl MailboxView {
 
     /// The entry a shown UID names, without decoding its flags.
     pub fn entry_of(&self, uid: u32) -> Option<EntryId> {
-        self.uids.get(&uid).copied()
+        self.index.get(uid).map(|r| r.entry)
     }
 
     /// The UID of an entry, if shown.
@@ -257,7 +268,7 @@ impl MailboxView {
         self.meta
             .get(entry)
             .map(|m| m.0)
-            .filter(|u| self.uids.contains_key(u))
+            .filter(|&u| self.lists(u, entry))
     }
 
     /// The CRDT state (for building ops).
@@ -287,10 +298,11 @@ impl MailboxView {
             None => x,
         };
         let mut changed: Vec<u32> = self
-            .uids
+            .index
+            .rows()
             .iter()
-            .filter(|(_, e)| self.meta.get(*e).is_some_and(|m| m.1 > floor))
-            .map(|(u, _)| *u)
+            .filter(|r| self.meta.get(&r.entry).is_some_and(|m| m.1 > floor))
+            .map(|r| r.uid)
             .collect();
         let mut vanished: Vec<u32> = self
             .vanished
@@ -300,15 +312,16 @@ impl MailboxView {
         if floor > 0 && !self.unsettled.is_empty() {
             for op in &self.unsettled {
                 let entries = self
-                    .added
+                    .shown
                     .get(op)
+                    .and_then(|s| s.added.as_ref())
                     .into_iter()
                     .chain(self.targets.get(op).into_iter().flatten());
                 for e in entries {
                     let Some(&(uid, _)) = self.meta.get(e) else {
                         continue;
                     };
-                    if self.uids.get(&uid) == Some(e) {
+                    if self.lists(uid, e) {
                         changed.push(uid);
                     } else if self.state.is_expunged(e) {
                         vanished.push(uid);
@@ -343,12 +356,12 @@ impl MailboxView {
         let mut sink = Vec::new();
         if let Some(payload) = self.held.remove(&op) {
             self.show(op, payload, &assign, &mut sink);
-        } else if self.shown.get(&op).is_some_and(|a| *a != assign) {
+        } else if self.shown_at(&op).is_some_and(|a| *a != assign) {
             self.reannounce(op, &assign, &mut sink);
         } else if !self.shown.contains_key(&op) {
             return; // the op itself is not here
         }
-        self.shown.insert(op, assign);
+        self.mark_shown(op, assign);
     }
 
     /// A decrypted op arrived; `decision` is what the sequencer already says.
@@ -389,10 +402,10 @@ impl MailboxView {
                 // reservation announces a reservation value, which tells
                 // every replica that this one may be incomplete (§4.4).
                 let known = self.held.contains_key(&op) || self.shown.contains_key(&op);
-                if known && self.shown.get(&op) != Some(&assign) && self.is_above(&assign) {
+                if known && self.shown_at(&op) != Some(&assign) && self.is_above(&assign) {
                     self.expose(op, assign.clone(), &mut fx);
                 }
-                if self.shown.get(&op) == Some(&assign) {
+                if self.shown_at(&op) == Some(&assign) {
                     self.unsettled.insert(op);
                 }
             }
@@ -413,7 +426,7 @@ impl MailboxView {
     /// Notes a final decision; it is shown by `release`.
     fn queue(&mut self, op: OpId, assign: Assign) {
         self.asked.remove(&op);
-        if self.shown.get(&op) == Some(&assign) {
+        if self.shown_at(&op) == Some(&assign) {
             // Shown at exactly this value (a confirmed provisional value,
             // or a replay): settled.
             self.todo.remove(&op);
@@ -510,8 +523,33 @@ impl MailboxView {
             self.marks.1,
         )));
         fx.push(Effect::Persist(Persisted::Shown(op, assign.clone())));
-        self.shown.insert(op, assign.clone());
+        self.mark_shown(op, assign.clone());
         fx.push(Effect::Shown { op, assign });
+    }
+
+    /// Whether `op` is shown at exactly the final value `a` and nothing is
+    /// left to settle about it (feeding that decision again changes nothing).
+    pub(crate) fn is_settled_at(&self, op: &OpId, a: &Assign) -> bool {
+        self.shown_at(op) == Some(a) && !self.todo.contains_key(op) && !self.unsettled.contains(op)
+    }
+
+    /// The values `op` is shown at.
+    fn shown_at(&self, op: &OpId) -> Option<&Assign> {
+        self.shown.get(op).map(|s| &s.assign)
+    }
+
+    /// Records that `op` is shown at `assign`, keeping the entry an `Add`
+    /// created.
+    fn mark_shown(&mut self, op: OpId, assign: Assign) {
+        match self.shown.entry(op) {
+            Entry::Occupied(mut e) => e.get_mut().assign = assign,
+            Entry::Vacant(e) => {
+                e.insert(Shown {
+                    assign,
+                    added: None,
+                });
+            }
+        }
     }
 
     /// Applies an op to the state and gives UIDs and MODSEQs to what it touched.
@@ -520,11 +558,17 @@ impl MailboxView {
         let modseq = assign.modseq;
         match &payload {
             MailboxOp::Add { entry, .. } => {
-                self.added.insert(op, *entry);
+                self.shown.insert(
+                    op,
+                    Shown {
+                        assign: assign.clone(),
+                        added: Some(*entry),
+                    },
+                );
                 if let Some(&(uid, _)) = self
                     .meta
                     .get(entry)
-                    .filter(|m| self.uids.contains_key(&m.0))
+                    .filter(|m| self.index.get(m.0).is_some())
                 {
                     // Entry ids are 128 random bits: a second Add of a shown
                     // entry comes from a broken peer. The entry keeps its UID;
@@ -534,7 +578,7 @@ impl MailboxView {
                             self.vanished.entry(modseq).or_default().push(u);
                         }
                     }
-                    if self.uids.get(&uid) == Some(entry) {
+                    if self.lists(uid, entry) {
                         let m = self.meta.get(entry).map_or(0, |m| m.1);
                         let flags = self.state.flag_bits(entry);
                         self.index.update(&mut [(uid, m, Some(flags))]);
@@ -560,7 +604,7 @@ impl MailboxView {
                 for entry in &entries {
                     if let Some(m) = self.meta.get_mut(entry) {
                         m.1 = m.1.max(modseq);
-                        if self.uids.get(&m.0) == Some(entry) {
+                        if self.index.get(m.0).is_some_and(|r| r.entry == *entry) {
                             let changed = touched.binary_search(entry).is_ok();
                             if changed {
                                 fx.push(Effect::Event(Event::Flags {
@@ -579,15 +623,20 @@ impl MailboxView {
             MailboxOp::Expunge { entries } => {
                 self.targets.insert(op, entries.clone());
                 let (mut gone, mut rows) = (Vec::new(), Vec::new());
+                let mut once = HashSet::new();
                 for e in entries {
                     if let Some(m) = self.meta.get_mut(e) {
                         m.1 = m.1.max(modseq);
                         let uid = m.0;
-                        if self.uids.get(&uid) != Some(e) {
+                        // (`gone` is taken out of the rows after the loop:
+                        // an entry named twice is expunged once.)
+                        if !self.index.get(uid).is_some_and(|r| r.entry == *e)
+                            || once.contains(&uid)
+                        {
                             continue;
                         }
                         if self.state.is_expunged(e) {
-                            self.uids.remove(&uid);
+                            once.insert(uid);
                             gone.push(uid);
                             self.vanished.entry(modseq).or_default().push(uid);
                             fx.push(Effect::Event(Event::Expunged { uid }));
@@ -605,13 +654,13 @@ impl MailboxView {
     /// An op shown before gets new values: its old UID is expunged and the
     /// message shown again under the new one (S4).
     fn reannounce(&mut self, op: OpId, assign: &Assign, fx: &mut Vec<Effect>) {
-        let Some(entry) = self.added.get(&op).copied() else {
+        let Some(entry) = self.shown.get(&op).and_then(|s| s.added) else {
             // A flag change or expunge with a new MODSEQ: raise the entries'.
             let mut rows = Vec::new();
             for e in self.targets.get(&op).into_iter().flatten() {
                 if let Some(m) = self.meta.get_mut(e) {
                     m.1 = m.1.max(assign.modseq);
-                    if self.uids.get(&m.0) == Some(e) {
+                    if self.index.get(m.0).is_some_and(|r| r.entry == *e) {
                         rows.push((m.0, m.1, None));
                         fx.push(Effect::Event(Event::Flags {
                             uid: m.0,
@@ -631,7 +680,7 @@ impl MailboxView {
         let Some(&uid) = assign.uids.first() else {
             return;
         };
-        if self.uids.get(&old) == Some(&entry) {
+        if self.lists(old, &entry) {
             self.unlist(old);
             fx.push(Effect::Event(Event::Expunged { uid: old }));
         }
@@ -665,12 +714,13 @@ impl MailboxView {
     /// Whether `op`, shown here, added `entry`, changed its flags or
     /// expunged it (for the simulator's checks).
     pub fn touched(&self, op: &OpId, entry: &EntryId) -> bool {
-        self.added.get(op) == Some(entry) || self.targets.get(op).is_some_and(|t| t.contains(entry))
+        self.shown.get(op).and_then(|s| s.added.as_ref()) == Some(entry)
+            || self.targets.get(op).is_some_and(|t| t.contains(entry))
     }
 
     /// Ops shown (for tests and the simulator's checks).
     pub fn shown_ops(&self) -> impl Iterator<Item = (&OpId, &Assign)> + '_ {
-        self.shown.iter()
+        self.shown.iter().map(|(op, s)| (op, &s.assign))
     }
 
     /// Whether an op is shown.
@@ -680,7 +730,7 @@ impl MailboxView {
 
     /// Entries that have a UID, mapped to it (for checks).
     pub fn uid_map(&self) -> BTreeMap<u32, EntryId> {
-        self.uids.clone()
+        self.index.rows().iter().map(|r| (r.uid, r.entry)).collect()
     }
 
     /// Ops currently held (for diagnostics).
@@ -714,7 +764,7 @@ mod tests {
         Some((
             Assign {
                 modseq,
-                uids: vec![uid],
+                uids: smallvec::smallvec![uid],
             },
             Fate::Final,
         ))
@@ -757,7 +807,7 @@ mod tests {
             d,
             Assign {
                 modseq: 1000,
-                uids: vec![100],
+                uids: smallvec::smallvec![100],
             },
             Fate::Provisional,
         );
@@ -777,7 +827,7 @@ mod tests {
             Some((
                 Assign {
                     modseq: 7,
-                    uids: vec![],
+                    uids: smallvec::smallvec![],
                 },
                 Fate::Final,
             )),
@@ -800,7 +850,7 @@ mod tests {
     fn prov(modseq: u64, uid: u32) -> Assign {
         Assign {
             modseq,
-            uids: vec![uid],
+            uids: smallvec::smallvec![uid],
         }
     }
 
@@ -971,7 +1021,7 @@ mod tests {
             b,
             Assign {
                 modseq: 12,
-                uids: Vec::new(),
+                uids: smallvec::SmallVec::new(),
             },
             Fate::Final,
         );
@@ -1016,7 +1066,15 @@ mod tests {
         v.on_op(
             op(10),
             seen,
-            fin(10, 0).map(|(a, f)| (Assign { uids: vec![], ..a }, f)),
+            fin(10, 0).map(|(a, f)| {
+                (
+                    Assign {
+                        uids: smallvec::smallvec![],
+                        ..a
+                    },
+                    f,
+                )
+            }),
         );
         assert_eq!(v.first_unseen(), Some(3));
         assert_eq!(v.rows()[0].modseq, 10);
@@ -1028,7 +1086,15 @@ mod tests {
         v.on_op(
             op(11),
             gone,
-            fin(11, 0).map(|(a, f)| (Assign { uids: vec![], ..a }, f)),
+            fin(11, 0).map(|(a, f)| {
+                (
+                    Assign {
+                        uids: smallvec::smallvec![],
+                        ..a
+                    },
+                    f,
+                )
+            }),
         );
         assert_eq!(uids(&v), [1, 3, 4]);
         // Message 3 is shown again under a new UID (S4).
@@ -1048,7 +1114,15 @@ mod tests {
         v.on_op(
             op(12),
             kw,
-            fin(13, 0).map(|(a, f)| (Assign { uids: vec![], ..a }, f)),
+            fin(13, 0).map(|(a, f)| {
+                (
+                    Assign {
+                        uids: smallvec::smallvec![],
+                        ..a
+                    },
+                    f,
+                )
+            }),
         );
         let mut want = many;
         want.push(Flag::Seen);

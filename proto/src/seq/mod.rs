@@ -19,7 +19,7 @@
 mod msg;
 mod space;
 
-pub use msg::{Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRecord, Slot};
+pub use msg::{Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRecord, Slot, Uids};
 pub use space::{Reservation, SpaceParams, Spaces, Span, MAX_MODSEQ, MAX_UID};
 
 use crate::ids::{OpId, ReplicaId};
@@ -329,19 +329,23 @@ impl Sequencer {
         self.finals.get(op)
     }
 
-    /// Every op's current values: final ones from the ledger, and this
-    /// replica's own provisional ones for ops not final yet.
-    pub fn assignments(&self) -> Vec<(OpId, Assign, Fate)> {
-        let mut v: Vec<(OpId, Assign, Fate)> = self
-            .finals
+    /// Every op's current values that `keep` wants, by ascending MODSEQ:
+    /// final ones from the ledger, and this replica's own provisional ones
+    /// for ops not final yet.
+    pub fn assignments(
+        &self,
+        keep: impl Fn(&OpId, &Assign, Fate) -> bool,
+    ) -> Vec<(OpId, Assign, Fate)> {
+        let finals = self.finals.iter().map(|(op, a)| (op, a, Fate::Final));
+        let provisional = self
+            .mine
             .iter()
-            .map(|(op, a)| (*op, a.clone(), Fate::Final))
+            .filter_map(|(op, m)| m.provisional.as_ref().map(|a| (op, a, Fate::Provisional)));
+        let mut v: Vec<(OpId, Assign, Fate)> = finals
+            .chain(provisional)
+            .filter(|(op, a, f)| keep(op, a, *f))
+            .map(|(op, a, f)| (*op, a.clone(), f))
             .collect();
-        v.extend(
-            self.mine
-                .iter()
-                .filter_map(|(op, m)| m.provisional.clone().map(|a| (*op, a, Fate::Provisional))),
-        );
         v.sort_by_key(|(op, a, _)| (a.modseq, *op));
         v
     }

@@ -19,13 +19,20 @@ pub struct Ballot {
     pub leader: ReplicaId,
 }
 
+/// The UIDs of one op: none for a flag change or an expunge, one for an
+/// APPEND, one per message for a COPY. Up to four are held inline: the ledger,
+/// the views and the sequencers keep one per op, and a heap allocation each
+/// cost memory per message and most of the time of a restart. Encoded as a
+/// sequence, like a `Vec`.
+pub type Uids = smallvec::SmallVec<[u32; 4]>;
+
 /// UIDs and a MODSEQ given to one op.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assign {
     /// The op's MODSEQ.
     pub modseq: u64,
     /// One UID per message the op adds (empty for flag changes, expunges).
-    pub uids: Vec<u32>,
+    pub uids: Uids,
 }
 
 /// Whether an assignment is the ledger's (final) or a cut-off replica's own,

@@ -9,6 +9,7 @@
 //! - the counter only grows, and when it reaches a reservation it jumps past
 //!   it, so a reserved range is never handed out by anyone else, ever.
 
+use super::msg::Uids;
 use crate::ids::ReplicaId;
 use serde::{Deserialize, Serialize};
 
@@ -148,8 +149,8 @@ impl Spaces {
 
     /// Takes `n` UIDs from the counter, skipping reservations. `None` when
     /// the UID space is exhausted.
-    pub fn take_uids(&mut self, n: u32) -> Option<Vec<u32>> {
-        let mut out = Vec::with_capacity(n as usize);
+    pub fn take_uids(&mut self, n: u32) -> Option<Uids> {
+        let mut out = Uids::with_capacity(n as usize);
         let mut v = self.next_uid;
         for _ in 0..n {
             v = self.skip_uid(v);
@@ -255,7 +256,7 @@ mod tests {
         assert_eq!(a.uids, Span { lo: 5, hi: 8 });
         assert_eq!(b.uids, Span { lo: 8, hi: 11 });
         let got = s.take_uids(6).unwrap();
-        assert_eq!(got, vec![1, 2, 3, 4, 11, 12]);
+        assert_eq!(got.as_slice(), [1, 2, 3, 4, 11, 12]);
         assert!(!s.reservation_is_ahead(ReplicaId(1)));
         assert_eq!(s.uid_owner(9).unwrap().replica, ReplicaId(2));
     }
@@ -264,7 +265,7 @@ mod tests {
     fn uid_space_exhaustion_is_reported() {
         let mut s = Spaces::new();
         s.next_uid = MAX_UID;
-        assert_eq!(s.take_uids(1), Some(vec![u32::MAX]));
+        assert_eq!(s.take_uids(1).as_deref(), Some(&[u32::MAX][..]));
         assert_eq!(s.take_uids(1), None);
     }
 }
