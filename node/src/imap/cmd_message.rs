@@ -103,7 +103,7 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 type SearchLoaded = (Option<Vec<u8>>, Option<Arc<SearchFields>>);
 
 /// A message's bytes and/or summary, as asked; `None` if it is gone.
-type Loaded = Option<(Option<Vec<u8>>, Option<Summary>)>;
+type Loaded = Option<(Option<Vec<u8>>, Option<Arc<Summary>>)>;
 
 async fn load<M: Mailboxes>(
     user: &M,
@@ -121,7 +121,7 @@ async fn load<M: Mailboxes>(
         None
     };
     let sum = match (&bytes, summary) {
-        (Some(r), true) => Some(Summary::parse(r)),
+        (Some(r), true) => Some(Arc::new(Summary::parse(r))),
         (None, true) => match user.fetch_summary(id, uid).await? {
             Some(s) => Some(s),
             None => return Ok(None),
@@ -137,7 +137,7 @@ async fn load<M: Mailboxes>(
 /// after its name, and the items joined.
 fn fetch_line(
     seq: u32,
-    items: Vec<MessageDataItem<'static>>,
+    items: Vec<MessageDataItem<'_>>,
     origins: &[(usize, u32)],
 ) -> Option<Vec<u8>> {
     use imap_codec::encode::Encoder;
@@ -747,7 +747,7 @@ impl<B: Backend> Session<B> {
                     Ok(None) => continue,
                     Err(e) => return backend_err(e),
                 };
-                let items = match fetch::items(&plan, m, raw.as_deref(), summary.as_ref()) {
+                let items = match fetch::items(&plan, m, raw.as_deref(), summary.as_deref()) {
                     Ok(i) => i,
                     Err(fetch::ItemError::UnknownCte) => {
                         return Reply::No(
