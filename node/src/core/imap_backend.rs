@@ -312,10 +312,11 @@ impl Mailboxes for UserMailboxes {
     async fn fetch_raw(&self, mailbox: &MailboxId, uid: u32) -> BackendResult<Option<Vec<u8>>> {
         let id = *mailbox;
         self.with(move |st, user| {
-            let Some(m) = st.replica.mailbox(&user, &id)?.message(uid) else {
+            // The blob only: the message's flags are not decoded.
+            let Some(blob) = blob_of(st.replica.mailbox(&user, &id)?, uid) else {
                 return Ok(None);
             };
-            st.replica.read_blob(&user, &m.view.blob).map(Some)
+            st.replica.read_blob(&user, &blob).map(Some)
         })
         .await
     }

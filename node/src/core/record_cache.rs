@@ -67,7 +67,7 @@ impl<V: Weigh> RecordCache<V> {
                 self.remove(&u, &b);
             }
         }
-        let (bytes, map) = self.users.entry(*user).or_insert_with(Default::default);
+        let (bytes, map) = self.users.entry(*user).or_default();
         map.insert(blob, v);
         *bytes += w;
         self.bytes += w;

@@ -240,7 +240,7 @@ mod tests {
     use imap_codec::imap_types::response::{Data, Response};
     use imap_codec::ResponseCodec;
 
-    fn enc(items: Vec<MessageDataItem<'static>>) -> String {
+    fn enc(items: Vec<MessageDataItem<'_>>) -> String {
         let r = Response::Data(Data::Fetch {
             seq: std::num::NonZeroU32::new(1).unwrap(),
             items: Vec1::try_from(items).unwrap(),
