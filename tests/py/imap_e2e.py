@@ -4,7 +4,9 @@ PHASE "write": a session that creates, appends, flags, copies, expunges, and
 records what it saw in STATE_FILE; "verify": after a restart, the same
 UIDVALIDITY, UIDs and flags; "deliver": LMTP delivery seen by an IDLE session
 and read back byte-identical (plus trace headers); "two": two connections
-see each other's changes (NOOP and IDLE)."""
+see each other's changes (NOOP and IDLE); "summaries": ENVELOPE and
+BODYSTRUCTURE read from the node's memory cache stay right across flag
+changes, an expunge, a copy and a message delivered by LMTP."""
 import imaplib
 import json
 import re
@@ -158,3 +160,60 @@ elif phase == "two":
     a.logout()
     b.logout()
     print("two sessions see each other")
+
+elif phase == "summaries":
+    m = connect()
+    ok(m.create("Cached"))
+    ok(m.create("Copies"))
+    for i in (1, 2, 3):
+        ok(m.append("Cached", "", None, (MSG % (user, i, i, i)).encode()))
+    ok(m.select("Cached"))
+
+    def envelopes():
+        out = {}
+        for line in ok(m.uid("FETCH", "1:*", "(FLAGS ENVELOPE BODYSTRUCTURE)")):
+            line = line[0] if isinstance(line, tuple) else line
+            if not line:
+                continue
+            uid = int(re.search(rb"UID (\d+)", line).group(1))
+            subject = re.search(rb'ENVELOPE \("?[^"]*"? "([^"]*)"', line).group(1).decode()
+            flags = sorted(re.search(rb"FLAGS \(([^)]*)\)", line).group(1).decode().split())
+            assert b'BODYSTRUCTURE ("TEXT" "plain" ("charset" "utf-8")' in line, line
+            out[uid] = (subject, flags)
+        return out
+
+    first = envelopes()
+    assert [s for s, _ in first.values()] == ["e2e message %d" % i for i in (1, 2, 3)], first
+    # Read again (from memory now), after flag changes and an expunge.
+    assert envelopes() == first
+    uids = sorted(first)
+    ok(m.uid("STORE", str(uids[0]), "+FLAGS", "(\\Flagged)"))
+    ok(m.uid("STORE", str(uids[1]), "+FLAGS", "(\\Deleted)"))
+    ok(m.expunge())
+    after = envelopes()
+    assert after == {
+        uids[0]: ("e2e message 1", ["\\Flagged"]),
+        uids[2]: ("e2e message 3", []),
+    }, after
+    # A copy shares the blob: the same envelope under another UID.
+    ok(m.uid("COPY", str(uids[2]), "Copies"))
+    ok(m.select("Copies"))
+    assert [s for s, _ in envelopes().values()] == ["e2e message 3"]
+    # Delivered sealed, summarized at its first read.
+    lmtp = smtplib.LMTP("127.0.0.1", lport)
+    lmtp.ehlo("tests.example.org")
+    assert lmtp.mail("w@example.org")[0] == 250
+    assert lmtp.rcpt("%s@example.org" % user)[0] == 250
+    assert lmtp.data((MSG % (user, 4, 4, 4)).encode())[0] == 250
+    lmtp.quit()
+    # The delivery shows once the node has applied it (not a timing check:
+    # a bound on the wait).
+    for _ in range(100):
+        if int(ok(m.select("INBOX"))[0]) > 0:
+            break
+        time.sleep(0.1)
+    delivered = envelopes()
+    assert "e2e message 4" in [s for s, _ in delivered.values()], delivered
+    assert envelopes() == delivered
+    m.logout()
+    print("summaries stay right")

@@ -77,3 +77,11 @@ fn curl_reads_a_message_by_imap_url() {
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains("Subject: e2e message 0"), "{body}");
 }
+
+#[test]
+fn summaries_from_memory_stay_right_across_flags_expunge_and_copy() {
+    let node = Node::start();
+    node.add_user("alice", "alice-pw");
+    let state = node.dir.path().join("unused.json");
+    e2e(&node, "summaries", &state);
+}

@@ -1,5 +1,6 @@
 //! The IMAP layer's backend over the core.
 
+use super::record_cache::{RecordCache, Weigh};
 use super::{CoreGone, CoreHandle, CoreState};
 use crate::imap::backend::{
     AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
@@ -311,15 +312,20 @@ impl Mailboxes for UserMailboxes {
     async fn fetch_raw(&self, mailbox: &MailboxId, uid: u32) -> BackendResult<Option<Vec<u8>>> {
         let id = *mailbox;
         self.with(move |st, user| {
-            let Some(m) = st.replica.mailbox(&user, &id)?.message(uid) else {
+            // The blob only: the message's flags are not decoded.
+            let Some(blob) = blob_of(st.replica.mailbox(&user, &id)?, uid) else {
                 return Ok(None);
             };
-            st.replica.read_blob(&user, &m.view.blob).map(Some)
+            st.replica.read_blob(&user, &blob).map(Some)
         })
         .await
     }
 
-    async fn fetch_summary(&self, mailbox: &MailboxId, uid: u32) -> BackendResult<Option<Summary>> {
+    async fn fetch_summary(
+        &self,
+        mailbox: &MailboxId,
+        uid: u32,
+    ) -> BackendResult<Option<Arc<Summary>>> {
         Ok(self
             .fetch_summaries(mailbox, &[uid])
             .await?
@@ -332,44 +338,64 @@ impl Mailboxes for UserMailboxes {
         &self,
         mailbox: &MailboxId,
         uids: &[u32],
-    ) -> BackendResult<Vec<Option<Summary>>> {
+    ) -> BackendResult<Vec<Option<Arc<Summary>>>> {
         let (id, list) = (*mailbox, uids.to_vec());
-        // One core job for all: the kept summaries are decrypted there, the
-        // decoding (and the parse of messages without one) is done here.
+        // One core job for all: cached summaries are shared, the kept ones
+        // decrypted there; the decoding (and the parse of messages without
+        // one) is done here.
         let found = self
             .with(move |st, user| {
                 let v = st.replica.mailbox(&user, &id)?;
-                let blobs: Vec<Option<BlobId>> = list.iter().map(|u| blob_of(v, *u)).collect();
-                blobs
-                    .into_iter()
-                    .map(|b| match b {
-                        Some(b) => find_summary(st, &user, &b).map(|f| Some((b, f))),
-                        None => Ok(None),
+                let cached = st.summary_cache.of(&user);
+                list.iter()
+                    .map(|u| {
+                        let Some(b) = blob_of(v, *u) else {
+                            return Ok(None);
+                        };
+                        if let Some(s) = cached.and_then(|c| c.get(&b)) {
+                            return Ok(Some((b, FoundSummary::Cached(s.clone()))));
+                        }
+                        find_summary(st, &user, &b).map(|f| Some((b, FoundSummary::Found(f))))
                     })
                     .collect::<Result<Vec<_>, _>>()
             })
             .await?;
         let mut out = Vec::with_capacity(found.len());
-        let mut to_keep = Vec::new();
+        let (mut to_keep, mut to_cache) = (Vec::new(), Vec::new());
         for (i, f) in found.into_iter().enumerate() {
             out.push(match f {
                 None => None,
-                Some((blob, Found::Kept(plain))) => match decode_summary(&plain) {
-                    Some(s) => Some(s),
-                    // An older layout: summarize the message again.
-                    None => match self.fetch_raw(mailbox, uids[i]).await? {
-                        Some(raw) => {
-                            let (s, _, kept) = to_keep_of(&raw);
-                            to_keep.push((blob, kept));
+                Some((_, FoundSummary::Cached(s))) => Some(s),
+                Some((blob, FoundSummary::Found(Found::Kept(plain)))) => {
+                    match decode_summary(&plain) {
+                        Some(s) => {
+                            let s = Arc::new(s);
+                            to_cache.push((blob, s.clone()));
                             Some(s)
                         }
-                        None => None,
-                    },
-                },
-                Some((blob, Found::Raw(raw))) => {
+                        // An older layout: summarize the message again.
+                        None => match self.fetch_raw(mailbox, uids[i]).await? {
+                            Some(raw) => {
+                                let (s, _, kept) = to_keep_of(&raw);
+                                to_keep.push((blob, kept));
+                                Some(s)
+                            }
+                            None => None,
+                        },
+                    }
+                }
+                Some((blob, FoundSummary::Found(Found::Raw(raw)))) => {
                     let (s, _, kept) = to_keep_of(&raw);
                     to_keep.push((blob, kept));
                     Some(s)
+                }
+            });
+        }
+        if !to_cache.is_empty() {
+            let user = self.user;
+            let _ = self.core.run(move |st| {
+                for (blob, s) in to_cache {
+                    st.summary_cache.insert(&user, blob, s, false);
                 }
             });
         }
@@ -448,7 +474,7 @@ impl Mailboxes for UserMailboxes {
             let user = self.user;
             let _ = self.core.run(move |st| {
                 for (blob, f) in to_cache {
-                    st.fields_cache.insert(&user, blob, f);
+                    st.fields_cache.insert(&user, blob, f, false);
                 }
             });
         }
@@ -724,22 +750,26 @@ fn decode_fields(plain: &[u8], tag: &[u8]) -> Option<SearchFields> {
 }
 
 /// What is kept of a message: the plaintexts of its three records (sealed
-/// in the core) and its common search fields for the memory cache.
+/// in the core), and its summary and common search fields for the memory
+/// caches.
 struct Kept {
-    summary: Vec<u8>,
+    summary_plain: Vec<u8>,
     fields: Vec<u8>,
     common_plain: Vec<u8>,
+    summary: Arc<Summary>,
     common: Arc<SearchFields>,
 }
 
 /// Summarizes a message (one parse) for the reader and for keeping.
-fn to_keep_of(raw: &[u8]) -> (Summary, SearchFields, Kept) {
+fn to_keep_of(raw: &[u8]) -> (Arc<Summary>, SearchFields, Kept) {
     let (s, f) = summarize(raw);
     let common = f.common();
+    let s = Arc::new(s);
     let kept = Kept {
-        summary: encode_tagged(SUMMARY_TAG, &s),
+        summary_plain: encode_tagged(SUMMARY_TAG, &*s),
         fields: encode_tagged(FIELDS_TAG, &f),
         common_plain: encode_tagged(COMMON_TAG, &common),
+        summary: s.clone(),
         common: Arc::new(common),
     };
     (s, f, kept)
@@ -752,11 +782,19 @@ impl UserMailboxes {
             let user = self.user;
             let _ = self.core.run(move |st| {
                 for (blob, kept) in to_keep {
-                    keep_summary(st, &user, &blob, &kept);
+                    keep_summary(st, &user, &blob, &kept, false);
                 }
             });
         }
     }
+}
+
+/// A summary as the core found it.
+enum FoundSummary {
+    /// In the memory cache.
+    Cached(Arc<Summary>),
+    /// Kept or not.
+    Found(Found),
 }
 
 /// A record as the core found it.
@@ -800,10 +838,11 @@ fn find_kept(
 }
 
 /// Seals and keeps a message's records (best effort: they are a cache),
-/// and its common search fields in memory.
-fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, kept: &Kept) {
+/// and its summary and common search fields in memory; `appended`: the
+/// message is new, its summary makes room in the memory cache.
+fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, kept: &Kept, appended: bool) {
     for (key, plain) in [
-        (summary_key(user, blob), &kept.summary),
+        (summary_key(user, blob), &kept.summary_plain),
         (fields_key(user, blob), &kept.fields),
         (common_key(user, blob), &kept.common_plain),
     ] {
@@ -811,7 +850,10 @@ fn keep_summary(st: &mut CoreState, user: &UserId, blob: &BlobId, kept: &Kept) {
             let _ = st.replica.store().put_meta(&key, &sealed);
         }
     }
-    st.fields_cache.insert(user, *blob, kept.common.clone());
+    st.fields_cache
+        .insert(user, *blob, kept.common.clone(), false);
+    st.summary_cache
+        .insert(user, *blob, kept.summary.clone(), appended);
 }
 
 /// Keeps the records of the message `uid` of `mailbox` just appended.
@@ -823,54 +865,39 @@ fn keep_appended(st: &mut CoreState, user: &UserId, mailbox: &MailboxId, uid: u3
         .and_then(|v| v.message(uid))
         .map(|m| m.view.blob);
     if let Some(blob) = blob {
-        keep_summary(st, user, &blob, kept);
+        keep_summary(st, user, &blob, kept, true);
     }
 }
 
 /// At most this many bytes (roughly) of search fields are kept in memory,
 /// all users together.
-const FIELDS_CACHE_BYTES: usize = 64 << 20;
+pub(crate) const FIELDS_CACHE_BYTES: usize = 64 << 20;
 
-/// What one cached entry costs besides its fields (map slot, `Arc`).
-const FIELDS_ENTRY_OVERHEAD: usize = 96;
+/// At most this many bytes (roughly) of decoded summaries are kept in
+/// memory, all users together.
+pub(crate) const SUMMARY_CACHE_BYTES: usize = 64 << 20;
 
-/// The common search fields ([`SearchFields::common`]) of unlocked users'
-/// messages, decrypted, in memory only: SEARCH FROM/TO/CC/BCC/SUBJECT and
-/// SENT* read them without a store read or a decryption. Keyed by blob (a
-/// blob's fields never change). Bounded: once full, nothing more is added
-/// (misses read the sealed records). A user's entries are dropped when the
-/// user's keys are ([`FieldsCache::forget`]).
-#[derive(Default)]
-pub(crate) struct FieldsCache {
-    users: HashMap<UserId, (usize, HashMap<BlobId, Arc<SearchFields>>)>,
-    bytes: usize,
+/// Unlocked users' common search fields ([`SearchFields::common`]),
+/// decrypted, in memory only: SEARCH FROM/TO/CC/BCC/SUBJECT and SENT* read
+/// them without a store read or a decryption.
+pub(crate) type FieldsCache = RecordCache<Arc<SearchFields>>;
+
+/// Unlocked users' summaries, decrypted and decoded, in memory only: FETCH
+/// ENVELOPE, BODY and BODYSTRUCTURE read them without a store read, a
+/// decryption or a decoding. Appended messages make room (the newest are
+/// the likeliest to be fetched); a read that decoded one adds it if there
+/// is room.
+pub(crate) type SummaryCache = RecordCache<Arc<Summary>>;
+
+impl Weigh for Arc<SearchFields> {
+    fn weight(&self) -> usize {
+        SearchFields::weight(self)
+    }
 }
 
-impl FieldsCache {
-    /// The cached fields of `user`'s blobs.
-    fn of(&self, user: &UserId) -> Option<&HashMap<BlobId, Arc<SearchFields>>> {
-        self.users.get(user).map(|(_, m)| m)
-    }
-
-    /// Caches the fields of `blob`, if there is room.
-    fn insert(&mut self, user: &UserId, blob: BlobId, f: Arc<SearchFields>) {
-        let w = f.weight() + FIELDS_ENTRY_OVERHEAD;
-        if self.bytes + w > FIELDS_CACHE_BYTES {
-            return;
-        }
-        let (bytes, map) = self.users.entry(*user).or_default();
-        if let std::collections::hash_map::Entry::Vacant(e) = map.entry(blob) {
-            e.insert(f);
-            *bytes += w;
-            self.bytes += w;
-        }
-    }
-
-    /// Drops every entry of `user`.
-    pub(crate) fn forget(&mut self, user: &UserId) {
-        if let Some((bytes, _)) = self.users.remove(user) {
-            self.bytes -= bytes;
-        }
+impl Weigh for Arc<Summary> {
+    fn weight(&self) -> usize {
+        Summary::weight(self)
     }
 }
 
@@ -961,48 +988,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fields_cache_is_bounded_and_forgets_a_user() {
-        let (alice, bob) = (UserId([1; 16]), UserId([2; 16]));
-        let f = Arc::new(SearchFields::from_pairs(Some(3), [("subject", "free")]));
-        let mut c = FieldsCache::default();
-        c.insert(&alice, BlobId([1; 16]), f.clone());
-        c.insert(&alice, BlobId([1; 16]), f.clone());
-        c.insert(&bob, BlobId([2; 16]), f.clone());
-        let one = f.weight() + FIELDS_ENTRY_OVERHEAD;
-        assert_eq!(c.bytes, 2 * one);
-        assert!(c
-            .of(&alice)
-            .is_some_and(|m| m.contains_key(&BlobId([1; 16]))));
-        c.forget(&alice);
-        assert!(c.of(&alice).is_none());
-        assert_eq!(c.bytes, one);
-        // Full: nothing more is added.
-        let mut n = 0u32;
-        while c.bytes + one <= FIELDS_CACHE_BYTES {
-            let mut b = [0; 16];
-            b[..4].copy_from_slice(&n.to_be_bytes());
-            c.insert(&alice, BlobId(b), f.clone());
-            n += 1;
-        }
-        let before = c.bytes;
-        c.insert(&alice, BlobId([9; 16]), f.clone());
-        assert_eq!(c.bytes, before);
-        assert!(!c
-            .of(&alice)
-            .is_some_and(|m| m.contains_key(&BlobId([9; 16]))));
-    }
-
-    #[test]
     fn records_round_trip_and_refuse_other_tags() {
         let raw = b"From: a@x\r\nSubject: Free\r\nX-Other: y\r\n\r\nbody\r\n";
         let (s, f, kept) = to_keep_of(raw);
-        assert_eq!(decode_summary(&kept.summary), Some(s));
+        assert_eq!(decode_summary(&kept.summary_plain).as_ref(), Some(&*s));
         assert_eq!(decode_fields(&kept.fields, FIELDS_TAG), Some(f.clone()));
         let common = decode_fields(&kept.common_plain, COMMON_TAG).unwrap();
         assert_eq!(common, *kept.common);
         assert_eq!(common.iter().count(), 2);
         assert_eq!(f.iter().count(), 3);
         assert!(decode_fields(&kept.fields, COMMON_TAG).is_none());
-        assert!(decode_fields(&kept.summary, FIELDS_TAG).is_none());
+        assert!(decode_fields(&kept.summary_plain, FIELDS_TAG).is_none());
     }
 }

@@ -7,6 +7,7 @@
 
 mod imap_backend;
 mod lmtp_backend;
+mod record_cache;
 
 pub use imap_backend::{ImapBackend, UserMailboxes};
 pub use lmtp_backend::{LmtpBackend, LmtpRecipient};
@@ -62,6 +63,8 @@ pub struct CoreState {
     accounts: Option<Accounts>,
     /// Unlocked users' common search fields, in memory (dropped at lock).
     fields_cache: imap_backend::FieldsCache,
+    /// Unlocked users' summaries, in memory (dropped at lock).
+    summary_cache: imap_backend::SummaryCache,
 }
 
 /// Prefix of the meta keys remembering the community's members:
@@ -229,6 +232,7 @@ impl CoreState {
             }
             self.replica.lock(&user);
             self.fields_cache.forget(&user);
+            self.summary_cache.forget(&user);
             self.events
                 .retain(|(u, _), tx| *u != user || tx.receiver_count() > 0);
             tracing::debug!(%user, "keys dropped");
@@ -330,7 +334,8 @@ impl Core {
             stopping: false,
             net,
             accounts,
-            fields_cache: Default::default(),
+            fields_cache: imap_backend::FieldsCache::new(imap_backend::FIELDS_CACHE_BYTES),
+            summary_cache: imap_backend::SummaryCache::new(imap_backend::SUMMARY_CACHE_BYTES),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()

@@ -256,17 +256,18 @@ pub trait Mailboxes: Send + Sync + 'static {
 
     /// The summary of a message, `None` if the UID does not exist. The
     /// default computes it from [`Mailboxes::fetch_raw`]; a backend that
-    /// keeps summaries (e.g. encrypted beside the blob) overrides it.
+    /// keeps summaries (e.g. encrypted beside the blob, or in memory, hence
+    /// shared) overrides it.
     fn fetch_summary(
         &self,
         mailbox: &MailboxId,
         uid: u32,
-    ) -> impl Future<Output = BackendResult<Option<Summary>>> + Send {
+    ) -> impl Future<Output = BackendResult<Option<Arc<Summary>>>> + Send {
         async move {
             Ok(self
                 .fetch_raw(mailbox, uid)
                 .await?
-                .map(|raw| Summary::parse(&raw)))
+                .map(|raw| Arc::new(Summary::parse(&raw))))
         }
     }
 
@@ -277,7 +278,7 @@ pub trait Mailboxes: Send + Sync + 'static {
         &self,
         mailbox: &MailboxId,
         uids: &[u32],
-    ) -> impl Future<Output = BackendResult<Vec<Option<Summary>>>> + Send {
+    ) -> impl Future<Output = BackendResult<Vec<Option<Arc<Summary>>>>> + Send {
         async move {
             let mut out = Vec::with_capacity(uids.len());
             for &u in uids {

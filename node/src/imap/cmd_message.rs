@@ -9,8 +9,9 @@ use super::convert;
 use super::fetch;
 use super::rewrite;
 use super::search::{self, Candidate, Scope};
+use super::selected::SelectedBox;
 use super::selected::{ranges, to_set};
-use super::session::{backend_err, Reply, Session};
+use super::session::{backend_err, encode_into, Reply, Session};
 use super::summary::{SearchFields, Summary};
 use aerogramme_proto::ids::MailboxId;
 use aerogramme_proto::mailbox::Flag;
@@ -21,7 +22,7 @@ use imap_codec::imap_types::{
     fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
     flag::{Flag as IFlag, StoreResponse, StoreType},
     mailbox::Mailbox,
-    response::{Code, Data, StatusKind},
+    response::{Code, Data, Response, StatusKind},
     search::SearchKey,
     sequence::SequenceSet,
     IntoStatic,
@@ -103,7 +104,7 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 type SearchLoaded = (Option<Vec<u8>>, Option<Arc<SearchFields>>);
 
 /// A message's bytes and/or summary, as asked; `None` if it is gone.
-type Loaded = Option<(Option<Vec<u8>>, Option<Summary>)>;
+type Loaded = Option<(Option<Vec<u8>>, Option<Arc<Summary>>)>;
 
 async fn load<M: Mailboxes>(
     user: &M,
@@ -121,7 +122,7 @@ async fn load<M: Mailboxes>(
         None
     };
     let sum = match (&bytes, summary) {
-        (Some(r), true) => Some(Summary::parse(r)),
+        (Some(r), true) => Some(Arc::new(Summary::parse(r))),
         (None, true) => match user.fetch_summary(id, uid).await? {
             Some(s) => Some(s),
             None => return Ok(None),
@@ -137,11 +138,10 @@ async fn load<M: Mailboxes>(
 /// after its name, and the items joined.
 fn fetch_line(
     seq: u32,
-    items: Vec<MessageDataItem<'static>>,
+    items: Vec<MessageDataItem<'_>>,
     origins: &[(usize, u32)],
 ) -> Option<Vec<u8>> {
     use imap_codec::encode::Encoder;
-    use imap_codec::imap_types::response::Response;
     let prefix = format!("* {seq} FETCH (");
     let mut out = prefix.clone().into_bytes();
     for (i, item) in items.into_iter().enumerate() {
@@ -196,6 +196,49 @@ async fn load_window<M: Mailboxes>(
             join_all(reads).await
         }
     }
+}
+
+/// Appends the FETCH responses of a window's messages to `out`, from what
+/// was loaded for them; `next_seq` carries the walk of sequence numbers.
+/// A message gone since is skipped; the first that cannot be answered
+/// ends the command with this reply.
+fn format_window(
+    out: &mut Vec<u8>,
+    sel: Option<&SelectedBox>,
+    plan: &fetch::Plan,
+    origins: &[(usize, u32)],
+    window: &[MessageMeta],
+    loaded: Vec<Result<Loaded, BackendError>>,
+    next_seq: &mut u32,
+) -> Result<(), Reply> {
+    for (m, l) in window.iter().zip(loaded) {
+        let Some(seq) = sel.and_then(|s| s.seq_near(m.uid, *next_seq)) else {
+            continue;
+        };
+        *next_seq = seq;
+        let (raw, summary) = match l {
+            Ok(Some(x)) => x,
+            Ok(None) => continue,
+            Err(e) => return Err(backend_err(e)),
+        };
+        let items = match fetch::items(plan, m, raw.as_deref(), summary.as_deref()) {
+            Ok(i) => i,
+            Err(fetch::ItemError::UnknownCte) => {
+                return Err(Reply::No(
+                    Some(Code::UnknownCte),
+                    "Unknown Content-Transfer-Encoding".into(),
+                ));
+            }
+        };
+        if origins.is_empty() {
+            if let Ok(d) = Data::fetch(seq, items) {
+                encode_into(out, &Response::Data(d));
+            }
+        } else if let Some(line) = fetch_line(seq, items, origins) {
+            out.extend_from_slice(&line);
+        }
+    }
+    Ok(())
 }
 
 /// COPYUID sets: runs where both sides are consecutive become ranges.
@@ -725,47 +768,48 @@ impl<B: Backend> Session<B> {
         }
         let origins = fetch::binary_origins(&plan);
         let mut next_seq = 0;
-        for window in windows(&metas, plan.raw) {
-            let loaded = {
-                let user = match self.mailboxes() {
-                    Ok(u) => u,
-                    Err(r) => return r,
+        // The core loads the next window while this one is formatted.
+        let ws = windows(&metas, plan.raw);
+        let mut loaded = match (ws.first(), self.mailboxes()) {
+            (Some(w), Ok(user)) => load_window(user, &id, w, plan.raw, plan.summary).await,
+            (None, _) => Vec::new(),
+            (_, Err(r)) => return r,
+        };
+        for (k, window) in ws.iter().enumerate() {
+            let mut out = self.take_output();
+            let (formatted, next) = {
+                let Ok(user) = self.mailboxes() else {
+                    self.put_output(out);
+                    return Reply::bad("Not authenticated");
                 };
-                load_window(user, &id, window, plan.raw, plan.summary).await
+                let next = async {
+                    match ws.get(k + 1) {
+                        Some(w) => load_window(user, &id, w, plan.raw, plan.summary).await,
+                        None => Vec::new(),
+                    }
+                };
+                let current = std::mem::take(&mut loaded);
+                let sel = self.selected.as_ref();
+                let format = async {
+                    format_window(
+                        &mut out,
+                        sel,
+                        &plan,
+                        &origins,
+                        window,
+                        current,
+                        &mut next_seq,
+                    )
+                };
+                tokio::join!(format, next)
             };
-            for (m, l) in window.iter().zip(loaded) {
-                let Some(seq) = self
-                    .selected
-                    .as_ref()
-                    .and_then(|s| s.seq_near(m.uid, next_seq))
-                else {
-                    continue;
-                };
-                next_seq = seq;
-                let (raw, summary) = match l {
-                    Ok(Some(x)) => x,
-                    Ok(None) => continue,
-                    Err(e) => return backend_err(e),
-                };
-                let items = match fetch::items(&plan, m, raw.as_deref(), summary.as_ref()) {
-                    Ok(i) => i,
-                    Err(fetch::ItemError::UnknownCte) => {
-                        return Reply::No(
-                            Some(Code::UnknownCte),
-                            "Unknown Content-Transfer-Encoding".into(),
-                        );
-                    }
-                };
-                if origins.is_empty() {
-                    if let Ok(d) = Data::fetch(seq, items) {
-                        self.data(d);
-                    }
-                } else if let Some(line) = fetch_line(seq, items, &origins) {
-                    self.raw(&line);
-                }
-                if self.maybe_flush().await.is_err() {
-                    return Reply::no("Connection lost");
-                }
+            self.put_output(out);
+            if let Err(r) = formatted {
+                return r;
+            }
+            loaded = next;
+            if self.maybe_flush().await.is_err() {
+                return Reply::no("Connection lost");
             }
         }
         Reply::ok("FETCH completed")

@@ -86,18 +86,19 @@ pub fn text(s: &str) -> Text<'static> {
     Text::try_from(clean).unwrap_or_else(|_| Text::unvalidated("done"))
 }
 
-/// A string (quoted when it can be, else a literal; NUL bytes replaced).
-pub fn istr(b: &[u8]) -> IString<'static> {
-    let v: Vec<u8> = if b.contains(&0) {
-        b.iter().map(|&c| if c == 0 { 0x80 } else { c }).collect()
-    } else {
-        b.to_vec()
-    };
-    IString::try_from(v).unwrap_or_else(|_| IString::Literal(Literal::unvalidated(Vec::new())))
+/// A string (quoted when it can be, else a literal; NUL bytes replaced),
+/// borrowing `b` unless it holds a NUL.
+pub fn istr(b: &[u8]) -> IString<'_> {
+    let unusable = || IString::Literal(Literal::unvalidated(Vec::new()));
+    if b.contains(&0) {
+        let v: Vec<u8> = b.iter().map(|&c| if c == 0 { 0x80 } else { c }).collect();
+        return IString::try_from(v).unwrap_or_else(|_| unusable());
+    }
+    IString::try_from(b).unwrap_or_else(|_| unusable())
 }
 
 /// NIL or a string.
-pub fn nstr(b: Option<&[u8]>) -> NString<'static> {
+pub fn nstr(b: Option<&[u8]>) -> NString<'_> {
     NString(b.map(istr))
 }
 
@@ -128,7 +129,7 @@ pub fn datetime_ms(d: &DateTime) -> i64 {
     d.as_ref().timestamp_millis()
 }
 
-fn addresses(list: &[Address]) -> Vec<envelope::Address<'static>> {
+fn addresses(list: &[Address]) -> Vec<envelope::Address<'_>> {
     list.iter()
         .map(|a| envelope::Address {
             name: nstr(a.name.as_deref()),
@@ -139,8 +140,8 @@ fn addresses(list: &[Address]) -> Vec<envelope::Address<'static>> {
         .collect()
 }
 
-/// ENVELOPE.
-pub fn envelope(e: &Envelope) -> envelope::Envelope<'static> {
+/// ENVELOPE (borrowing the summary's strings).
+pub fn envelope(e: &Envelope) -> envelope::Envelope<'_> {
     envelope::Envelope {
         date: nstr(e.date.as_deref()),
         subject: nstr(e.subject.as_deref()),
@@ -155,13 +156,13 @@ pub fn envelope(e: &Envelope) -> envelope::Envelope<'static> {
     }
 }
 
-fn params(p: &[(String, String)]) -> Vec<(IString<'static>, IString<'static>)> {
+fn params(p: &[(String, String)]) -> Vec<(IString<'_>, IString<'_>)> {
     p.iter()
         .map(|(k, v)| (istr(k.as_bytes()), istr(v.as_bytes())))
         .collect()
 }
 
-fn disposition(p: &BodyPart) -> Disposition<'static> {
+fn disposition(p: &BodyPart) -> Disposition<'_> {
     Disposition {
         disposition: p
             .disposition
@@ -177,11 +178,11 @@ fn disposition(p: &BodyPart) -> Disposition<'static> {
     }
 }
 
-/// BODYSTRUCTURE (`extended`) or BODY.
-pub fn body_structure(p: &BodyPart, extended: bool) -> BodyStructure<'static> {
+/// BODYSTRUCTURE (`extended`) or BODY (borrowing the summary's strings).
+pub fn body_structure(p: &BodyPart, extended: bool) -> BodyStructure<'_> {
     match &p.kind {
         PartKind::Multipart(children) if !children.is_empty() => {
-            let bodies: Vec<BodyStructure<'static>> = children
+            let bodies: Vec<BodyStructure<'_>> = children
                 .iter()
                 .map(|c| body_structure(c, extended))
                 .collect();
@@ -198,7 +199,7 @@ pub fn body_structure(p: &BodyPart, extended: bool) -> BodyStructure<'static> {
     }
 }
 
-fn leaf(p: &BodyPart, extended: bool) -> BodyStructure<'static> {
+fn leaf(p: &BodyPart, extended: bool) -> BodyStructure<'_> {
     let basic = BasicFields {
         parameter_list: params(&p.params),
         id: nstr(p.id.as_deref()),
@@ -239,7 +240,7 @@ mod tests {
     use imap_codec::imap_types::response::{Data, Response};
     use imap_codec::ResponseCodec;
 
-    fn enc(items: Vec<MessageDataItem<'static>>) -> String {
+    fn enc(items: Vec<MessageDataItem<'_>>) -> String {
         let r = Response::Data(Data::Fetch {
             seq: std::num::NonZeroU32::new(1).unwrap(),
             items: Vec1::try_from(items).unwrap(),

@@ -173,13 +173,14 @@ pub enum ItemError {
     UnknownCte,
 }
 
-/// The data items of one message.
-pub fn items(
+/// The data items of one message (ENVELOPE, BODY and BODYSTRUCTURE borrow
+/// the summary's strings).
+pub fn items<'s>(
     plan: &Plan,
     meta: &MessageMeta,
     raw: Option<&[u8]>,
-    summary: Option<&Summary>,
-) -> Result<Vec<MessageDataItem<'static>>, ItemError> {
+    summary: Option<&'s Summary>,
+) -> Result<Vec<MessageDataItem<'s>>, ItemError> {
     static EMPTY: LazyLock<Summary> = LazyLock::new(|| Summary::parse(b""));
     let mut out = Vec::with_capacity(plan.items.len());
     let s = summary.unwrap_or(&EMPTY);

@@ -361,12 +361,16 @@ impl Mailboxes for MemoryMailboxes {
         Ok(acc.get(mailbox)?.messages.get(&uid).map(|m| m.raw.to_vec()))
     }
 
-    async fn fetch_summary(&self, mailbox: &MailboxId, uid: u32) -> BackendResult<Option<Summary>> {
+    async fn fetch_summary(
+        &self,
+        mailbox: &MailboxId,
+        uid: u32,
+    ) -> BackendResult<Option<Arc<Summary>>> {
         let raw = {
             let mut acc = self.acc();
             acc.get(mailbox)?.messages.get(&uid).map(|m| m.raw.clone())
         };
-        Ok(raw.map(|r| Summary::parse(&r)))
+        Ok(raw.map(|r| Arc::new(Summary::parse(&r))))
     }
 
     async fn append(

@@ -166,15 +166,18 @@ impl<B: Backend> Session<B> {
     // ----- output ----------------------------------------------------------
 
     pub(crate) fn write(&mut self, r: &Response<'_>) {
-        // Straight into the output buffer (no intermediate concatenation).
-        for f in ResponseCodec::default().encode(r) {
-            match f {
-                imap_codec::encode::Fragment::Line { data }
-                | imap_codec::encode::Fragment::Literal { data, .. } => {
-                    self.out.extend_from_slice(&data)
-                }
-            }
-        }
+        encode_into(&mut self.out, r);
+    }
+
+    /// Takes the output buffer, to be written to while the session is
+    /// borrowed; give it back with [`Session::put_output`].
+    pub(crate) fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Gives back the buffer [`Session::take_output`] took.
+    pub(crate) fn put_output(&mut self, out: Vec<u8>) {
+        self.out = out;
     }
 
     /// Bytes imap-codec cannot encode (ESEARCH, LIST extended data items).
@@ -803,6 +806,16 @@ impl<B: Backend> Session<B> {
         self.user
             .as_ref()
             .ok_or_else(|| Reply::bad("Not authenticated"))
+    }
+}
+
+/// Appends the encoding of `r` to `out` (no intermediate concatenation).
+pub(crate) fn encode_into(out: &mut Vec<u8>, r: &Response<'_>) {
+    for f in ResponseCodec::default().encode(r) {
+        match f {
+            imap_codec::encode::Fragment::Line { data }
+            | imap_codec::encode::Fragment::Literal { data, .. } => out.extend_from_slice(&data),
+        }
     }
 }
 

@@ -335,6 +335,95 @@ pub fn summarize(raw: &[u8]) -> (Summary, SearchFields) {
     (summary, fields)
 }
 
+/// Bytes of a heap block of `n` bytes, with an allocator's bookkeeping.
+fn block(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n + 16
+    }
+}
+
+fn bytes_weight(b: &Option<Vec<u8>>) -> usize {
+    b.as_ref().map_or(0, |v| block(v.capacity()))
+}
+
+fn params_weight(p: &[(String, String)], cap: usize) -> usize {
+    block(cap * std::mem::size_of::<(String, String)>())
+        + p.iter()
+            .map(|(k, v)| block(k.capacity()) + block(v.capacity()))
+            .sum::<usize>()
+}
+
+impl Envelope {
+    /// Bytes of heap it holds, roughly.
+    fn heap_weight(&self) -> usize {
+        let addrs = |l: &Vec<Address>| {
+            block(l.capacity() * std::mem::size_of::<Address>())
+                + l.iter()
+                    .map(|a| {
+                        bytes_weight(&a.name)
+                            + bytes_weight(&a.adl)
+                            + bytes_weight(&a.mailbox)
+                            + bytes_weight(&a.host)
+                    })
+                    .sum::<usize>()
+        };
+        bytes_weight(&self.date)
+            + bytes_weight(&self.subject)
+            + bytes_weight(&self.in_reply_to)
+            + bytes_weight(&self.message_id)
+            + [
+                &self.from,
+                &self.sender,
+                &self.reply_to,
+                &self.to,
+                &self.cc,
+                &self.bcc,
+            ]
+            .into_iter()
+            .map(addrs)
+            .sum::<usize>()
+    }
+}
+
+impl BodyPart {
+    /// Bytes of heap it holds, roughly.
+    fn heap_weight(&self) -> usize {
+        let kind = match &self.kind {
+            PartKind::Single => 0,
+            PartKind::Multipart(c) => {
+                block(c.capacity() * std::mem::size_of::<BodyPart>())
+                    + c.iter().map(BodyPart::heap_weight).sum::<usize>()
+            }
+            PartKind::Message(env, inner) => {
+                block(std::mem::size_of::<Envelope>())
+                    + env.heap_weight()
+                    + block(std::mem::size_of::<BodyPart>())
+                    + inner.heap_weight()
+            }
+        };
+        block(self.media_type.capacity())
+            + block(self.subtype.capacity())
+            + block(self.encoding.capacity())
+            + params_weight(&self.params, self.params.capacity())
+            + bytes_weight(&self.id)
+            + bytes_weight(&self.description)
+            + bytes_weight(&self.md5)
+            + bytes_weight(&self.location)
+            + self.disposition.as_ref().map_or(0, |(d, p)| {
+                block(d.capacity()) + params_weight(p, p.capacity())
+            })
+            + block(self.language.capacity() * std::mem::size_of::<String>())
+            + self
+                .language
+                .iter()
+                .map(|l| block(l.capacity()))
+                .sum::<usize>()
+            + kind
+    }
+}
+
 /// How deep nested messages and multiparts are followed.
 const MAX_DEPTH: usize = 32;
 
@@ -343,6 +432,11 @@ impl Summary {
     /// cannot be parsed is described as `text/plain`.
     pub fn parse(raw: &[u8]) -> Summary {
         summarize(raw).0
+    }
+
+    /// Bytes of memory it holds, roughly (for a cache's bound).
+    pub fn weight(&self) -> usize {
+        block(std::mem::size_of::<Self>()) + self.envelope.heap_weight() + self.root.heap_weight()
     }
 
     /// The part a section number path names (RFC 3501 §6.4.5): numbers index
