@@ -630,8 +630,7 @@ impl MailboxView {
                         let uid = m.0;
                         // (`gone` is taken out of the rows after the loop:
                         // an entry named twice is expunged once.)
-                        if !self.index.get(uid).is_some_and(|r| r.entry == *e)
-                            || once.contains(&uid)
+                        if self.index.get(uid).is_none_or(|r| r.entry != *e) || once.contains(&uid)
                         {
                             continue;
                         }
