@@ -769,6 +769,17 @@ mod tests {
         ))
     }
 
+    /// A final decision for a change that takes no UID (flags, expunge).
+    fn fin_change(modseq: u64) -> Option<(Assign, Fate)> {
+        Some((
+            Assign {
+                modseq,
+                uids: Default::default(),
+            },
+            Fate::Final,
+        ))
+    }
+
     /// Finding 5 of the simulator: a replica cut off shows provisional
     /// MODSEQs from its reservation although it has not shown every final
     /// change below the reservation's floor (here an op whose payload had not
@@ -820,17 +831,7 @@ mod tests {
         other.on_op(c, pc, fin(4, 1));
         other.on_op(a, pa, fin(5, 2));
         other.on_op(b, pb, fin(6, 3));
-        other.on_op(
-            x_op,
-            expunge,
-            Some((
-                Assign {
-                    modseq: 7,
-                    uids: smallvec::smallvec![],
-                },
-                Fate::Final,
-            )),
-        );
+        other.on_op(x_op, expunge, fin_change(7));
         other.on_op(d, pd, fin(1000, 100));
         let (changed, vanished) = other.changed_since(client_hms, &spaces);
         assert!(
@@ -1062,19 +1063,7 @@ mod tests {
                 })
                 .collect(),
         };
-        v.on_op(
-            op(10),
-            seen,
-            fin(10, 0).map(|(a, f)| {
-                (
-                    Assign {
-                        uids: smallvec::smallvec![],
-                        ..a
-                    },
-                    f,
-                )
-            }),
-        );
+        v.on_op(op(10), seen, fin_change(10));
         assert_eq!(v.first_unseen(), Some(3));
         assert_eq!(v.rows()[0].modseq, 10);
         assert_eq!(v.flags_of(&v.rows()[1]), vec![Flag::Seen]);
@@ -1082,19 +1071,7 @@ mod tests {
         let gone = MailboxOp::Expunge {
             entries: vec![e(2)],
         };
-        v.on_op(
-            op(11),
-            gone,
-            fin(11, 0).map(|(a, f)| {
-                (
-                    Assign {
-                        uids: smallvec::smallvec![],
-                        ..a
-                    },
-                    f,
-                )
-            }),
-        );
+        v.on_op(op(11), gone, fin_change(11));
         assert_eq!(uids(&v), [1, 3, 4]);
         // Message 3 is shown again under a new UID (S4).
         v.on_decided(ops[2], prov(12, 7), Fate::Final);
@@ -1110,19 +1087,7 @@ mod tests {
             add: many.clone(),
             remove: Vec::new(),
         };
-        v.on_op(
-            op(12),
-            kw,
-            fin(13, 0).map(|(a, f)| {
-                (
-                    Assign {
-                        uids: smallvec::smallvec![],
-                        ..a
-                    },
-                    f,
-                )
-            }),
-        );
+        v.on_op(op(12), kw, fin_change(13));
         let mut want = many;
         want.push(Flag::Seen);
         want.sort_unstable();
