@@ -145,19 +145,24 @@ impl SledStore {
             path: path.clone(),
             source,
         };
-        match fs::metadata(&path) {
+        let created = match fs::metadata(&path) {
             Ok(m) if !m.is_dir() => return Err(OpenError::NotADirectory { path }),
             Ok(_) => {
-                if is_empty_dir(&path).map_err(io_err)? {
+                let empty = is_empty_dir(&path).map_err(io_err)?;
+                if empty {
                     create(&path)?;
                 } else {
                     check_looks_like_sled(&path)?;
                 }
+                empty
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => create(&path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create(&path)?;
+                true
+            }
             Err(e) => return Err(io_err(e)),
-        }
-        let db = open_sled(&path)?;
+        };
+        let db = open_created(&path, created)?;
         check_schema(&path, &db)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(&path, e));
         Ok(Self {
@@ -472,6 +477,22 @@ impl Store for SledStore {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         SledStore::flush(self)
+    }
+}
+
+/// Opens sled at `path`; when this process has just created it, waits a
+/// little for the lock of that first instance: sled's background thread lets
+/// go of its file a moment after the instance is dropped.
+fn open_created(path: &Path, created: bool) -> Result<sled::Db, OpenError> {
+    let mut tries = if created { 50 } else { 0 };
+    loop {
+        match open_sled(path) {
+            Err(OpenError::Locked { .. }) if tries > 0 => {
+                tries -= 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
