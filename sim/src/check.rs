@@ -78,7 +78,8 @@ pub struct Checker {
     /// S1: (user, mailbox, UIDVALIDITY, UID) → entry, over all replicas.
     pub global: HashMap<(usize, MailboxId, u32, u32), EntryId>,
     /// First UID each entry was shown under.
-    first_uid: HashMap<(usize, MailboxId, EntryId), (u32, u32)>,
+    /// (UIDVALIDITY, UID) each message was first shown with, anywhere.
+    pub first_uid: HashMap<(usize, MailboxId, EntryId), (u32, u32)>,
     /// Entries shown under more than one UID.
     pub reannounced: HashSet<(usize, MailboxId, EntryId)>,
     /// Per node.

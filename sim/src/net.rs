@@ -34,6 +34,9 @@ pub struct NetModel {
     pub dup_ppm: u32,
     /// Number of active faults cutting each directed link `from * n + to`.
     cut: Vec<u16>,
+    /// Of those, the faults that hold the link's messages instead of
+    /// dropping them (see [`NetModel::holds`]).
+    hold: Vec<u16>,
 }
 
 impl NetModel {
@@ -47,6 +50,7 @@ impl NetModel {
             loss_ppm: 0,
             dup_ppm: 0,
             cut: vec![0; n * n],
+            hold: vec![0; n * n],
         }
     }
 
@@ -97,13 +101,27 @@ impl NetModel {
         self.cut[from * self.n + to] > 0
     }
 
-    /// Adds (`true`) or removes (`false`) one fault's cut of a directed link.
-    pub fn set_cut(&mut self, from: usize, to: usize, on: bool) {
-        let c = &mut self.cut[from * self.n + to];
-        if on {
-            *c += 1;
-        } else {
-            *c = c.saturating_sub(1);
+    /// Whether a cut link holds what is sent over it, to deliver it when the
+    /// link works again: a TCP connection whose packets are dropped (a
+    /// blackhole route, a dead switch) keeps its data and retransmits it
+    /// after the heal, so a burst of old messages arrives at once.
+    pub fn holds(&self, from: usize, to: usize) -> bool {
+        self.hold[from * self.n + to] > 0
+    }
+
+    /// Adds (`true`) or removes (`false`) one fault's cut of a directed link;
+    /// `hold` as the fault was added with.
+    pub fn set_cut(&mut self, from: usize, to: usize, on: bool, hold: bool) {
+        let i = from * self.n + to;
+        for (c, counts) in [(&mut self.cut[i], true), (&mut self.hold[i], hold)] {
+            if !counts {
+                continue;
+            }
+            if on {
+                *c += 1;
+            } else {
+                *c = c.saturating_sub(1);
+            }
         }
     }
 

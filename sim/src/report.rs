@@ -81,6 +81,7 @@ pub(crate) fn build(spec: &RunSpec, w: &World, items: usize) -> Report {
     c("net_delivered", s.net_delivered);
     c("net_lost", s.net_lost);
     c("net_dropped", s.net_dropped);
+    c("net_held", s.net_held);
     c("net_duplicated", s.net_duplicated);
     c("l1_exempt_actions", s.l1_exempt);
     c("max_ack_sim_ms", s.max_ack_us / 1_000);

@@ -26,7 +26,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ),
     (
         "partition-heal",
-        "the INBOX owner (plus, for 5+ nodes on some seeds, more replicas) is cut off while both sides write, then the network heals (at the end of the run or mid-run). E: no UIDVALIDITY change; re-announced <= messages written on one side (single cut-off replica) or on both sides (several cut off together)",
+        "the INBOX owner or, on half the seeds, a replica that does not own it (plus, for 5+ nodes on some seeds, more replicas) is cut off while both sides write, then the network heals (at the end of the run or mid-run); on half the seeds the cut links hold what is sent and deliver it at the heal, as a TCP connection does. E: no UIDVALIDITY change; re-announced <= messages written on one side (single cut-off replica) or on both sides (several cut off together)",
     ),
     (
         "failover",
@@ -42,7 +42,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ),
     (
         "chaos",
-        "random mix: loss, duplication, jitter, clock skew, symmetric/asymmetric/flapping partitions, crashes (some mid-batch), random client failovers. E: no UIDVALIDITY change (re-announcements are counted, not bounded)",
+        "random mix: loss, duplication, jitter, clock skew, symmetric (dropping or holding messages)/asymmetric/flapping partitions, crashes (some mid-batch), random client failovers. E: no UIDVALIDITY change (re-announcements are counted, not bounded)",
     ),
 ];
 
@@ -105,6 +105,12 @@ pub enum NodeSel {
         /// More replicas cut off with the owner.
         extra: usize,
     },
+    /// A replica that does not own user 0's INBOX ledger, plus `extra`
+    /// others (the owner stays out).
+    InboxFollower {
+        /// More replicas cut off with it.
+        extra: usize,
+    },
     /// These nodes.
     Set(Vec<usize>),
 }
@@ -116,6 +122,10 @@ impl fmt::Display for NodeSel {
             NodeSel::ClientNode(c) => write!(f, "the node of client {c}"),
             NodeSel::InboxOwner { extra: 0 } => write!(f, "the INBOX owner"),
             NodeSel::InboxOwner { extra } => write!(f, "the INBOX owner and {extra} more"),
+            NodeSel::InboxFollower { extra: 0 } => write!(f, "a replica not owning the INBOX"),
+            NodeSel::InboxFollower { extra } => {
+                write!(f, "{} replicas not owning the INBOX", extra + 1)
+            }
             NodeSel::Set(v) => write!(f, "nodes {v:?}"),
         }
     }
@@ -155,6 +165,10 @@ pub enum Action {
         minority: NodeSel,
         /// Duration.
         dur_ms: u64,
+        /// The cut links hold messages and deliver them at the heal, as a
+        /// TCP connection whose packets are dropped does; otherwise they
+        /// are lost.
+        hold: bool,
     },
     /// An asymmetric cut: messages from `from` to `to` are lost, the other
     /// direction works.
@@ -211,9 +225,19 @@ impl fmt::Display for Sched {
                 "crash {node}{} for {down_ms} ms",
                 if *mid_batch { " mid-batch" } else { "" }
             ),
-            Action::Partition { minority, dur_ms } => {
-                write!(f, "partition {minority} from the rest for {dur_ms} ms")
-            }
+            Action::Partition {
+                minority,
+                dur_ms,
+                hold,
+            } => write!(
+                f,
+                "partition {minority} from the rest for {dur_ms} ms{}",
+                if *hold {
+                    " (links hold messages until the heal)"
+                } else {
+                    ""
+                }
+            ),
             Action::OneWay { from, to, dur_ms } => {
                 write!(f, "cut links {from:?} -> {to:?} (one way) for {dur_ms} ms")
             }
@@ -426,8 +450,13 @@ pub fn plan<R: RngCore>(
             faults.push(Sched {
                 at_ms: at,
                 action: Action::Partition {
-                    minority: NodeSel::InboxOwner { extra },
+                    minority: if rng.next_u32().is_multiple_of(2) {
+                        NodeSel::InboxOwner { extra }
+                    } else {
+                        NodeSel::InboxFollower { extra }
+                    },
                     dur_ms: dur,
+                    hold: rng.next_u32().is_multiple_of(2),
                 },
             });
         }
@@ -491,9 +520,10 @@ pub fn plan<R: RngCore>(
                 };
                 let rest: Vec<usize> = all.iter().copied().filter(|n| !side.contains(n)).collect();
                 let action = match below(rng, 5) {
-                    0 | 1 => Action::Partition {
+                    k @ (0 | 1) => Action::Partition {
                         minority: NodeSel::Set(side),
                         dur_ms: dur,
+                        hold: k == 1,
                     },
                     2 => Action::OneWay {
                         from: side,

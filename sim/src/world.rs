@@ -26,7 +26,7 @@ use aerogramme_proto::store::{MemStore, Store};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet, VecDeque};
 use std::rc::Rc;
 
 /// Wall-clock origin of the simulated clocks (ms since the Unix epoch):
@@ -35,6 +35,9 @@ pub const EPOCH_MS: u64 = 1_700_000_000_000;
 
 /// Period of the convergence check in the quiet period.
 const CHECK_MS: u64 = 10;
+/// Messages a holding cut keeps per directed link (a connection's send
+/// buffer); beyond that they are dropped.
+const MAX_HELD: usize = 4_096;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -117,6 +120,8 @@ pub struct Stats {
     pub net_lost: u64,
     /// Dropped by cut links or down receivers.
     pub net_dropped: u64,
+    /// Held by a cut link and delivered at its heal.
+    pub net_held: u64,
     /// Duplicated.
     pub net_duplicated: u64,
     /// Local actions that waited for a mailbox without a reservation (L1
@@ -175,6 +180,8 @@ struct PendingAction {
 
 struct Fault {
     links: Vec<(usize, usize)>,
+    /// Its cut links hold messages until the heal (see `NetModel::holds`).
+    hold: bool,
     on: bool,
     ended: bool,
     period_ms: u64,
@@ -265,8 +272,14 @@ pub struct World {
     trace: Option<Vec<TraceRow>>,
     pending: BTreeMap<(usize, u32, Ticket), PendingAction>,
     acked: BTreeMap<(usize, MailboxId, EntryId), (usize, u32)>,
+    /// Messages a replica cut off alone acknowledged during the partition:
+    /// E wants their provisional values confirmed at the heal, never
+    /// re-announced (the other side's are).
+    cut_off_acked: HashSet<(usize, MailboxId, EntryId)>,
     expunged: HashSet<EntryId>,
     faults: Vec<Fault>,
+    /// Messages held by cut links, per directed link `from * n + to`.
+    held: Vec<VecDeque<Rc<[u8]>>>,
     partitions: Vec<PartitionRec>,
     stats: Stats,
     flags: Vec<Flag>,
@@ -368,8 +381,10 @@ impl World {
             trace: trace.then(Vec::new),
             pending: BTreeMap::new(),
             acked: BTreeMap::new(),
+            cut_off_acked: HashSet::new(),
             expunged: HashSet::new(),
             faults: Vec::new(),
+            held: vec![VecDeque::new(); nodes * nodes],
             partitions: Vec::new(),
             stats: Stats::default(),
             flags: flag_pool(),
@@ -472,7 +487,12 @@ impl World {
     fn send(&mut self, from: usize, to: usize, bytes: Rc<[u8]>) {
         self.stats.net_sent += 1;
         if self.net.is_cut(from, to) {
-            self.stats.net_dropped += 1;
+            let q = &mut self.held[from * self.nodes.len() + to];
+            if self.net.holds(from, to) && q.len() < MAX_HELD {
+                q.push_back(bytes);
+            } else {
+                self.stats.net_dropped += 1;
+            }
             return;
         }
         if self.net.lose(&mut self.rng) {
@@ -709,6 +729,17 @@ impl World {
                 Some(e) => {
                     self.acked.insert((p.user, p.mailbox, e), (i, *uid));
                     self.stats.acked_messages += 1;
+                    let alone =
+                        self.partitions.iter().enumerate().any(|(k, rec)| {
+                            rec.open && rec.minority[i] && !self.stats.partitions[k].1
+                        });
+                    // Not one the other side showed first with its final
+                    // value (committed just before the cut): it has two
+                    // values, one side re-announces it whatever happens.
+                    let first = self.check.first_uid.get(&(p.user, p.mailbox, e));
+                    if alone && first.is_none_or(|f| *f == (uv, *uid)) {
+                        self.cut_off_acked.insert((p.user, p.mailbox, e));
+                    }
                 }
                 None if expunged_here
                     || self.batch_transient.contains(&((p.user, p.mailbox), *uid)) =>
@@ -878,7 +909,11 @@ impl World {
                     self.crash_now(i, "between batches");
                 }
             }
-            Action::Partition { minority, dur_ms } => {
+            Action::Partition {
+                minority,
+                dur_ms,
+                hold,
+            } => {
                 let side = self.resolve(minority);
                 if side.is_empty() || side.len() >= self.nodes.len() {
                     return;
@@ -894,9 +929,10 @@ impl World {
                 });
                 self.stats.partitions.push(([0, 0], side.len() > 1));
                 let p = self.partitions.len() - 1;
-                let f = self.add_fault(links, 0, Some(p));
+                let f = self.add_fault(links, *hold, 0, Some(p));
                 self.tr(None, "fault", || {
-                    format!("partition {side:?} | rest (fault {f})")
+                    let how = if *hold { ", links hold messages" } else { "" };
+                    format!("partition {side:?} | rest (fault {f}{how})")
                 });
                 let end = (self.now_us + dur_ms * 1_000).min(self.plan.active_end_ms * 1_000);
                 self.push(end, Ev::FaultOff(f));
@@ -907,7 +943,7 @@ impl World {
                     .flat_map(|a| to.iter().map(move |b| (*a, *b)))
                     .filter(|(a, b)| a != b && *a < self.nodes.len() && *b < self.nodes.len())
                     .collect();
-                let f = self.add_fault(links, 0, None);
+                let f = self.add_fault(links, false, 0, None);
                 self.tr(None, "fault", || {
                     format!("one-way cut {from:?} -> {to:?} (fault {f})")
                 });
@@ -924,7 +960,7 @@ impl World {
                     minority[x] = true;
                 }
                 let links = self.split_links(&minority);
-                let f = self.add_fault(links, *period_ms, None);
+                let f = self.add_fault(links, false, *period_ms, None);
                 self.tr(None, "fault", || {
                     format!("flapping partition {side:?} | rest (fault {f})")
                 });
@@ -941,7 +977,7 @@ impl World {
             NodeSel::Node(i) => (*i < n).then_some(*i).into_iter().collect(),
             NodeSel::ClientNode(c) => self.clients.get(*c).map(|c| c.node).into_iter().collect(),
             NodeSel::Set(v) => v.iter().copied().filter(|i| *i < n).collect(),
-            NodeSel::InboxOwner { extra } => {
+            NodeSel::InboxOwner { extra } | NodeSel::InboxFollower { extra } => {
                 let user = self.users[0].id;
                 let inbox = self.users[0].inbox;
                 let owner = self
@@ -951,9 +987,15 @@ impl World {
                     .find_map(|r| r.sequencer(&user, &inbox).and_then(|s| s.owner()))
                     .and_then(|o| self.node_index(o))
                     .unwrap_or(0);
-                let mut side = vec![owner];
                 let mut pool: Vec<usize> = (0..n).filter(|i| *i != owner).collect();
-                for _ in 0..(*extra).min(pool.len()) {
+                let mut side = Vec::new();
+                let mut count = *extra;
+                if matches!(sel, NodeSel::InboxOwner { .. }) {
+                    side.push(owner);
+                } else {
+                    count += 1; // the owner stays with the majority
+                }
+                for _ in 0..count.min(pool.len()) {
                     let k = below(&mut self.rng, pool.len() as u64) as usize;
                     side.push(pool.remove(k));
                 }
@@ -979,14 +1021,16 @@ impl World {
     fn add_fault(
         &mut self,
         links: Vec<(usize, usize)>,
+        hold: bool,
         period_ms: u64,
         partition: Option<usize>,
     ) -> usize {
         for &(a, b) in &links {
-            self.net.set_cut(a, b, true);
+            self.net.set_cut(a, b, true, hold);
         }
         self.faults.push(Fault {
             links,
+            hold,
             on: true,
             ended: false,
             period_ms,
@@ -1002,9 +1046,13 @@ impl World {
         self.faults[f].ended = true;
         if self.faults[f].on {
             self.faults[f].on = false;
-            for &(a, b) in &self.faults[f].links {
-                self.net.set_cut(a, b, false);
+            let hold = self.faults[f].hold;
+            let links = std::mem::take(&mut self.faults[f].links);
+            for &(a, b) in &links {
+                self.net.set_cut(a, b, false, hold);
+                self.release_held(a, b);
             }
+            self.faults[f].links = links;
         }
         if let Some(p) = self.faults[f].partition {
             self.partitions[p].open = false;
@@ -1020,7 +1068,7 @@ impl World {
         fl.on = !fl.on;
         let on = fl.on;
         for &(a, b) in &fl.links {
-            self.net.set_cut(a, b, on);
+            self.net.set_cut(a, b, on, false);
         }
         let p = fl.period_ms;
         self.tr(None, "fault", || {
@@ -1029,10 +1077,37 @@ impl World {
         self.push(self.now_us + p * 1_000, Ev::Flap(f));
     }
 
+    /// A link that works again delivers what it held, in order (a link
+    /// still cut by a fault that drops loses it: the connection broke).
+    fn release_held(&mut self, from: usize, to: usize) {
+        if self.net.holds(from, to) {
+            return;
+        }
+        let q = std::mem::take(&mut self.held[from * self.nodes.len() + to]);
+        if self.net.is_cut(from, to) {
+            self.stats.net_dropped += q.len() as u64;
+            return;
+        }
+        let mut at = self.now_us;
+        for bytes in q {
+            self.stats.net_held += 1;
+            at = at.max(self.now_us + self.net.latency_us(&mut self.rng, from, to));
+            self.push(at, Ev::Deliver { from, to, bytes });
+        }
+    }
+
     fn crash_now(&mut self, i: usize, how: &str) {
         let Some(r) = self.nodes[i].replica.take() else {
             return;
         };
+        // Its connections reset: what its cut links held is gone.
+        let n = self.nodes.len();
+        for j in 0..n {
+            for k in [i * n + j, j * n + i] {
+                self.stats.net_dropped += self.held[k].len() as u64;
+                self.held[k].clear();
+            }
+        }
         let mut store = r.into_store();
         store.crash();
         let n = &mut self.nodes[i];
@@ -1871,6 +1946,27 @@ impl World {
         if let Some(b) = bound {
             if re > b {
                 let d = format!("{re} re-announced message(s), expected at most {b}");
+                self.fail_since(None, "E_cheap", None, d);
+            }
+        }
+        if self.plan.expect == Expect::PartitionBound {
+            // One side only: a replica cut off alone shows its messages from
+            // its reservation, above everything the others assign, and the
+            // owner confirms them (ARCHITECTURE §4.3).
+            let mut mine: Vec<String> = self
+                .check
+                .reannounced
+                .iter()
+                .filter(|k| self.cut_off_acked.contains(k))
+                .map(|(_, mb, e)| format!("{e} in {mb}"))
+                .collect();
+            if !mine.is_empty() {
+                mine.sort();
+                let d = format!(
+                    "{} message(s) acknowledged by a replica cut off alone were re-announced at the heal (its values should have been confirmed): {}",
+                    mine.len(),
+                    mine.join(", ")
+                );
                 self.fail_since(None, "E_cheap", None, d);
             }
         }

@@ -425,16 +425,26 @@ fn finish_batch(st: &mut CoreState) {
                 }
             }
             Output::Done { ticket, outcome } => done.push((ticket, outcome)),
-            Output::Send { to, msg } => sends.push(NetOut::send(to, &msg)),
+            Output::Send { to, msg } => {
+                if let PeerMsg::Seq { .. } = &msg {
+                    tracing::trace!(target: "aerogramme::seq", %to, ?msg, "sent");
+                }
+                sends.push(NetOut::send(to, &msg))
+            }
             // Message chunks, and the sequencing protocol's messages to
             // every member, go directly to each connected member: gossipsub
             // would also forward them between the receivers.
             Output::Broadcast {
                 msg: msg @ (PeerMsg::Sync(SyncMsg::Chunk(_)) | PeerMsg::Seq { .. }),
                 ..
-            } => sends.push(NetOut::ToEach {
-                bytes: msg.encode(),
-            }),
+            } => {
+                if let PeerMsg::Seq { .. } = &msg {
+                    tracing::trace!(target: "aerogramme::seq", ?msg, "sent to each");
+                }
+                sends.push(NetOut::ToEach {
+                    bytes: msg.encode(),
+                })
+            }
             Output::Broadcast { user, msg } => {
                 match broadcasts.iter_mut().find(|(u, _)| *u == user) {
                     Some((_, msgs)) => msgs.push(msg.encode()),

@@ -583,6 +583,9 @@ impl Task {
             }
         }
         let from = replica_of(&source);
+        if let PeerMsg::Seq { .. } = &msg {
+            tracing::trace!(target: "aerogramme::seq", %from, ?msg, "received");
+        }
         let _ = self
             .core
             .run(move |st| st.replica.handle(crate::core::CoreState::now(), from, msg));

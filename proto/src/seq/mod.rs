@@ -146,6 +146,9 @@ pub struct Sequencer {
     pending: BTreeMap<OpId, Pending>,
     /// Ops seen in the log without their origin's Forward: (uids, since).
     noted: BTreeMap<OpId, (u32, u64)>,
+    /// Of the noted ops, those named by a late Forward without provisional
+    /// values (`on_forward`): while there are any, the owner only confirms.
+    doubtful: BTreeSet<OpId>,
     resequence: BTreeMap<OpId, (u64, u64)>,
     /// Owner side: provisional values an op's origin showed after the op got
     /// a final value it could not show; a `Resequence` keeps them when they
@@ -224,6 +227,7 @@ impl Sequencer {
             cursor: (0, 0),
             pending: BTreeMap::new(),
             noted: BTreeMap::new(),
+            doubtful: BTreeSet::new(),
             resequence: BTreeMap::new(),
             claims: BTreeMap::new(),
             mine: BTreeMap::new(),
@@ -285,6 +289,7 @@ impl Sequencer {
                                 op,
                                 uids,
                                 provisional: Some(a.clone()),
+                                waited_ms: 0,
                             },
                         );
                         s.out.push(SeqOutput::Decided {
@@ -418,6 +423,7 @@ impl Sequencer {
             op,
             uids,
             provisional: None,
+            waited_ms: 0,
         };
         self.pending.insert(op, p.clone());
         self.forward(now, vec![p]);
@@ -464,6 +470,7 @@ impl Sequencer {
                     op,
                     uids,
                     provisional: None,
+                    waited_ms: 0,
                 },
             );
         } else {
@@ -543,6 +550,7 @@ impl Sequencer {
                     op: *op,
                     uids: m.uids,
                     provisional: Some(a),
+                    waited_ms: 0,
                 })
             })
             .collect();
@@ -555,7 +563,7 @@ impl Sequencer {
     /// forwards them: provisional ones first, by ascending values, so that
     /// an owner never confirms one of them before a lower one (which it
     /// could then no longer confirm).
-    fn all_mine(&self) -> Vec<Pending> {
+    fn all_mine(&self, now: u64) -> Vec<Pending> {
         let mut v: Vec<Pending> = self
             .mine
             .iter()
@@ -563,6 +571,7 @@ impl Sequencer {
                 op: *op,
                 uids: m.uids,
                 provisional: m.provisional.clone(),
+                waited_ms: now.saturating_sub(m.since),
             })
             .collect();
         v.sort_by_key(|p| match &p.provisional {
@@ -576,7 +585,7 @@ impl Sequencer {
         for m in self.mine.values_mut() {
             m.last_sent = now;
         }
-        let all = self.all_mine();
+        let all = self.all_mine(now);
         for chunk in all.chunks(self.params.max_batch.max(1)) {
             self.forward(now, chunk.to_vec());
         }
@@ -587,7 +596,7 @@ impl Sequencer {
     /// its log and note it); a new owner gets them again when this replica
     /// first hears it (`reforward`).
     fn forward(&mut self, now: u64, ops: Vec<Pending>) {
-        let msg = SeqMsg::Forward { ops };
+        let msg = SeqMsg::Forward { ops, sent_ms: now };
         match self.leader_seen {
             _ if self.is_owner() => {}
             Some((b, seen))
@@ -625,8 +634,11 @@ impl Sequencer {
             // comes with the owner's next commit, not a timeout later.
             self.try_provisional(op, exposed);
         }
+        let mut made = false;
         for op in late {
-            if !self.try_provisional(op, exposed) {
+            if self.try_provisional(op, exposed) {
+                made = true;
+            } else {
                 // No usable reservation: try again a full timeout later (a
                 // reservation that appears now comes from an owner that is
                 // working again, and has this op; give it the time to decide).
@@ -639,9 +651,14 @@ impl Sequencer {
             .mine
             .values()
             .any(|m| now.saturating_sub(m.last_sent) >= timeout);
+        // An op just shown with provisional values goes to a live owner at
+        // once, for it to confirm them before it gives values above them.
+        let owner_heard = self.leader_seen.is_some_and(|(b, seen)| {
+            b.leader != self.me && now.saturating_sub(seen) < self.params.election_timeout_ms
+        });
         // All of them, not only those due: the owner must see every
         // provisional value of this replica together (see `all_mine`).
-        if any_due {
+        if any_due || (made && owner_heard) {
             self.forward_all_mine(now);
         }
         if self.resequence.is_empty() || now.saturating_sub(self.last_resend) < timeout {
@@ -727,7 +744,9 @@ impl Sequencer {
         }
         self.last_heard.insert(from, now);
         match msg {
-            SeqMsg::Forward { ops } => self.on_forward(from, ops),
+            SeqMsg::Forward { ops, sent_ms } => {
+                self.on_forward(now, from, ops, now.saturating_sub(sent_ms))
+            }
             SeqMsg::Resequence {
                 ops,
                 above_uid,
@@ -744,8 +763,17 @@ impl Sequencer {
                         self.claims.insert(p.op, a.clone());
                     }
                 }
-                self.on_forward(from, provisional);
+                self.on_forward(now, from, provisional, 0);
                 for op in ops.into_iter().take(self.params.max_batch.max(1)) {
+                    // A late or repeated request that the ledger already met
+                    // (the op's final values are above those marks) would
+                    // re-announce the message once more.
+                    let met = self.finals.get(&op).is_some_and(|a| {
+                        a.modseq > above_modseq && a.uids.iter().all(|&u| u as u64 > above_uid)
+                    });
+                    if met {
+                        continue;
+                    }
                     let e = self.resequence.entry(op).or_insert((0, 0));
                     e.0 = e.0.max(above_uid);
                     e.1 = e.1.max(above_modseq);
@@ -786,7 +814,18 @@ impl Sequencer {
         self.lead(now);
     }
 
-    fn on_forward(&mut self, from: ReplicaId, ops: Vec<Pending>) {
+    /// Ops from their origin, in a message `age_ms` old (by the origin's
+    /// clock against this one's). An op without provisional values that has
+    /// them by now, unless its origin had no usable reservation — its wait
+    /// at the origin plus the message's age reach `forward_timeout`, as when
+    /// a cut link held the message until the heal, before the origin's
+    /// fresh Forward — is *doubtful*: it is only noted, as one known
+    /// from the log, until a newer Forward says more or the noted op's
+    /// timeout passes. Meanwhile the owner takes no values from its counters
+    /// that would pass the origin's reservation (`lead`), which would leave
+    /// the op's provisional values unconfirmable (E).
+    fn on_forward(&mut self, now: u64, from: ReplicaId, ops: Vec<Pending>, age_ms: u64) {
+        let timeout = self.params.forward_timeout_ms;
         for p in ops.into_iter().take(self.params.max_batch.max(1)) {
             if p.op.origin != from {
                 continue; // only an op's origin may announce it
@@ -794,6 +833,15 @@ impl Sequencer {
             if self.finals.contains_key(&p.op) {
                 continue;
             }
+            let waited = p.waited_ms.saturating_add(age_ms);
+            if p.provisional.is_none() && waited >= timeout {
+                if !self.pending.contains_key(&p.op) {
+                    self.noted.entry(p.op).or_insert((p.uids, now));
+                    self.doubtful.insert(p.op);
+                }
+                continue;
+            }
+            self.doubtful.remove(&p.op);
             // Another replica's provisional values are not exposed here (they
             // would overtake this replica's own reservation); they matter to
             // the owner, which may confirm them.
@@ -1240,6 +1288,7 @@ impl Sequencer {
                     }
                     self.pending.remove(op);
                     self.noted.remove(op);
+                    self.doubtful.remove(op);
                     if let Some(m) = self.mine.remove(op) {
                         self.settling.insert(*op, m);
                     }
@@ -1413,11 +1462,13 @@ impl Sequencer {
                 .collect();
             for (op, uids) in due {
                 self.noted.remove(&op);
+                self.doubtful.remove(&op);
                 if !self.finals.contains_key(&op) {
                     self.pending.entry(op).or_insert(Pending {
                         op,
                         uids,
                         provisional: None,
+                        waited_ms: 0,
                     });
                 }
             }
@@ -1468,6 +1519,11 @@ impl Sequencer {
             // if above everything final, so confirming them out of order (or
             // after assigning counter values above them) would re-announce
             // them needlessly; ops without values then get values above them.
+            // Origins of doubtful ops (see `on_forward`): no counter value may
+            // pass their reservations until those ops are known.
+            let mut doubtful: Vec<ReplicaId> = self.doubtful.iter().map(|o| o.origin).collect();
+            doubtful.dedup();
+            let hold = |t: &Spaces| doubtful.iter().any(|r| t.frontier_in_reservation_of(*r));
             let mut todo: Vec<Pending> = self
                 .pending
                 .values()
@@ -1486,6 +1542,7 @@ impl Sequencer {
                 });
                 let assign = match keep {
                     Some(a) => a.clone(),
+                    None if hold(tentative) => continue,
                     None => {
                         let (Some(uids), Some(modseq)) =
                             (tentative.take_uids(p.uids), tentative.take_modseq())
@@ -1503,6 +1560,7 @@ impl Sequencer {
             let wanted: Vec<(OpId, (u64, u64))> = self
                 .resequence
                 .iter()
+                .filter(|_| doubtful.is_empty())
                 .filter(|(op, _)| !proposed.contains(op))
                 .map(|(k, v)| (*k, *v))
                 .take(params.max_batch)

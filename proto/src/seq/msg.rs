@@ -70,6 +70,10 @@ pub struct Pending {
     pub uids: u32,
     /// The origin's provisional assignment, if it made one.
     pub provisional: Option<Assign>,
+    /// How long the op had waited at its origin when this was sent, ms: one
+    /// without provisional values gets them `forward_timeout` after it was
+    /// submitted, so a late message may name it without them (§4.1).
+    pub waited_ms: u64,
 }
 
 /// Sequencing protocol messages (one mailbox ledger).
@@ -79,6 +83,12 @@ pub enum SeqMsg {
     Forward {
         /// The ops.
         ops: Vec<Pending>,
+        /// The origin's clock when it sent this. With each op's
+        /// `waited_ms`, it tells the owner whether the origin may have shown
+        /// an op with provisional values since (a cut link held the message
+        /// until the heal): the owner then waits for a newer Forward before
+        /// it gives values of its own (ARCHITECTURE §4.1).
+        sent_ms: u64,
     },
     /// A replica → the owner: these ops' final values are not above what I
     /// exposed; give them new ones above these marks.

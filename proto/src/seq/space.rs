@@ -191,6 +191,20 @@ impl Spaces {
         self.next_modseq = self.next_modseq.max(modseq);
     }
 
+    /// Whether the highest final values or the counters lie inside one of
+    /// `replica`'s reservations: a value taken from the counters then jumps
+    /// past that reservation, above every value the replica may still show
+    /// from it (which could then no longer be confirmed).
+    pub fn frontier_in_reservation_of(&self, replica: ReplicaId) -> bool {
+        self.reservations.iter().any(|r| {
+            r.replica == replica
+                && (r.uids.contains(self.max_uid)
+                    || r.uids.contains(self.next_uid)
+                    || r.modseqs.contains(self.max_modseq)
+                    || r.modseqs.contains(self.next_modseq))
+        })
+    }
+
     /// Whether a replica's newest reservation is still ahead of the counter
     /// (usable, and not yet to be renewed).
     pub fn reservation_is_ahead(&self, replica: ReplicaId) -> bool {

@@ -24,6 +24,10 @@ struct Net {
     rng: ChaCha8Rng,
     loss_pct: u64,
     cut: HashSet<(ReplicaId, ReplicaId)>,
+    /// Cut links hold messages and deliver them at the heal (as a TCP
+    /// connection whose packets are dropped does) instead of losing them.
+    hold: bool,
+    held: Vec<(ReplicaId, ReplicaId, SeqMsg)>,
     /// Every (UID → op) any replica ever exposed: S1 across all replicas.
     uid_owner: HashMap<u32, OpId>,
     reannounced: HashSet<OpId>,
@@ -52,6 +56,8 @@ impl Net {
             rng: ChaCha8Rng::seed_from_u64(seed),
             loss_pct: 0,
             cut: HashSet::new(),
+            hold: false,
+            held: Vec::new(),
             uid_owner: HashMap::new(),
             reannounced: HashSet::new(),
             params,
@@ -75,6 +81,11 @@ impl Net {
 
     fn heal(&mut self) {
         self.cut.clear();
+        // What the links held arrives in one burst, in the order sent.
+        for (k, (from, to, msg)) in std::mem::take(&mut self.held).into_iter().enumerate() {
+            self.queue
+                .push((self.now + 1 + k as u64 / 64, from, to, msg));
+        }
     }
 
     fn submit(&mut self, node: usize, uids: u32) -> OpId {
@@ -140,6 +151,10 @@ impl Net {
     }
 
     fn enqueue(&mut self, from: ReplicaId, to: ReplicaId, msg: SeqMsg) {
+        if self.cut.contains(&(from, to)) && self.hold {
+            self.held.push((from, to, msg));
+            return;
+        }
         if self.cut.contains(&(from, to)) || self.rng.next_u64() % 100 < self.loss_pct {
             return;
         }
@@ -525,6 +540,82 @@ fn heal_confirms_every_provisional_value_of_the_cut_off_replica() {
         );
         assert!(net.reannounced.len() <= 12, "seed {seed}: E one-side bound");
     }
+}
+
+/// Finding 13 of the simulator (and of the real partition test): a cut link
+/// that holds messages (TCP over a blackhole route) delivers the cut-off
+/// replica's old Forwards at the heal, naming its ops without the
+/// provisional values it showed them with since. The owner gave them values
+/// of its own at once, and values above the ones it then confirmed: the
+/// cut-off replica's messages were re-announced, beyond the one-side bound.
+#[test]
+fn forwards_held_by_a_cut_link_do_not_undo_the_cut_off_replicas_values() {
+    for seed in 0..8 {
+        let mut net = Net::new(3, seed, fast());
+        net.hold = true;
+        net.run(500);
+        let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+        let cut = (net.idx(owner) + 1) % 3;
+        let others: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
+        net.partition(&[net.ids[cut].0]);
+        let mut mine = Vec::new();
+        for i in 0..12u64 {
+            mine.push(net.submit(cut, 1));
+            net.submit(others[i as usize % 2], 1);
+            let gap = 7 + net.rng.next_u64() % 90;
+            net.run(gap);
+        }
+        net.run(700);
+        for op in &mine {
+            assert!(net.nodes[cut].view.contains_key(op), "seed {seed}: L1");
+        }
+        net.heal();
+        net.run(3_000);
+        net.assert_converged();
+        let theirs = mine
+            .iter()
+            .filter(|op| net.reannounced.contains(op))
+            .count();
+        assert_eq!(
+            theirs, 0,
+            "seed {seed}: the cut-off replica's messages are confirmed, not re-announced"
+        );
+        assert!(net.reannounced.len() <= 12, "seed {seed}: E one-side bound");
+    }
+}
+
+/// A `Resequence` that arrives again (duplicated, or held by a cut link)
+/// after the ledger met it does not re-announce the message once more.
+#[test]
+fn a_resequence_the_ledger_already_met_changes_nothing() {
+    let mut net = Net::new(3, 3, fast());
+    net.run(500);
+    let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+    let o = net.idx(owner);
+    let other = net.ids[(o + 1) % 3];
+    let op = net.submit(o, 1);
+    net.run(300);
+    let first = net.nodes[o].seq.final_of(&op).expect("decided").clone();
+    let ask = SeqMsg::Resequence {
+        ops: vec![op],
+        above_uid: first.uids[0] as u64,
+        above_modseq: first.modseq,
+        provisional: Vec::new(),
+    };
+    net.nodes[o].seq.handle(net.now, other, ask.clone());
+    net.flush(o);
+    net.run(300);
+    let second = net.nodes[o].seq.final_of(&op).expect("decided").clone();
+    assert!(
+        second.uids[0] > first.uids[0],
+        "re-announced above the marks"
+    );
+    // The same request again: already met.
+    net.nodes[o].seq.handle(net.now, other, ask);
+    net.flush(o);
+    net.run(300);
+    assert_eq!(net.nodes[o].seq.final_of(&op), Some(&second));
+    net.assert_converged();
 }
 
 /// Finding 7 of the simulator: an own op whose final value its view cannot
