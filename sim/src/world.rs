@@ -16,7 +16,7 @@ use crate::net::NetModel;
 use crate::rng::{below, between};
 use crate::scenario::{self, Action, Expect, NodeSel, OpKind, Overrides, Plan, Sched};
 use aerogramme_proto::crypto::UserSecrets;
-use aerogramme_proto::ids::{EntryId, MailboxId, ReplicaId, UserId};
+use aerogramme_proto::ids::{EntryId, MailboxId, OpId, ReplicaId, UserId};
 use aerogramme_proto::mailbox::{Flag, Keyword};
 use aerogramme_proto::replica::{
     Config, Event, FlagMode, NewMessage, Outcome, Output, PeerMsg, Replica, ReplicaError, Ticket,
@@ -162,6 +162,8 @@ struct SimNode {
     last_now: u64,
     incarnation: u32,
     crash_next: bool,
+    /// Users whose keys this node holds (unlocked again after a restart).
+    unlocked: BTreeSet<usize>,
 }
 
 struct PendingAction {
@@ -265,6 +267,10 @@ pub struct World {
     trace: Option<Vec<TraceRow>>,
     pending: BTreeMap<(usize, u32, Ticket), PendingAction>,
     acked: BTreeMap<(usize, MailboxId, EntryId), (usize, u32)>,
+    /// Deliveries acknowledged by a node without the user's keys, by op
+    /// (it cannot name the entry): (user, mailbox, op, node, UID). Their
+    /// entries are found at the end from an unlocked replica's view.
+    acked_ops: Vec<(usize, MailboxId, OpId, usize, u32)>,
     expunged: HashSet<EntryId>,
     faults: Vec<Fault>,
     partitions: Vec<PartitionRec>,
@@ -338,6 +344,7 @@ impl World {
                     last_now: 0,
                     incarnation: 0,
                     crash_next: false,
+                    unlocked: BTreeSet::new(),
                 }
             })
             .collect();
@@ -368,6 +375,7 @@ impl World {
             trace: trace.then(Vec::new),
             pending: BTreeMap::new(),
             acked: BTreeMap::new(),
+            acked_ops: Vec::new(),
             expunged: HashSet::new(),
             faults: Vec::new(),
             partitions: Vec::new(),
@@ -682,7 +690,40 @@ impl World {
             Outcome::Done => 0,
         };
         let user = self.users[p.user].id;
-        for uid in &uids {
+        let locked = self.nodes[i]
+            .replica
+            .as_ref()
+            .is_some_and(|r| !r.is_unlocked(&user));
+        if locked {
+            // A delivery on a node without the keys: it knows the op and
+            // the UID the ledger (or its reservation) gave it, not the entry.
+            let me = self.ids[i];
+            for uid in &uids {
+                let op = self.nodes[i]
+                    .replica
+                    .as_ref()
+                    .and_then(|r| r.sequencer(&user, &p.mailbox))
+                    .and_then(|s| {
+                        s.assignments(|op, a, _| op.origin == me && a.uids.first() == Some(uid))
+                            .first()
+                            .map(|(op, _, _)| *op)
+                    });
+                match op {
+                    Some(op) => {
+                        self.acked_ops.push((p.user, p.mailbox, op, i, *uid));
+                        self.stats.acked_messages += 1;
+                    }
+                    None => {
+                        let d = format!(
+                            "{} acknowledged UID {uid} in {:?}, which no op of this node has",
+                            p.kind, p.mailbox
+                        );
+                        self.fail("no_acked_message_lost", Some(i), d);
+                    }
+                }
+            }
+        }
+        for uid in uids.iter().filter(|_| !locked) {
             let view = self.nodes[i]
                 .replica
                 .as_ref()
@@ -771,12 +812,18 @@ impl World {
                 inbox,
                 public: *secrets(secret_seed).keypair.public(),
             });
+            self.nodes[0].unlocked.insert(u);
             self.release(0);
             for i in 1..n {
+                let session = self.by_node[i].iter().any(|c| self.clients[*c].user == u);
+                if self.plan.unlock_sessions && !session {
+                    continue;
+                }
                 let now = self.node_now(i);
                 if let Some(r) = self.nodes[i].replica.as_mut() {
                     r.unlock(now, id, secrets(secret_seed)).expect("unlock");
                 }
+                self.nodes[i].unlocked.insert(u);
                 self.release(i);
             }
         }
@@ -1062,7 +1109,10 @@ impl World {
             }
         };
         let now = self.node_now(i);
-        for u in &self.users {
+        for (k, u) in self.users.iter().enumerate() {
+            if !self.nodes[i].unlocked.contains(&k) {
+                continue;
+            }
             if let Err(e) = r.unlock(now, u.id, secrets(u.secret_seed)) {
                 let d = format!("unlock after restart failed: {e}");
                 self.check
@@ -1128,6 +1178,21 @@ impl World {
         self.stats.failovers += 1;
         let why = format!("client {c} fails over from node {old} to node {to}: {why}");
         self.tr(Some(to), "failover", || why);
+        // The client logs in there: the node unlocks the user's keys.
+        let u = self.clients[c].user;
+        if !self.nodes[to].unlocked.contains(&u) {
+            let now = self.node_now(to);
+            let (id, seed) = (self.users[u].id, self.users[u].secret_seed);
+            if let Some(r) = self.nodes[to].replica.as_mut() {
+                if let Err(e) = r.unlock(now, id, secrets(seed)) {
+                    let d = format!("unlock at failover failed: {e}");
+                    self.check
+                        .fail(self.now_us / 1_000, "L2_convergent", Some(to), d);
+                }
+            }
+            self.nodes[to].unlocked.insert(u);
+            self.release(to);
+        }
         let boxes: Vec<MailboxId> = self.clients[c].boxes.keys().copied().collect();
         for mb in boxes {
             self.resync_box(c, mb);
@@ -1636,10 +1701,29 @@ impl World {
     /// maps, flags, MODSEQs and HIGHESTMODSEQs, and holds no op back.
     fn agreement(&self) -> Result<(), String> {
         let up: Vec<usize> = (0..self.nodes.len()).filter(|i| self.up(*i)).collect();
-        let Some(&first) = up.first() else {
+        if up.is_empty() {
             return Ok(());
-        };
+        }
+        let replica = |i: usize| self.nodes[i].replica.as_ref().expect("up");
         for (u, su) in self.users.iter().enumerate() {
+            // Views where the user is unlocked; op logs and ledgers where
+            // it is not (`Plan::unlock_sessions`).
+            let (unlocked, locked): (Vec<usize>, Vec<usize>) =
+                up.iter().partition(|i| replica(**i).is_unlocked(&su.id));
+            if let Some(&first) = unlocked.first() {
+                self.views_agree(u, &unlocked, first)?;
+            }
+            if let Some(&reference) = unlocked.first().or(up.first()) {
+                self.ledgers_agree(u, &locked, reference)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// L2 between replicas that hold the user's keys: mailbox lists, views.
+    fn views_agree(&self, u: usize, up: &[usize], first: usize) -> Result<(), String> {
+        let su = &self.users[u];
+        {
             let r0 = self.nodes[first].replica.as_ref().expect("up");
             let list0 = r0.mailboxes(&su.id).map_err(|e| e.to_string())?;
             for &i in &up[1..] {
@@ -1658,7 +1742,7 @@ impl World {
             }
             for m in &list0 {
                 let v0 = r0.mailbox(&su.id, &m.id).map_err(|e| e.to_string())?;
-                for &i in &up {
+                for &i in up {
                     let r = self.nodes[i].replica.as_ref().expect("up");
                     let v = r.mailbox(&su.id, &m.id).map_err(|e| e.to_string())?;
                     if v.held() > 0 {
@@ -1702,6 +1786,75 @@ impl World {
                             ));
                         }
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// L2 for replicas without the user's keys: they hold exactly the op
+    /// logs of `reference` (every op, so every acknowledged message, is
+    /// there) and the same ledger of every mailbox (commit index, then
+    /// every op's final values), so that unlocking the user there would
+    /// show the reference's views.
+    fn ledgers_agree(&self, u: usize, locked: &[usize], reference: usize) -> Result<(), String> {
+        if locked.is_empty() {
+            return Ok(());
+        }
+        let id = &self.users[u].id;
+        let r0 = self.nodes[reference].replica.as_ref().expect("up");
+        let logs0 = r0.log_versions(id);
+        let boxes: Vec<MailboxId> = logs0
+            .iter()
+            .filter_map(|(l, _)| match l {
+                aerogramme_proto::ids::LogId::Mailbox(mb) => Some(*mb),
+                _ => None,
+            })
+            .collect();
+        let ledger = |i: usize, mb: &MailboxId| {
+            self.nodes[i]
+                .replica
+                .as_ref()
+                .and_then(|r| r.sequencer(id, mb))
+                .map(|s| s.commit_index())
+        };
+        for &i in locked {
+            let r = self.nodes[i].replica.as_ref().expect("up");
+            if r.log_versions(id) != logs0 {
+                return Err(format!(
+                    "user {u}: op logs differ between node {reference} and node {i} (locked)"
+                ));
+            }
+            for mb in &boxes {
+                let (a, b) = (ledger(reference, mb), ledger(i, mb));
+                if a != b {
+                    return Err(format!(
+                        "user {u} mailbox {mb:?}: commit index node {reference} {a:?}, node {i} {b:?} (locked)"
+                    ));
+                }
+                let undecided = r.sequencer(id, mb).map_or(0, |s| s.undecided());
+                if undecided > 0 {
+                    return Err(format!(
+                        "user {u} mailbox {mb:?}: node {i} (locked) has {undecided} own ops without a final value"
+                    ));
+                }
+            }
+        }
+        // Full comparison only once the cheap one agrees.
+        for mb in &boxes {
+            let finals = |i: usize| {
+                self.nodes[i]
+                    .replica
+                    .as_ref()
+                    .and_then(|r| r.sequencer(id, mb))
+                    .map(|s| s.assignments(|_, _, f| f == aerogramme_proto::seq::Fate::Final))
+            };
+            let f0 = finals(reference);
+            for &i in locked {
+                if finals(i) != f0 {
+                    return Err(format!(
+                        "user {u} mailbox {mb:?}: final values differ between node {reference} and node {i} (locked)"
+                    ));
                 }
             }
         }
@@ -1772,6 +1925,32 @@ impl World {
         }
         // No acknowledged message lost.
         let mut lost = Vec::new();
+        // Deliveries acknowledged where the user was locked: their entries,
+        // from the view of a replica holding the keys.
+        for (u, mb, op, node, uid) in std::mem::take(&mut self.acked_ops) {
+            let id = self.users[u].id;
+            let reference = self
+                .nodes
+                .iter()
+                .find_map(|n| n.replica.as_ref().filter(|r| r.is_unlocked(&id)));
+            let Some(r) = reference else {
+                continue; // no replica holds the keys: nothing to compare
+            };
+            let fin = r.sequencer(&id, &mb).and_then(|s| s.final_of(&op));
+            let entry = fin.and_then(|a| a.uids.first()).and_then(|x| {
+                r.mailbox(&id, &mb)
+                    .ok()
+                    .and_then(|v| v.entry_of(*x).or_else(|| v.expunged_entry(*x)))
+            });
+            match entry {
+                Some(e) => {
+                    self.acked.entry((u, mb, e)).or_insert((node, uid));
+                }
+                None => lost.push(format!(
+                    "delivery {op:?} acknowledged as UID {uid} in {mb:?} by node {node} (without the keys) names no message (final values {fin:?})"
+                )),
+            }
+        }
         for ((u, mb, e), (node, uid)) in &self.acked {
             if self.expunged.contains(e) {
                 continue;
@@ -1780,6 +1959,11 @@ impl World {
                 let Some(r) = n.replica.as_ref() else {
                     continue;
                 };
+                // A replica without the user's keys has no view: L2 compared
+                // its op logs and ledgers with an unlocked replica's.
+                if !r.is_unlocked(&self.users[*u].id) {
+                    continue;
+                }
                 let ok = r
                     .mailbox(&self.users[*u].id, mb)
                     .map(|v| v.uid_of(e).is_some())

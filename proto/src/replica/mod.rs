@@ -473,6 +473,14 @@ impl<S: Store> Replica<S> {
         self.users.get(user).map_or((0, 0), |u| u.logs.behind(logs))
     }
 
+    /// What this replica holds of each of `user`'s logs (what its `Have`
+    /// says), in log order.
+    pub fn log_versions(&self, user: &UserId) -> Vec<(LogId, crate::oplog::LogVersion)> {
+        self.users.get(user).map_or_else(Vec::new, |u| {
+            u.logs.logs().map(|l| (*l.log(), l.summary())).collect()
+        })
+    }
+
     /// Starts an anti-entropy round with `peer` now (a peer just connected):
     /// a `Have` for every user.
     pub fn sync_with(&mut self, peer: ReplicaId) {
