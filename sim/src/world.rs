@@ -271,6 +271,8 @@ pub struct World {
     /// (it cannot name the entry): (user, mailbox, op, node, UID). Their
     /// entries are found at the end from an unlocked replica's view.
     acked_ops: Vec<(usize, MailboxId, OpId, usize, u32)>,
+    /// Deliveries in progress on a node without the user's keys: their ops.
+    locked_deliveries: BTreeMap<(usize, u32, Ticket), OpId>,
     expunged: HashSet<EntryId>,
     faults: Vec<Fault>,
     partitions: Vec<PartitionRec>,
@@ -376,6 +378,7 @@ impl World {
             pending: BTreeMap::new(),
             acked: BTreeMap::new(),
             acked_ops: Vec::new(),
+            locked_deliveries: BTreeMap::new(),
             expunged: HashSet::new(),
             faults: Vec::new(),
             partitions: Vec::new(),
@@ -690,40 +693,16 @@ impl World {
             Outcome::Done => 0,
         };
         let user = self.users[p.user].id;
-        let locked = self.nodes[i]
-            .replica
-            .as_ref()
-            .is_some_and(|r| !r.is_unlocked(&user));
-        if locked {
-            // A delivery on a node without the keys: it knows the op and
-            // the UID the ledger (or its reservation) gave it, not the entry.
-            let me = self.ids[i];
+        // A delivery on a node without the keys: it knows its op and the
+        // UID the ledger (or its reservation) gave it, not the entry.
+        let locked_op = self.locked_deliveries.remove(&(i, inc, ticket));
+        if let Some(op) = locked_op {
             for uid in &uids {
-                let op = self.nodes[i]
-                    .replica
-                    .as_ref()
-                    .and_then(|r| r.sequencer(&user, &p.mailbox))
-                    .and_then(|s| {
-                        s.assignments(|op, a, _| op.origin == me && a.uids.first() == Some(uid))
-                            .first()
-                            .map(|(op, _, _)| *op)
-                    });
-                match op {
-                    Some(op) => {
-                        self.acked_ops.push((p.user, p.mailbox, op, i, *uid));
-                        self.stats.acked_messages += 1;
-                    }
-                    None => {
-                        let d = format!(
-                            "{} acknowledged UID {uid} in {:?}, which no op of this node has",
-                            p.kind, p.mailbox
-                        );
-                        self.fail("no_acked_message_lost", Some(i), d);
-                    }
-                }
+                self.acked_ops.push((p.user, p.mailbox, op, i, *uid));
+                self.stats.acked_messages += 1;
             }
         }
-        for uid in uids.iter().filter(|_| !locked) {
+        for uid in uids.iter().filter(|_| locked_op.is_none()) {
             let view = self.nodes[i]
                 .replica
                 .as_ref()
@@ -1087,6 +1066,7 @@ impl World {
         n.crash_next = false;
         self.stats.crashes += 1;
         self.pending.retain(|(node, _, _), _| *node != i);
+        self.locked_deliveries.retain(|(node, _, _), _| *node != i);
         let how = how.to_string();
         self.tr(Some(i), "crash", || how);
         // Its clients notice the dropped connection and fail over.
@@ -1310,6 +1290,21 @@ impl World {
                 internal_date_ms: now as i64,
             },
         );
+        if let (Ok(t), Some(r)) = (&res, self.nodes[node].replica.as_ref()) {
+            if !r.is_unlocked(&self.users[u].id) {
+                // Without the keys the node cannot name the entry; the op it
+                // just logged (its newest in the mailbox's log) names it.
+                let me = self.ids[node];
+                let seq = r
+                    .log_versions(&self.users[u].id)
+                    .into_iter()
+                    .find(|(l, _)| *l == aerogramme_proto::ids::LogId::Mailbox(mb))
+                    .map_or(0, |(_, v)| v.prefix.get(&me));
+                let inc = self.nodes[node].incarnation;
+                let op = OpId { origin: me, seq };
+                self.locked_deliveries.insert((node, inc, *t), op);
+            }
+        }
         self.after_action(None, u, node, mb, "deliver", l1, res, 1);
     }
 

@@ -453,6 +453,10 @@ impl<S: Store> Replica<S> {
                 });
                 s.resume(op, uids);
             }
+            // Locked after a restart: no readers here until an unlock.
+            for s in u.seqs.values_mut() {
+                s.set_watching(false);
+            }
             for (k, v) in r.store.scan_meta(&prefix(TAG_VIEW, &user, None))? {
                 r.record_no = r.record_no.max(record_no(&k) + 1);
                 if let (Some(mb), Ok(Persisted::Marks(a, b))) =
@@ -923,6 +927,9 @@ impl<S: Store> Replica<S> {
             }
         }
         u.unlocked = Some(un);
+        for s in u.seqs.values_mut() {
+            s.set_watching(true);
+        }
         // What was shown since the checkpoint, exactly as it was shown.
         let boxes: Vec<MailboxId> = self.users[&user]
             .unlocked
@@ -1041,6 +1048,9 @@ impl<S: Store> Replica<S> {
     pub fn lock(&mut self, user: &UserId) {
         if let Some(u) = self.users.get_mut(user) {
             u.unlocked = None;
+            for s in u.seqs.values_mut() {
+                s.set_watching(false);
+            }
         }
     }
 
@@ -1339,14 +1349,14 @@ impl<S: Store> Replica<S> {
 
     fn seq_mut(&mut self, user: &UserId, mb: MailboxId) -> &mut Sequencer {
         let cfg = &self.cfg;
-        self.users
-            .entry(*user)
-            .or_insert_with(|| User::new(*user))
-            .seqs
-            .entry(mb)
-            .or_insert_with(|| {
-                Sequencer::new(cfg.me, &cfg.members, seq_key(user, &mb), cfg.seq.clone())
-            })
+        let u = self.users.entry(*user).or_insert_with(|| User::new(*user));
+        // Readers here (commit notices at once) only where the keys are.
+        let watching = u.unlocked.is_some();
+        u.seqs.entry(mb).or_insert_with(|| {
+            let mut s = Sequencer::new(cfg.me, &cfg.members, seq_key(user, &mb), cfg.seq.clone());
+            s.set_watching(watching);
+            s
+        })
     }
 
     fn existing_mailbox(&self, user: &UserId, mb: &MailboxId) -> Result<(), ReplicaError> {

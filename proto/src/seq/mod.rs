@@ -182,6 +182,13 @@ pub struct Sequencer {
     next_election: u64,
     last_resend: u64,
     last_alive: u64,
+    /// This replica has readers of the mailbox (sessions of its user): it
+    /// asks the owner, in its `Accepted`s, for each commit at once.
+    watching: bool,
+    /// Owner side: members whose last `Accepted` said they have no readers.
+    /// They are not sent a commit notice; they learn commits from the next
+    /// `Accept` or periodic `Heartbeat` (`heartbeat_ms`).
+    unwatched: BTreeSet<ReplicaId>,
     /// A leader was newly seen (another ballot, or after its silence): this
     /// replica's undecided ops are forwarded again at once, so that a new or
     /// reachable-again owner gets their provisional values before it could
@@ -238,6 +245,8 @@ impl Sequencer {
             next_election: 0,
             last_resend: 0,
             last_alive: 0,
+            watching: true,
+            unwatched: BTreeSet::new(),
             reforward: false,
             role: Role::Follower,
             out: Vec::new(),
@@ -307,6 +316,13 @@ impl Sequencer {
     pub fn set_members(&mut self, members: std::sync::Arc<Vec<ReplicaId>>) {
         debug_assert!(members.contains(&self.me));
         self.members = members;
+    }
+
+    /// Whether this replica has readers of the mailbox (its user has
+    /// sessions here: the replica holds the keys), so that the owner
+    /// notifies it of each commit at once. Default: yes.
+    pub fn set_watching(&mut self, watching: bool) {
+        self.watching = watching;
     }
 
     /// This replica.
@@ -764,7 +780,18 @@ impl Sequencer {
                 value,
                 commit,
             } => self.on_accept(now, from, ballot, slot, value, commit),
-            SeqMsg::Accepted { ballot, slot } => self.on_accepted(now, from, ballot, slot),
+            SeqMsg::Accepted {
+                ballot,
+                slot,
+                watching,
+            } => {
+                if watching {
+                    self.unwatched.remove(&from);
+                } else {
+                    self.unwatched.insert(from);
+                }
+                self.on_accepted(now, from, ballot, slot)
+            }
             SeqMsg::Nack { promised } => self.on_nack(now, promised),
             SeqMsg::Heartbeat { ballot, commit } => {
                 if ballot >= self.promised {
@@ -1049,7 +1076,15 @@ impl Sequencer {
             self.accepted.insert(slot, (ballot, value.clone()));
             self.persist(SeqRecord::Accepted(slot, ballot, value));
         }
-        self.send(from, SeqMsg::Accepted { ballot, slot });
+        let watching = self.watching;
+        self.send(
+            from,
+            SeqMsg::Accepted {
+                ballot,
+                slot,
+                watching,
+            },
+        );
         self.learn_commit(from, ballot, commit);
     }
 
@@ -1112,6 +1147,19 @@ impl Sequencer {
             self.apply_committed(v);
         }
         let commit = self.commit_index();
+        let notice = self.params.commit_notice_ms;
+        if notice == 0 && !self.unwatched.is_empty() {
+            // Some members have no readers of this mailbox: the notice goes
+            // to those that have (and to the waiting ones) only; the others
+            // learn the commit from the next Accept or periodic Heartbeat.
+            let members = self.members.clone();
+            for to in members.iter() {
+                if waiting.contains(to) || !self.unwatched.contains(to) {
+                    self.send(*to, SeqMsg::Heartbeat { ballot, commit });
+                }
+            }
+            return;
+        }
         for to in waiting {
             self.send(to, SeqMsg::Heartbeat { ballot, commit });
         }
@@ -1119,7 +1167,6 @@ impl Sequencer {
         // `commit_notice_ms` from now: a session on another node shows new
         // mail within that delay, and the commits of that interval share one
         // broadcast.
-        let notice = self.params.commit_notice_ms;
         let heartbeat = self.params.heartbeat_ms;
         if let Role::Leader { last_beat, .. } = &mut self.role {
             let due = (now + notice).saturating_sub(heartbeat);
