@@ -151,15 +151,13 @@ impl PeerMsg {
     /// Wire encoding: a tag byte, then the message.
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            PeerMsg::Sync(m) => {
-                let mut v = vec![0u8];
-                v.extend(m.encode());
-                v
-            }
+            PeerMsg::Sync(m) => m.encode_after(vec![0u8]),
             PeerMsg::Seq { user, mailbox, msg } => {
-                let mut v = vec![1u8];
-                v.extend(postcard::to_allocvec(&(user, mailbox, msg)).unwrap_or_default());
-                v
+                // Room for most sequencing messages: postcard writes byte by
+                // byte, and growing from empty cost several reallocations.
+                let mut v = Vec::with_capacity(128);
+                v.push(1u8);
+                postcard::to_extend(&(user, mailbox, msg), v).unwrap_or_default()
             }
         }
     }
@@ -363,7 +361,9 @@ fn seq_key(user: &UserId, mailbox: &MailboxId) -> u64 {
 }
 
 fn prefix(tag: u8, user: &UserId, mailbox: Option<&MailboxId>) -> Vec<u8> {
-    let mut k = vec![tag];
+    // Room for a record number after it (`put_record`).
+    let mut k = Vec::with_capacity(1 + 16 + 16 + 8);
+    k.push(tag);
     k.extend_from_slice(&user.0);
     if let Some(m) = mailbox {
         k.extend_from_slice(&m.0);
@@ -1938,36 +1938,46 @@ impl<S: Store> Replica<S> {
 
     /// Time passes: sequencer timers, anti-entropy.
     pub fn tick(&mut self, now: u64) {
-        let boxes: Vec<(UserId, MailboxId)> = self
-            .users
-            .iter()
-            .flat_map(|(u, us)| us.seqs.keys().map(move |m| (*u, *m)))
-            .collect();
         let me = self.cfg.me;
-        for (user, mb) in boxes {
-            let marks = self.users[&user].marks.get(&mb).copied().unwrap_or((0, 0));
-            let Some(us) = self.users.get_mut(&user) else {
-                continue;
-            };
-            // Own ops with a final value the view does not show yet may get
-            // provisional values (L1); the others are settled.
-            // (Only when the sequencer keeps such ops: most ticks it has
-            // none, and the view's list can be long.)
-            let settling = us.seqs.get(&mb).is_some_and(|s| s.is_settling());
-            let view = us.unlocked.as_ref().and_then(|un| un.boxes.get(&mb));
-            let unshown: HashSet<OpId> = view
-                .filter(|_| settling)
-                .map(|v| {
-                    v.unshown_finals()
-                        .filter(|op| op.origin == me)
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(seq) = us.seqs.get_mut(&mb) {
-                seq.settle(|op| unshown.contains(op));
+        // Every sequencer ticks; only those with outputs are pumped (one
+        // look-up of the user and the mailbox each, not six: this runs for
+        // every mailbox of every user at every tick).
+        let mut busy: Vec<(UserId, MailboxId)> = Vec::new();
+        for (user, us) in self.users.iter_mut() {
+            let User {
+                seqs,
+                marks,
+                unlocked,
+                ..
+            } = us;
+            for (mb, seq) in seqs.iter_mut() {
+                let exposed = marks.get(mb).copied().unwrap_or((0, 0));
+                // Own ops with a final value the view does not show yet may
+                // get provisional values (L1); the others are settled.
+                // (The view's list is built only when the sequencer keeps
+                // such ops: most ticks it has none, and the list can be
+                // long.)
+                if seq.is_settling() {
+                    let view = unlocked.as_ref().and_then(|un| un.boxes.get(mb));
+                    let unshown: HashSet<OpId> = view
+                        .map(|v| {
+                            v.unshown_finals()
+                                .filter(|op| op.origin == me)
+                                .copied()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    seq.settle(|op| unshown.contains(op));
+                } else {
+                    seq.settle(|_| false);
+                }
+                seq.tick(now, exposed);
+                if seq.has_output() {
+                    busy.push((*user, *mb));
+                }
             }
-            self.seq_mut(&user, mb).tick(now, marks);
+        }
+        for (user, mb) in busy {
             self.pump(now, user, mb);
         }
         if now.saturating_sub(self.last_sync) >= self.cfg.anti_entropy_ms {
@@ -2007,7 +2017,8 @@ impl<S: Store> Replica<S> {
             for o in outs {
                 match o {
                     SeqOutput::Persist(r) => {
-                        let bytes = postcard::to_allocvec(&r).unwrap_or_default();
+                        let bytes =
+                            postcard::to_extend(&r, Vec::with_capacity(64)).unwrap_or_default();
                         self.put_record(TAG_SEQ, user, mb, &bytes);
                     }
                     SeqOutput::Send { to, msg } => self.out.push(Output::Send {
@@ -2073,7 +2084,7 @@ impl<S: Store> Replica<S> {
                             }
                         }
                     }
-                    let bytes = postcard::to_allocvec(&p).unwrap_or_default();
+                    let bytes = postcard::to_extend(&p, Vec::with_capacity(64)).unwrap_or_default();
                     self.put_record(TAG_VIEW, user, mb, &bytes);
                 }
                 Effect::Shown { op, assign } => {

@@ -388,6 +388,11 @@ impl Sequencer {
         self.mine.len()
     }
 
+    /// Whether outputs wait to be taken.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Takes the outputs produced so far.
     pub fn drain(&mut self) -> Vec<SeqOutput> {
         std::mem::take(&mut self.out)
