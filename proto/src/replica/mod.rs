@@ -36,7 +36,7 @@ use crate::sync::{
     answer_want_chunks, SyncError, SyncMsg, UserLogs, MAX_MESSAGE_BYTES, MAX_WANT_CHUNKS,
     PAGE_BYTES,
 };
-use crate::{CryptoRng, RngCore};
+use crate::{CryptoRng, FastMap, FastSet, RngCore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use view::{Effect, Persisted};
@@ -283,7 +283,7 @@ impl User {
         User {
             logs: UserLogs::new(user),
             seqs: BTreeMap::new(),
-            marks: HashMap::new(),
+            marks: FastMap::default(),
             unlocked: None,
         }
     }
@@ -293,7 +293,7 @@ struct User {
     logs: UserLogs,
     seqs: BTreeMap<MailboxId, Sequencer>,
     /// What each mailbox's view has shown (kept while locked too).
-    marks: HashMap<MailboxId, (u64, u64)>,
+    marks: FastMap<MailboxId, (u64, u64)>,
     unlocked: Option<Unlocked>,
 }
 
@@ -329,9 +329,9 @@ pub struct Replica<S: Store> {
     users: BTreeMap<UserId, User>,
     /// Local actions waiting for their ops to be shown, by (user, mailbox,
     /// op): op ids are per log, so the mailbox is part of the key.
-    waiting: HashMap<(UserId, MailboxId, OpId), Pending>,
+    waiting: FastMap<(UserId, MailboxId, OpId), Pending>,
     /// Deliveries made while the user is locked here: done when sequenced.
-    sealed_waiting: HashSet<(UserId, MailboxId, OpId)>,
+    sealed_waiting: FastSet<(UserId, MailboxId, OpId)>,
     tickets: BTreeMap<Ticket, TicketState>,
     next_ticket: u64,
     record_no: u64,
@@ -383,8 +383,8 @@ impl<S: Store> Replica<S> {
             store,
             hlc,
             users: BTreeMap::new(),
-            waiting: HashMap::new(),
-            sealed_waiting: HashSet::new(),
+            waiting: FastMap::default(),
+            sealed_waiting: FastSet::default(),
             early_chunks: BTreeMap::new(),
             early_bytes: 0,
             tickets: BTreeMap::new(),
@@ -407,7 +407,7 @@ impl<S: Store> Replica<S> {
             let mut u = User {
                 logs,
                 seqs: BTreeMap::new(),
-                marks: HashMap::new(),
+                marks: FastMap::default(),
                 unlocked: None,
             };
             let mut per_box: BTreeMap<MailboxId, Vec<SeqRecord>> = BTreeMap::new();

@@ -23,7 +23,8 @@ pub use msg::{Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRec
 pub use space::{Reservation, SpaceParams, Spaces, Span, MAX_MODSEQ, MAX_UID};
 
 use crate::ids::{OpId, ReplicaId};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::FastMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Timing and sizing of the sequencer. Times are in the driver's
 /// milliseconds (real or simulated).
@@ -140,7 +141,7 @@ pub struct Sequencer {
     // Durable learner state: committed values, slot i + 1 at index i.
     committed: Vec<Vec<Decision>>,
     spaces: Spaces,
-    finals: HashMap<OpId, Assign>,
+    finals: FastMap<OpId, Assign>,
     cursor: (u64, u64),
     // Ops known to need sequencing.
     pending: BTreeMap<OpId, Pending>,
@@ -163,7 +164,7 @@ pub struct Sequencer {
     /// taken as shown and `settling` is emptied.
     settled: bool,
     // Failure detection.
-    last_heard: HashMap<ReplicaId, u64>,
+    last_heard: FastMap<ReplicaId, u64>,
     /// Since when this replica has heard from less than a majority.
     quorum_lost: Option<u64>,
     /// When it heard a majority again after hearing less for a whole
@@ -227,7 +228,7 @@ impl Sequencer {
             accepted: BTreeMap::new(),
             committed: Vec::new(),
             spaces: Spaces::new(),
-            finals: HashMap::new(),
+            finals: FastMap::default(),
             cursor: (0, 0),
             pending: BTreeMap::new(),
             noted: BTreeMap::new(),
@@ -236,7 +237,7 @@ impl Sequencer {
             mine: BTreeMap::new(),
             settling: BTreeMap::new(),
             settled: false,
-            last_heard: HashMap::new(),
+            last_heard: FastMap::default(),
             quorum_lost: None,
             rejoined_at: 0,
             resumed: false,
