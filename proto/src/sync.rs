@@ -147,8 +147,30 @@ fn op_in_bounds(op: &Op) -> Result<(), SyncError> {
 impl SyncMsg {
     /// Encodes the message: [`SYNC_FORMAT_VERSION`] then postcard.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_extend(self, vec![SYNC_FORMAT_VERSION])
+        self.encode_after(Vec::new())
+    }
+
+    /// [`SyncMsg::encode`] appended to `out`, which is first given room for
+    /// about the whole message (postcard writes byte by byte: growing the
+    /// vector from empty cost several reallocations per message).
+    pub fn encode_after(&self, mut out: Vec<u8>) -> Vec<u8> {
+        out.reserve(self.size_hint());
+        out.push(SYNC_FORMAT_VERSION);
+        postcard::to_extend(self, out)
             .expect("postcard encoding of a SyncMsg into a Vec cannot fail")
+    }
+
+    /// About the encoded size (a little more for small messages).
+    fn size_hint(&self) -> usize {
+        const OP_OVERHEAD: usize = 96;
+        128 + match self {
+            SyncMsg::Gossip { ops } | SyncMsg::Ops { ops, .. } => ops
+                .iter()
+                .map(|o| o.payload.len() + OP_OVERHEAD)
+                .sum::<usize>(),
+            SyncMsg::Chunk(c) => c.bytes.len(),
+            _ => 0,
+        }
     }
 
     /// Decodes and validates a message. Never panics; allocates at most in

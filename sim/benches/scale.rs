@@ -31,6 +31,9 @@ fn main() {
         tick_ms: Some(env("SIM_BENCH_TICK_MS", 50)),
         leak_world: true,
         max_quiet_ms: Some(env("SIM_BENCH_QUIET_MS", 5_000)),
+        // As a node does: a user's keys only where it has sessions
+        // (SIM_BENCH_UNLOCK_ALL=1: on every replica, as before).
+        unlock_sessions: env("SIM_BENCH_UNLOCK_ALL", 0) == 0,
     };
     let t0 = Instant::now();
     let r = run(&spec).expect("scenario");

@@ -57,6 +57,19 @@ struct Cli {
     /// Most re-runs while shrinking.
     #[arg(long, default_value_t = 150)]
     shrink_runs: usize,
+    /// Unlock a user's keys only on the replicas where it has sessions (node
+    /// 0, its clients' nodes, nodes its clients fail over to), as a node
+    /// does, instead of on every replica; the others' op logs and ledgers
+    /// are checked instead of their views (the bench does this).
+    #[arg(long)]
+    unlock_sessions: bool,
+    /// Number of users (default 1).
+    #[arg(long)]
+    users: Option<usize>,
+    /// Number of IMAP clients (default: the scenario's), client `c` of user
+    /// `c mod users`, starting on node `c mod nodes`.
+    #[arg(long)]
+    clients: Option<usize>,
 }
 
 fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
@@ -95,6 +108,9 @@ fn main() -> ExitCode {
     let mut spec = RunSpec::new(&scenario, cli.nodes, cli.seed.unwrap_or(0));
     spec.ops = cli.ops;
     spec.break_ownership = break_ownership;
+    spec.overrides.unlock_sessions = cli.unlock_sessions;
+    spec.overrides.users = cli.users;
+    spec.overrides.clients = cli.clients;
     if let Some(k) = &cli.keep {
         let mut set = BTreeSet::new();
         for x in k
@@ -171,6 +187,15 @@ fn single(cli: &Cli, mut spec: RunSpec) -> ExitCode {
             }
             if spec.break_ownership {
                 cmd.push_str(" --break ownership");
+            }
+            if spec.overrides.unlock_sessions {
+                cmd.push_str(" --unlock-sessions");
+            }
+            if let Some(u) = spec.overrides.users {
+                cmd.push_str(&format!(" --users {u}"));
+            }
+            if let Some(c) = spec.overrides.clients {
+                cmd.push_str(&format!(" --clients {c}"));
             }
             let keep = if keep.is_empty() {
                 "none".to_string()

@@ -293,6 +293,16 @@ pub struct Plan {
     pub mailbox_cap: usize,
     /// How long the quiet period may last before L2 is declared failed.
     pub max_quiet_ms: u64,
+    /// Where users' keys are unlocked. `false` (the scenarios' default):
+    /// on every replica, so that every replica materialises and checks
+    /// every user's mailboxes. `true`: as a node does (DESIGN §3), only
+    /// where the user has sessions: on node 0, where the accounts are
+    /// created, on the nodes its clients start on, and on a node a client
+    /// fails over to (kept unlocked afterwards, and again after a restart:
+    /// its sessions come back). The other replicas store, forward and
+    /// sequence the user's ops without reading them, and the checker
+    /// compares their op logs and ledgers instead of their views.
+    pub unlock_sessions: bool,
 }
 
 /// When the clients start (after accounts, mailboxes and owners are set up).
@@ -377,6 +387,8 @@ pub struct Overrides {
     pub leak_world: bool,
     /// Longest quiet period after the heal.
     pub max_quiet_ms: Option<u64>,
+    /// Unlock a user only where it has sessions (see [`Plan::unlock_sessions`]).
+    pub unlock_sessions: bool,
 }
 
 /// Builds the plan of a scenario.
@@ -563,5 +575,6 @@ pub fn plan<R: RngCore>(
         expect,
         mailbox_cap: 120,
         max_quiet_ms: ov.max_quiet_ms.unwrap_or(30_000),
+        unlock_sessions: ov.unlock_sessions,
     })
 }

@@ -16,7 +16,7 @@ use crate::net::NetModel;
 use crate::rng::{below, between};
 use crate::scenario::{self, Action, Expect, NodeSel, OpKind, Overrides, Plan, Sched};
 use aerogramme_proto::crypto::UserSecrets;
-use aerogramme_proto::ids::{EntryId, MailboxId, ReplicaId, UserId};
+use aerogramme_proto::ids::{EntryId, MailboxId, OpId, ReplicaId, UserId};
 use aerogramme_proto::mailbox::{Flag, Keyword};
 use aerogramme_proto::replica::{
     Config, Event, FlagMode, NewMessage, Outcome, Output, PeerMsg, Replica, ReplicaError, Ticket,
@@ -167,6 +167,8 @@ struct SimNode {
     last_now: u64,
     incarnation: u32,
     crash_next: bool,
+    /// Users whose keys this node holds (unlocked again after a restart).
+    unlocked: BTreeSet<usize>,
 }
 
 struct PendingAction {
@@ -276,6 +278,12 @@ pub struct World {
     /// E wants their provisional values confirmed at the heal, never
     /// re-announced (the other side's are).
     cut_off_acked: HashSet<(usize, MailboxId, EntryId)>,
+    /// Deliveries acknowledged by a node without the user's keys, by op
+    /// (it cannot name the entry): (user, mailbox, op, node, UID). Their
+    /// entries are found at the end from an unlocked replica's view.
+    acked_ops: Vec<(usize, MailboxId, OpId, usize, u32)>,
+    /// Deliveries in progress on a node without the user's keys: their ops.
+    locked_deliveries: BTreeMap<(usize, u32, Ticket), OpId>,
     expunged: HashSet<EntryId>,
     faults: Vec<Fault>,
     /// Messages held by cut links, per directed link `from * n + to`.
@@ -351,6 +359,7 @@ impl World {
                     last_now: 0,
                     incarnation: 0,
                     crash_next: false,
+                    unlocked: BTreeSet::new(),
                 }
             })
             .collect();
@@ -382,6 +391,8 @@ impl World {
             pending: BTreeMap::new(),
             acked: BTreeMap::new(),
             cut_off_acked: HashSet::new(),
+            acked_ops: Vec::new(),
+            locked_deliveries: BTreeMap::new(),
             expunged: HashSet::new(),
             faults: Vec::new(),
             held: vec![VecDeque::new(); nodes * nodes],
@@ -702,7 +713,16 @@ impl World {
             Outcome::Done => 0,
         };
         let user = self.users[p.user].id;
-        for uid in &uids {
+        // A delivery on a node without the keys: it knows its op and the
+        // UID the ledger (or its reservation) gave it, not the entry.
+        let locked_op = self.locked_deliveries.remove(&(i, inc, ticket));
+        if let Some(op) = locked_op {
+            for uid in &uids {
+                self.acked_ops.push((p.user, p.mailbox, op, i, *uid));
+                self.stats.acked_messages += 1;
+            }
+        }
+        for uid in uids.iter().filter(|_| locked_op.is_none()) {
             let view = self.nodes[i]
                 .replica
                 .as_ref()
@@ -802,12 +822,18 @@ impl World {
                 inbox,
                 public: *secrets(secret_seed).keypair.public(),
             });
+            self.nodes[0].unlocked.insert(u);
             self.release(0);
             for i in 1..n {
+                let session = self.by_node[i].iter().any(|c| self.clients[*c].user == u);
+                if self.plan.unlock_sessions && !session {
+                    continue;
+                }
                 let now = self.node_now(i);
                 if let Some(r) = self.nodes[i].replica.as_mut() {
                     r.unlock(now, id, secrets(secret_seed)).expect("unlock");
                 }
+                self.nodes[i].unlocked.insert(u);
                 self.release(i);
             }
         }
@@ -1115,6 +1141,7 @@ impl World {
         n.crash_next = false;
         self.stats.crashes += 1;
         self.pending.retain(|(node, _, _), _| *node != i);
+        self.locked_deliveries.retain(|(node, _, _), _| *node != i);
         let how = how.to_string();
         self.tr(Some(i), "crash", || how);
         // Its clients notice the dropped connection and fail over.
@@ -1137,7 +1164,10 @@ impl World {
             }
         };
         let now = self.node_now(i);
-        for u in &self.users {
+        for (k, u) in self.users.iter().enumerate() {
+            if !self.nodes[i].unlocked.contains(&k) {
+                continue;
+            }
             if let Err(e) = r.unlock(now, u.id, secrets(u.secret_seed)) {
                 let d = format!("unlock after restart failed: {e}");
                 self.check
@@ -1203,6 +1233,21 @@ impl World {
         self.stats.failovers += 1;
         let why = format!("client {c} fails over from node {old} to node {to}: {why}");
         self.tr(Some(to), "failover", || why);
+        // The client logs in there: the node unlocks the user's keys.
+        let u = self.clients[c].user;
+        if !self.nodes[to].unlocked.contains(&u) {
+            let now = self.node_now(to);
+            let (id, seed) = (self.users[u].id, self.users[u].secret_seed);
+            if let Some(r) = self.nodes[to].replica.as_mut() {
+                if let Err(e) = r.unlock(now, id, secrets(seed)) {
+                    let d = format!("unlock at failover failed: {e}");
+                    self.check
+                        .fail(self.now_us / 1_000, "L2_convergent", Some(to), d);
+                }
+            }
+            self.nodes[to].unlocked.insert(u);
+            self.release(to);
+        }
         let boxes: Vec<MailboxId> = self.clients[c].boxes.keys().copied().collect();
         for mb in boxes {
             self.resync_box(c, mb);
@@ -1320,6 +1365,21 @@ impl World {
                 internal_date_ms: now as i64,
             },
         );
+        if let (Ok(t), Some(r)) = (&res, self.nodes[node].replica.as_ref()) {
+            if !r.is_unlocked(&self.users[u].id) {
+                // Without the keys the node cannot name the entry; the op it
+                // just logged (its newest in the mailbox's log) names it.
+                let me = self.ids[node];
+                let seq = r
+                    .log_versions(&self.users[u].id)
+                    .into_iter()
+                    .find(|(l, _)| *l == aerogramme_proto::ids::LogId::Mailbox(mb))
+                    .map_or(0, |(_, v)| v.prefix.get(&me));
+                let inc = self.nodes[node].incarnation;
+                let op = OpId { origin: me, seq };
+                self.locked_deliveries.insert((node, inc, *t), op);
+            }
+        }
         self.after_action(None, u, node, mb, "deliver", l1, res, 1);
     }
 
@@ -1711,10 +1771,29 @@ impl World {
     /// maps, flags, MODSEQs and HIGHESTMODSEQs, and holds no op back.
     fn agreement(&self) -> Result<(), String> {
         let up: Vec<usize> = (0..self.nodes.len()).filter(|i| self.up(*i)).collect();
-        let Some(&first) = up.first() else {
+        if up.is_empty() {
             return Ok(());
-        };
+        }
+        let replica = |i: usize| self.nodes[i].replica.as_ref().expect("up");
         for (u, su) in self.users.iter().enumerate() {
+            // Views where the user is unlocked; op logs and ledgers where
+            // it is not (`Plan::unlock_sessions`).
+            let (unlocked, locked): (Vec<usize>, Vec<usize>) =
+                up.iter().partition(|i| replica(**i).is_unlocked(&su.id));
+            if let Some(&first) = unlocked.first() {
+                self.views_agree(u, &unlocked, first)?;
+            }
+            if let Some(&reference) = unlocked.first().or(up.first()) {
+                self.ledgers_agree(u, &locked, reference)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// L2 between replicas that hold the user's keys: mailbox lists, views.
+    fn views_agree(&self, u: usize, up: &[usize], first: usize) -> Result<(), String> {
+        let su = &self.users[u];
+        {
             let r0 = self.nodes[first].replica.as_ref().expect("up");
             let list0 = r0.mailboxes(&su.id).map_err(|e| e.to_string())?;
             for &i in &up[1..] {
@@ -1733,7 +1812,7 @@ impl World {
             }
             for m in &list0 {
                 let v0 = r0.mailbox(&su.id, &m.id).map_err(|e| e.to_string())?;
-                for &i in &up {
+                for &i in up {
                     let r = self.nodes[i].replica.as_ref().expect("up");
                     let v = r.mailbox(&su.id, &m.id).map_err(|e| e.to_string())?;
                     if v.held() > 0 {
@@ -1777,6 +1856,75 @@ impl World {
                             ));
                         }
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// L2 for replicas without the user's keys: they hold exactly the op
+    /// logs of `reference` (every op, so every acknowledged message, is
+    /// there) and the same ledger of every mailbox (commit index, then
+    /// every op's final values), so that unlocking the user there would
+    /// show the reference's views.
+    fn ledgers_agree(&self, u: usize, locked: &[usize], reference: usize) -> Result<(), String> {
+        if locked.is_empty() {
+            return Ok(());
+        }
+        let id = &self.users[u].id;
+        let r0 = self.nodes[reference].replica.as_ref().expect("up");
+        let logs0 = r0.log_versions(id);
+        let boxes: Vec<MailboxId> = logs0
+            .iter()
+            .filter_map(|(l, _)| match l {
+                aerogramme_proto::ids::LogId::Mailbox(mb) => Some(*mb),
+                _ => None,
+            })
+            .collect();
+        let ledger = |i: usize, mb: &MailboxId| {
+            self.nodes[i]
+                .replica
+                .as_ref()
+                .and_then(|r| r.sequencer(id, mb))
+                .map(|s| s.commit_index())
+        };
+        for &i in locked {
+            let r = self.nodes[i].replica.as_ref().expect("up");
+            if r.log_versions(id) != logs0 {
+                return Err(format!(
+                    "user {u}: op logs differ between node {reference} and node {i} (locked)"
+                ));
+            }
+            for mb in &boxes {
+                let (a, b) = (ledger(reference, mb), ledger(i, mb));
+                if a != b {
+                    return Err(format!(
+                        "user {u} mailbox {mb:?}: commit index node {reference} {a:?}, node {i} {b:?} (locked)"
+                    ));
+                }
+                let undecided = r.sequencer(id, mb).map_or(0, |s| s.undecided());
+                if undecided > 0 {
+                    return Err(format!(
+                        "user {u} mailbox {mb:?}: node {i} (locked) has {undecided} own ops without a final value"
+                    ));
+                }
+            }
+        }
+        // Full comparison only once the cheap one agrees.
+        for mb in &boxes {
+            let finals = |i: usize| {
+                self.nodes[i]
+                    .replica
+                    .as_ref()
+                    .and_then(|r| r.sequencer(id, mb))
+                    .map(|s| s.assignments(|_, _, f| f == aerogramme_proto::seq::Fate::Final))
+            };
+            let f0 = finals(reference);
+            for &i in locked {
+                if finals(i) != f0 {
+                    return Err(format!(
+                        "user {u} mailbox {mb:?}: final values differ between node {reference} and node {i} (locked)"
+                    ));
                 }
             }
         }
@@ -1847,6 +1995,32 @@ impl World {
         }
         // No acknowledged message lost.
         let mut lost = Vec::new();
+        // Deliveries acknowledged where the user was locked: their entries,
+        // from the view of a replica holding the keys.
+        for (u, mb, op, node, uid) in std::mem::take(&mut self.acked_ops) {
+            let id = self.users[u].id;
+            let reference = self
+                .nodes
+                .iter()
+                .find_map(|n| n.replica.as_ref().filter(|r| r.is_unlocked(&id)));
+            let Some(r) = reference else {
+                continue; // no replica holds the keys: nothing to compare
+            };
+            let fin = r.sequencer(&id, &mb).and_then(|s| s.final_of(&op));
+            let entry = fin.and_then(|a| a.uids.first()).and_then(|x| {
+                r.mailbox(&id, &mb)
+                    .ok()
+                    .and_then(|v| v.entry_of(*x).or_else(|| v.expunged_entry(*x)))
+            });
+            match entry {
+                Some(e) => {
+                    self.acked.entry((u, mb, e)).or_insert((node, uid));
+                }
+                None => lost.push(format!(
+                    "delivery {op:?} acknowledged as UID {uid} in {mb:?} by node {node} (without the keys) names no message (final values {fin:?})"
+                )),
+            }
+        }
         for ((u, mb, e), (node, uid)) in &self.acked {
             if self.expunged.contains(e) {
                 continue;
@@ -1855,6 +2029,11 @@ impl World {
                 let Some(r) = n.replica.as_ref() else {
                     continue;
                 };
+                // A replica without the user's keys has no view: L2 compared
+                // its op logs and ledgers with an unlocked replica's.
+                if !r.is_unlocked(&self.users[*u].id) {
+                    continue;
+                }
                 let ok = r
                     .mailbox(&self.users[*u].id, mb)
                     .map(|v| v.uid_of(e).is_some())

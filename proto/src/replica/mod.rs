@@ -36,7 +36,7 @@ use crate::sync::{
     answer_want_chunks, SyncError, SyncMsg, UserLogs, MAX_MESSAGE_BYTES, MAX_WANT_CHUNKS,
     PAGE_BYTES,
 };
-use crate::{CryptoRng, RngCore};
+use crate::{CryptoRng, FastMap, FastSet, RngCore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use view::{Effect, Persisted};
@@ -151,15 +151,13 @@ impl PeerMsg {
     /// Wire encoding: a tag byte, then the message.
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            PeerMsg::Sync(m) => {
-                let mut v = vec![0u8];
-                v.extend(m.encode());
-                v
-            }
+            PeerMsg::Sync(m) => m.encode_after(vec![0u8]),
             PeerMsg::Seq { user, mailbox, msg } => {
-                let mut v = vec![1u8];
-                v.extend(postcard::to_allocvec(&(user, mailbox, msg)).unwrap_or_default());
-                v
+                // Room for most sequencing messages: postcard writes byte by
+                // byte, and growing from empty cost several reallocations.
+                let mut v = Vec::with_capacity(128);
+                v.push(1u8);
+                postcard::to_extend(&(user, mailbox, msg), v).unwrap_or_default()
             }
         }
     }
@@ -285,7 +283,7 @@ impl User {
         User {
             logs: UserLogs::new(user),
             seqs: BTreeMap::new(),
-            marks: HashMap::new(),
+            marks: FastMap::default(),
             unlocked: None,
         }
     }
@@ -295,7 +293,7 @@ struct User {
     logs: UserLogs,
     seqs: BTreeMap<MailboxId, Sequencer>,
     /// What each mailbox's view has shown (kept while locked too).
-    marks: HashMap<MailboxId, (u64, u64)>,
+    marks: FastMap<MailboxId, (u64, u64)>,
     unlocked: Option<Unlocked>,
 }
 
@@ -331,9 +329,9 @@ pub struct Replica<S: Store> {
     users: BTreeMap<UserId, User>,
     /// Local actions waiting for their ops to be shown, by (user, mailbox,
     /// op): op ids are per log, so the mailbox is part of the key.
-    waiting: HashMap<(UserId, MailboxId, OpId), Pending>,
+    waiting: FastMap<(UserId, MailboxId, OpId), Pending>,
     /// Deliveries made while the user is locked here: done when sequenced.
-    sealed_waiting: HashSet<(UserId, MailboxId, OpId)>,
+    sealed_waiting: FastSet<(UserId, MailboxId, OpId)>,
     tickets: BTreeMap<Ticket, TicketState>,
     next_ticket: u64,
     record_no: u64,
@@ -363,7 +361,9 @@ fn seq_key(user: &UserId, mailbox: &MailboxId) -> u64 {
 }
 
 fn prefix(tag: u8, user: &UserId, mailbox: Option<&MailboxId>) -> Vec<u8> {
-    let mut k = vec![tag];
+    // Room for a record number after it (`put_record`).
+    let mut k = Vec::with_capacity(1 + 16 + 16 + 8);
+    k.push(tag);
     k.extend_from_slice(&user.0);
     if let Some(m) = mailbox {
         k.extend_from_slice(&m.0);
@@ -383,8 +383,8 @@ impl<S: Store> Replica<S> {
             store,
             hlc,
             users: BTreeMap::new(),
-            waiting: HashMap::new(),
-            sealed_waiting: HashSet::new(),
+            waiting: FastMap::default(),
+            sealed_waiting: FastSet::default(),
             early_chunks: BTreeMap::new(),
             early_bytes: 0,
             tickets: BTreeMap::new(),
@@ -407,7 +407,7 @@ impl<S: Store> Replica<S> {
             let mut u = User {
                 logs,
                 seqs: BTreeMap::new(),
-                marks: HashMap::new(),
+                marks: FastMap::default(),
                 unlocked: None,
             };
             let mut per_box: BTreeMap<MailboxId, Vec<SeqRecord>> = BTreeMap::new();
@@ -453,6 +453,10 @@ impl<S: Store> Replica<S> {
                 });
                 s.resume(op, uids);
             }
+            // Locked after a restart: no readers here until an unlock.
+            for s in u.seqs.values_mut() {
+                s.set_watching(false);
+            }
             for (k, v) in r.store.scan_meta(&prefix(TAG_VIEW, &user, None))? {
                 r.record_no = r.record_no.max(record_no(&k) + 1);
                 if let (Some(mb), Ok(Persisted::Marks(a, b))) =
@@ -471,6 +475,14 @@ impl<S: Store> Replica<S> {
     /// `logs` lacks of what this replica holds.
     pub fn behind(&self, user: &UserId, logs: &[(LogId, crate::oplog::LogVersion)]) -> (u64, u64) {
         self.users.get(user).map_or((0, 0), |u| u.logs.behind(logs))
+    }
+
+    /// What this replica holds of each of `user`'s logs (what its `Have`
+    /// says), in log order.
+    pub fn log_versions(&self, user: &UserId) -> Vec<(LogId, crate::oplog::LogVersion)> {
+        self.users.get(user).map_or_else(Vec::new, |u| {
+            u.logs.logs().map(|l| (*l.log(), l.summary())).collect()
+        })
     }
 
     /// Starts an anti-entropy round with `peer` now (a peer just connected):
@@ -915,6 +927,9 @@ impl<S: Store> Replica<S> {
             }
         }
         u.unlocked = Some(un);
+        for s in u.seqs.values_mut() {
+            s.set_watching(true);
+        }
         // What was shown since the checkpoint, exactly as it was shown.
         let boxes: Vec<MailboxId> = self.users[&user]
             .unlocked
@@ -1033,6 +1048,9 @@ impl<S: Store> Replica<S> {
     pub fn lock(&mut self, user: &UserId) {
         if let Some(u) = self.users.get_mut(user) {
             u.unlocked = None;
+            for s in u.seqs.values_mut() {
+                s.set_watching(false);
+            }
         }
     }
 
@@ -1331,14 +1349,14 @@ impl<S: Store> Replica<S> {
 
     fn seq_mut(&mut self, user: &UserId, mb: MailboxId) -> &mut Sequencer {
         let cfg = &self.cfg;
-        self.users
-            .entry(*user)
-            .or_insert_with(|| User::new(*user))
-            .seqs
-            .entry(mb)
-            .or_insert_with(|| {
-                Sequencer::new(cfg.me, &cfg.members, seq_key(user, &mb), cfg.seq.clone())
-            })
+        let u = self.users.entry(*user).or_insert_with(|| User::new(*user));
+        // Readers here (commit notices at once) only where the keys are.
+        let watching = u.unlocked.is_some();
+        u.seqs.entry(mb).or_insert_with(|| {
+            let mut s = Sequencer::new(cfg.me, &cfg.members, seq_key(user, &mb), cfg.seq.clone());
+            s.set_watching(watching);
+            s
+        })
     }
 
     fn existing_mailbox(&self, user: &UserId, mb: &MailboxId) -> Result<(), ReplicaError> {
@@ -1920,36 +1938,46 @@ impl<S: Store> Replica<S> {
 
     /// Time passes: sequencer timers, anti-entropy.
     pub fn tick(&mut self, now: u64) {
-        let boxes: Vec<(UserId, MailboxId)> = self
-            .users
-            .iter()
-            .flat_map(|(u, us)| us.seqs.keys().map(move |m| (*u, *m)))
-            .collect();
         let me = self.cfg.me;
-        for (user, mb) in boxes {
-            let marks = self.users[&user].marks.get(&mb).copied().unwrap_or((0, 0));
-            let Some(us) = self.users.get_mut(&user) else {
-                continue;
-            };
-            // Own ops with a final value the view does not show yet may get
-            // provisional values (L1); the others are settled.
-            // (Only when the sequencer keeps such ops: most ticks it has
-            // none, and the view's list can be long.)
-            let settling = us.seqs.get(&mb).is_some_and(|s| s.is_settling());
-            let view = us.unlocked.as_ref().and_then(|un| un.boxes.get(&mb));
-            let unshown: HashSet<OpId> = view
-                .filter(|_| settling)
-                .map(|v| {
-                    v.unshown_finals()
-                        .filter(|op| op.origin == me)
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(seq) = us.seqs.get_mut(&mb) {
-                seq.settle(|op| unshown.contains(op));
+        // Every sequencer ticks; only those with outputs are pumped (one
+        // look-up of the user and the mailbox each, not six: this runs for
+        // every mailbox of every user at every tick).
+        let mut busy: Vec<(UserId, MailboxId)> = Vec::new();
+        for (user, us) in self.users.iter_mut() {
+            let User {
+                seqs,
+                marks,
+                unlocked,
+                ..
+            } = us;
+            for (mb, seq) in seqs.iter_mut() {
+                let exposed = marks.get(mb).copied().unwrap_or((0, 0));
+                // Own ops with a final value the view does not show yet may
+                // get provisional values (L1); the others are settled.
+                // (The view's list is built only when the sequencer keeps
+                // such ops: most ticks it has none, and the list can be
+                // long.)
+                if seq.is_settling() {
+                    let view = unlocked.as_ref().and_then(|un| un.boxes.get(mb));
+                    let unshown: HashSet<OpId> = view
+                        .map(|v| {
+                            v.unshown_finals()
+                                .filter(|op| op.origin == me)
+                                .copied()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    seq.settle(|op| unshown.contains(op));
+                } else {
+                    seq.settle(|_| false);
+                }
+                seq.tick(now, exposed);
+                if seq.has_output() {
+                    busy.push((*user, *mb));
+                }
             }
-            self.seq_mut(&user, mb).tick(now, marks);
+        }
+        for (user, mb) in busy {
             self.pump(now, user, mb);
         }
         if now.saturating_sub(self.last_sync) >= self.cfg.anti_entropy_ms {
@@ -1989,7 +2017,8 @@ impl<S: Store> Replica<S> {
             for o in outs {
                 match o {
                     SeqOutput::Persist(r) => {
-                        let bytes = postcard::to_allocvec(&r).unwrap_or_default();
+                        let bytes =
+                            postcard::to_extend(&r, Vec::with_capacity(64)).unwrap_or_default();
                         self.put_record(TAG_SEQ, user, mb, &bytes);
                     }
                     SeqOutput::Send { to, msg } => self.out.push(Output::Send {
@@ -2055,7 +2084,7 @@ impl<S: Store> Replica<S> {
                             }
                         }
                     }
-                    let bytes = postcard::to_allocvec(&p).unwrap_or_default();
+                    let bytes = postcard::to_extend(&p, Vec::with_capacity(64)).unwrap_or_default();
                     self.put_record(TAG_VIEW, user, mb, &bytes);
                 }
                 Effect::Shown { op, assign } => {

@@ -8,9 +8,10 @@ use super::index::{self, Index, Row};
 use crate::ids::{EntryId, OpId};
 use crate::mailbox::{EntryView, Flag, MailboxOp, MailboxState};
 use crate::seq::{Assign, Fate, Spaces};
+use crate::{FastMap, FastSet};
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 /// What a session sees change in a mailbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,33 +84,33 @@ struct Shown {
 pub struct MailboxView {
     state: MailboxState,
     /// Decrypted ops not shown yet.
-    held: HashMap<OpId, MailboxOp>,
+    held: FastMap<OpId, MailboxOp>,
     /// Ops shown, with their values (and the entry of an `Add`).
-    shown: HashMap<OpId, Shown>,
+    shown: FastMap<OpId, Shown>,
     /// The entries a flag change or expunge targets (its MODSEQ may be
     /// replaced later).
-    targets: HashMap<OpId, Vec<EntryId>>,
+    targets: FastMap<OpId, Vec<EntryId>>,
     /// UID and MODSEQ of each entry that has a UID (shown, or shown and
     /// expunged: an entry not expunged is shown under its UID here).
-    meta: HashMap<EntryId, (u32, u64)>,
+    meta: FastMap<EntryId, (u32, u64)>,
     /// Final decisions not shown yet: the latest value the ledger gave each
     /// op (its payload may not have arrived, or the value may lie below the
     /// marks and wait for a `Resequence`).
-    todo: HashMap<OpId, Assign>,
+    todo: FastMap<OpId, Assign>,
     /// The lowest final MODSEQ each op of `todo` got that this replica did
     /// not show it at. Final values are shown in ledger order: no final
     /// value above such a MODSEQ is shown until that op is, so that an
     /// announced HIGHESTMODSEQ that is a final value covers every change
     /// below it (ARCHITECTURE.md §4.4).
-    order_of: HashMap<OpId, u64>,
+    order_of: FastMap<OpId, u64>,
     /// Ops of `todo` this replica asked new values for.
-    asked: HashSet<OpId>,
+    asked: FastSet<OpId>,
     /// Ops shown with values that are not their final ones as this replica
     /// knows them (provisional, or superseded by a final value it cannot
     /// show yet): CHANGEDSINCE reports what they touched whatever the
     /// client's MODSEQ, since a client that synced elsewhere may know them
     /// under other values.
-    unsettled: HashSet<OpId>,
+    unsettled: FastSet<OpId>,
     /// Expunged UIDs by the MODSEQ of their expunge (for QRESYNC VANISHED).
     vanished: BTreeMap<u64, Vec<u32>>,
     /// Highest UID and MODSEQ shown.

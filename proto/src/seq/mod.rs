@@ -23,7 +23,8 @@ pub use msg::{Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRec
 pub use space::{Reservation, SpaceParams, Spaces, Span, MAX_MODSEQ, MAX_UID};
 
 use crate::ids::{OpId, ReplicaId};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::FastMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Timing and sizing of the sequencer. Times are in the driver's
 /// milliseconds (real or simulated).
@@ -140,7 +141,7 @@ pub struct Sequencer {
     // Durable learner state: committed values, slot i + 1 at index i.
     committed: Vec<Vec<Decision>>,
     spaces: Spaces,
-    finals: HashMap<OpId, Assign>,
+    finals: FastMap<OpId, Assign>,
     cursor: (u64, u64),
     // Ops known to need sequencing.
     pending: BTreeMap<OpId, Pending>,
@@ -166,7 +167,7 @@ pub struct Sequencer {
     /// taken as shown and `settling` is emptied.
     settled: bool,
     // Failure detection.
-    last_heard: HashMap<ReplicaId, u64>,
+    last_heard: FastMap<ReplicaId, u64>,
     /// Since when this replica has heard from less than a majority.
     quorum_lost: Option<u64>,
     /// When it heard a majority again after hearing less for a whole
@@ -185,6 +186,13 @@ pub struct Sequencer {
     next_election: u64,
     last_resend: u64,
     last_alive: u64,
+    /// This replica has readers of the mailbox (sessions of its user): it
+    /// asks the owner, in its `Accepted`s, for each commit at once.
+    watching: bool,
+    /// Owner side: members whose last `Accepted` said they have no readers.
+    /// They are not sent a commit notice; they learn commits from the next
+    /// `Accept` or periodic `Heartbeat` (`heartbeat_ms`).
+    unwatched: BTreeSet<ReplicaId>,
     /// A leader was newly seen (another ballot, or after its silence): this
     /// replica's undecided ops are forwarded again at once, so that a new or
     /// reachable-again owner gets their provisional values before it could
@@ -223,7 +231,7 @@ impl Sequencer {
             accepted: BTreeMap::new(),
             committed: Vec::new(),
             spaces: Spaces::new(),
-            finals: HashMap::new(),
+            finals: FastMap::default(),
             cursor: (0, 0),
             pending: BTreeMap::new(),
             noted: BTreeMap::new(),
@@ -233,7 +241,7 @@ impl Sequencer {
             mine: BTreeMap::new(),
             settling: BTreeMap::new(),
             settled: false,
-            last_heard: HashMap::new(),
+            last_heard: FastMap::default(),
             quorum_lost: None,
             rejoined_at: 0,
             resumed: false,
@@ -242,6 +250,8 @@ impl Sequencer {
             next_election: 0,
             last_resend: 0,
             last_alive: 0,
+            watching: true,
+            unwatched: BTreeSet::new(),
             reforward: false,
             role: Role::Follower,
             out: Vec::new(),
@@ -314,6 +324,13 @@ impl Sequencer {
         self.members = members;
     }
 
+    /// Whether this replica has readers of the mailbox (its user has
+    /// sessions here: the replica holds the keys), so that the owner
+    /// notifies it of each commit at once. Default: yes.
+    pub fn set_watching(&mut self, watching: bool) {
+        self.watching = watching;
+    }
+
     /// This replica.
     pub fn me(&self) -> ReplicaId {
         self.me
@@ -375,6 +392,11 @@ impl Sequencer {
     /// Ops this replica originated that have no final decision yet.
     pub fn undecided(&self) -> usize {
         self.mine.len()
+    }
+
+    /// Whether outputs wait to be taken.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
     }
 
     /// Takes the outputs produced so far.
@@ -792,7 +814,18 @@ impl Sequencer {
                 value,
                 commit,
             } => self.on_accept(now, from, ballot, slot, value, commit),
-            SeqMsg::Accepted { ballot, slot } => self.on_accepted(now, from, ballot, slot),
+            SeqMsg::Accepted {
+                ballot,
+                slot,
+                watching,
+            } => {
+                if watching {
+                    self.unwatched.remove(&from);
+                } else {
+                    self.unwatched.insert(from);
+                }
+                self.on_accepted(now, from, ballot, slot)
+            }
             SeqMsg::Nack { promised } => self.on_nack(now, promised),
             SeqMsg::Heartbeat { ballot, commit } => {
                 if ballot >= self.promised {
@@ -1097,7 +1130,15 @@ impl Sequencer {
             self.accepted.insert(slot, (ballot, value.clone()));
             self.persist(SeqRecord::Accepted(slot, ballot, value));
         }
-        self.send(from, SeqMsg::Accepted { ballot, slot });
+        let watching = self.watching;
+        self.send(
+            from,
+            SeqMsg::Accepted {
+                ballot,
+                slot,
+                watching,
+            },
+        );
         self.learn_commit(from, ballot, commit);
     }
 
@@ -1160,6 +1201,19 @@ impl Sequencer {
             self.apply_committed(v);
         }
         let commit = self.commit_index();
+        let notice = self.params.commit_notice_ms;
+        if notice == 0 && !self.unwatched.is_empty() {
+            // Some members have no readers of this mailbox: the notice goes
+            // to those that have (and to the waiting ones) only; the others
+            // learn the commit from the next Accept or periodic Heartbeat.
+            let members = self.members.clone();
+            for to in members.iter() {
+                if waiting.contains(to) || !self.unwatched.contains(to) {
+                    self.send(*to, SeqMsg::Heartbeat { ballot, commit });
+                }
+            }
+            return;
+        }
         for to in waiting {
             self.send(to, SeqMsg::Heartbeat { ballot, commit });
         }
@@ -1167,7 +1221,6 @@ impl Sequencer {
         // `commit_notice_ms` from now: a session on another node shows new
         // mail within that delay, and the commits of that interval share one
         // broadcast.
-        let notice = self.params.commit_notice_ms;
         let heartbeat = self.params.heartbeat_ms;
         if let Role::Leader { last_beat, .. } = &mut self.role {
             let due = (now + notice).saturating_sub(heartbeat);

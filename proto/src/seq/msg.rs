@@ -138,6 +138,10 @@ pub enum SeqMsg {
         ballot: Ballot,
         /// Slot.
         slot: Slot,
+        /// The acceptor has readers of this mailbox (its user's keys are
+        /// unlocked there): it wants each commit at once. One without them
+        /// learns commits from the next `Accept` or periodic `Heartbeat`.
+        watching: bool,
     },
     /// Refusal: a higher ballot was promised.
     Nack {

@@ -4,7 +4,7 @@
 use super::*;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 struct Node {
     seq: Sequencer,
@@ -851,4 +851,46 @@ fn an_owner_that_learns_its_inflight_slots_committed_goes_on() {
     net.submit(o, 1);
     net.run(3_000);
     net.assert_converged();
+}
+
+#[test]
+fn members_without_readers_get_no_commit_notice_and_still_learn_commits() {
+    let params = SeqParams {
+        heartbeat_ms: 1_000,
+        election_timeout_ms: 3_000,
+        ..fast()
+    };
+    let mut net = Net::new(5, 3, params);
+    net.run(8_000);
+    let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+    let o = net.idx(owner);
+    let quiet: Vec<usize> = (0..5).filter(|i| *i != o).take(2).collect();
+    for &i in &quiet {
+        net.nodes[i].seq.set_watching(false);
+    }
+    // The owner learns who has no readers from their Accepteds.
+    net.submit(o, 1);
+    net.run(100);
+    assert_eq!(net.nodes[o].seq.unwatched.len(), 2);
+    let before = net.nodes[o].seq.commit_index();
+    net.submit(o, 1);
+    while net.nodes[o].seq.commit_index() == before {
+        net.run(1);
+    }
+    net.run(45);
+    let commit = net.nodes[o].seq.commit_index();
+    for i in 0..5 {
+        let c = net.nodes[i].seq.commit_index();
+        if quiet.contains(&i) {
+            // Accepted, not yet known committed: no notice came.
+            assert!(c < commit, "node {i} heard of the commit at once");
+            assert!(net.nodes[i].seq.accepted.contains_key(&commit));
+        } else {
+            assert_eq!(c, commit, "node {i} (readers) was not notified");
+        }
+    }
+    // The periodic Heartbeat brings them the commit.
+    net.run(1_100);
+    net.assert_converged();
+    assert_eq!(net.reannounced.len(), 0);
 }
