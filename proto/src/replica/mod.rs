@@ -1184,20 +1184,42 @@ impl<S: Store> Replica<S> {
             .get(blob)
             .ok_or(ReplicaError::BlobMissing)?;
         let n = crate::oplog::chunk_count(len);
-        let mut chunks = Vec::new();
+        // Each chunk is decrypted from the store's bytes straight into the
+        // message (no copy of the chunk, none of its plaintext). A missing
+        // chunk is reported before a chunk that fails to open, as when
+        // every chunk was read first.
+        let cap = usize::try_from(len)
+            .unwrap_or(0)
+            .min(crate::oplog::CHUNK_BYTES * 4);
+        let mut out = Vec::with_capacity(cap);
+        let mut sealed: Option<Vec<u8>> = None;
+        let mut failed = None;
         for i in 0..n.min(u32::MAX as u64) as u32 {
-            chunks.push(
-                self.store
-                    .get_chunk(user, blob, i)?
-                    .ok_or(ReplicaError::BlobMissing)?,
-            );
+            let found = self.store.read_chunk(user, blob, i, &mut |bytes| {
+                if i == 0 && bytes.get(1) == Some(&KIND_SEALED) {
+                    // Delivered sealed: the chunks are pieces of one box.
+                    sealed = Some(Vec::with_capacity(cap));
+                }
+                if let Some(s) = sealed.as_mut() {
+                    s.extend_from_slice(bytes);
+                } else if failed.is_none() {
+                    let place = Place::Blob {
+                        user: *user,
+                        blob: *blob,
+                        chunk: i,
+                    };
+                    failed = un
+                        .secrets
+                        .master
+                        .decrypt_into(&place, bytes, &mut out)
+                        .err();
+                }
+            })?;
+            if !found {
+                return Err(ReplicaError::BlobMissing);
+            }
         }
-        if chunks
-            .first()
-            .is_some_and(|c| c.bytes.get(1) == Some(&KIND_SEALED))
-        {
-            // Delivered sealed: the chunks are the pieces of one sealed box.
-            let sealed: Vec<u8> = chunks.into_iter().flat_map(|c| c.bytes).collect();
+        if let Some(sealed) = sealed {
             return Ok(un.secrets.keypair.open_sealed(
                 &Place::Sealed {
                     user: *user,
@@ -1206,16 +1228,10 @@ impl<S: Store> Replica<S> {
                 &sealed,
             )?);
         }
-        let mut out = Vec::new();
-        for c in chunks {
-            let place = Place::Blob {
-                user: *user,
-                blob: *blob,
-                chunk: c.index,
-            };
-            out.extend(un.secrets.master.decrypt(&place, &c.bytes)?);
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
         }
-        Ok(out)
     }
 
     fn unlocked(&self, user: &UserId) -> Result<&Unlocked, ReplicaError> {
