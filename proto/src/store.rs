@@ -60,6 +60,22 @@ pub trait Store {
         index: u32,
     ) -> Result<Option<BlobChunk>, StoreError>;
 
+    /// Lends a stored blob chunk's bytes to `f`, without the copy
+    /// [`Store::get_chunk`] returns where the store can; false when the
+    /// chunk is not stored.
+    fn read_chunk(
+        &self,
+        user: &UserId,
+        blob: &BlobId,
+        index: u32,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .get_chunk(user, blob, index)?
+            .map(|c| f(&c.bytes))
+            .is_some())
+    }
+
     /// Whether a blob chunk is stored.
     fn has_chunk(&self, user: &UserId, blob: &BlobId, index: u32) -> Result<bool, StoreError> {
         Ok(self.get_chunk(user, blob, index)?.is_some())

@@ -117,17 +117,16 @@ impl Drop for UserMailboxes {
     }
 }
 
-/// A mailbox's snapshot for SELECT: one pass over the view's dense rows
-/// (no map walked, no flag decoded); keywords come from the mailbox's
-/// interned table.
+/// A mailbox's snapshot for SELECT: the view's shared arrays of UIDs and
+/// MODSEQs (made once per change, not per SELECT), the first unseen
+/// message its index keeps, keywords from the mailbox's interned table.
 fn snapshot_of(v: &MailboxView) -> Snapshot {
-    let rows = v.rows();
     Snapshot {
         uidvalidity: v.uidvalidity(),
         uidnext: v.uidnext(),
         highest_modseq: v.highest_modseq(),
-        uids: rows.iter().map(|r| r.uid).collect(),
-        modseqs: rows.iter().map(|r| r.modseq).collect(),
+        uids: v.uid_column(),
+        modseqs: v.modseq_column(),
         first_unseen: v.first_unseen(),
         keywords: v.state().known_keywords(),
     }

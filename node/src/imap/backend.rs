@@ -117,10 +117,11 @@ pub struct Snapshot {
     pub uidnext: u32,
     /// HIGHESTMODSEQ.
     pub highest_modseq: u64,
-    /// Messages' UIDs, ascending (sequence number = position + 1).
-    pub uids: Vec<u32>,
-    /// The MODSEQ of each message of `uids` (same position).
-    pub modseqs: Vec<u64>,
+    /// Messages' UIDs, ascending (sequence number = position + 1); shared
+    /// with the store's view until the session changes its copy.
+    pub uids: Arc<Vec<u32>>,
+    /// The MODSEQ of each message of `uids` (same position; shared too).
+    pub modseqs: Arc<Vec<u64>>,
     /// Sequence number of the first message without `\Seen`.
     pub first_unseen: Option<u32>,
     /// Keywords of the mailbox (for FLAGS and PERMANENTFLAGS): those in

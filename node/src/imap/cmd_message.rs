@@ -860,14 +860,14 @@ impl<B: Backend> Session<B> {
             Ok(o) => o,
             Err(e) => return backend_err(e),
         };
-        for st in &out.updated {
+        for st in out.updated {
             if let Some(sel) = self.selected.as_mut() {
                 sel.note_modseq(st.uid, st.modseq);
             }
             if response == StoreResponse::Answer {
                 let m = MessageMeta {
                     uid: st.uid,
-                    flags: st.flags.clone(),
+                    flags: st.flags,
                     internal_date_ms: 0,
                     size: 0,
                     modseq: st.modseq,

@@ -163,8 +163,8 @@ impl MemBox {
             uidvalidity: self.uidvalidity,
             uidnext: self.uidnext,
             highest_modseq: self.modseq,
-            uids: self.messages.keys().copied().collect(),
-            modseqs: self.messages.values().map(|m| m.modseq).collect(),
+            uids: Arc::new(self.messages.keys().copied().collect()),
+            modseqs: Arc::new(self.messages.values().map(|m| m.modseq).collect()),
             first_unseen: self
                 .messages
                 .values()

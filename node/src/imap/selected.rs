@@ -7,6 +7,7 @@ use super::backend::{Event, Snapshot};
 use aerogramme_proto::ids::MailboxId;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 /// What to announce.
@@ -38,9 +39,10 @@ pub struct SelectedBox {
     pub read_only: bool,
     /// UIDVALIDITY.
     pub uidvalidity: u32,
-    uids: Vec<u32>,
+    /// Shared with the snapshot it came from until this session changes it.
+    uids: Arc<Vec<u32>>,
     /// MODSEQ known to the client of each message of `uids` (same index).
-    modseqs: Vec<u64>,
+    modseqs: Arc<Vec<u64>>,
     announced: usize,
     events: broadcast::Receiver<Event>,
     pending: VecDeque<Event>,
@@ -101,7 +103,9 @@ impl SelectedBox {
     /// the echo from the event stream is not reported again.
     pub fn note_modseq(&mut self, uid: u32, modseq: u64) {
         if let Ok(i) = self.uids.binary_search(&uid) {
-            self.modseqs[i] = self.modseqs[i].max(modseq);
+            if modseq > self.modseqs[i] {
+                Arc::make_mut(&mut self.modseqs)[i] = modseq;
+            }
         }
     }
 
@@ -160,13 +164,23 @@ impl SelectedBox {
     pub fn resync_from(&mut self, snap: &Snapshot) {
         self.resync = false;
         self.pending.clear();
-        for &uid in &self.uids {
-            if snap.uids.binary_search(&uid).is_err() {
+        // Both lists ascend: two merges (expunges first, as before).
+        let (mine, theirs) = (&self.uids[..], &snap.uids[..]);
+        let mut j = 0;
+        for &uid in mine {
+            while j < theirs.len() && theirs[j] < uid {
+                j += 1;
+            }
+            if theirs.get(j) != Some(&uid) {
                 self.pending.push_back(Event::Expunged { uid });
             }
         }
-        for (&uid, &modseq) in snap.uids.iter().zip(&snap.modseqs) {
-            match self.uids.binary_search(&uid).ok().map(|i| self.modseqs[i]) {
+        let mut i = 0;
+        for (&uid, &modseq) in theirs.iter().zip(snap.modseqs.iter()) {
+            while i < mine.len() && mine[i] < uid {
+                i += 1;
+            }
+            match (mine.get(i) == Some(&uid)).then(|| self.modseqs[i]) {
                 None => {
                     self.pending.push_back(Event::Exists { uid });
                     self.pending.push_back(Event::Flags { uid, modseq });
@@ -198,15 +212,15 @@ impl SelectedBox {
             match ev {
                 Event::Exists { uid } => {
                     if let Err(pos) = self.uids.binary_search(&uid) {
-                        self.uids.insert(pos, uid);
-                        self.modseqs.insert(pos, 0);
+                        Arc::make_mut(&mut self.uids).insert(pos, uid);
+                        Arc::make_mut(&mut self.modseqs).insert(pos, 0);
                     }
                 }
                 Event::Expunged { .. } if !allow_expunge => keep.push_back(ev),
                 Event::Expunged { uid } => {
                     if let Ok(pos) = self.uids.binary_search(&uid) {
-                        self.uids.remove(pos);
-                        self.modseqs.remove(pos);
+                        Arc::make_mut(&mut self.uids).remove(pos);
+                        Arc::make_mut(&mut self.modseqs).remove(pos);
                         if pos < self.announced {
                             self.announced -= 1;
                             out.expunged.push((pos as u32 + 1, uid));
@@ -214,14 +228,9 @@ impl SelectedBox {
                     }
                 }
                 Event::Flags { uid, modseq } => {
-                    if let Some(m) = self
-                        .uids
-                        .binary_search(&uid)
-                        .ok()
-                        .map(|i| &mut self.modseqs[i])
-                    {
-                        if modseq > *m {
-                            *m = modseq;
+                    if let Ok(i) = self.uids.binary_search(&uid) {
+                        if modseq > self.modseqs[i] {
+                            Arc::make_mut(&mut self.modseqs)[i] = modseq;
                             out.flags.push(uid);
                         }
                     }
@@ -341,8 +350,8 @@ mod tests {
             uidvalidity: 1,
             uidnext: uids.last().map_or(1, |u| u + 1),
             highest_modseq: 10,
-            uids: uids.to_vec(),
-            modseqs: vec![1; uids.len()],
+            uids: Arc::new(uids.to_vec()),
+            modseqs: Arc::new(vec![1; uids.len()]),
             ..Default::default()
         }
     }

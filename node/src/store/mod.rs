@@ -424,6 +424,22 @@ impl Store for SledStore {
         SledStore::get_chunk(self, user, blob, index)
     }
 
+    fn read_chunk(
+        &self,
+        user: &UserId,
+        blob: &BlobId,
+        index: u32,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, StoreError> {
+        let key = keys::chunk_key(user, blob, index);
+        Ok(self
+            .chunks
+            .get(key)
+            .map_err(store_err)?
+            .map(|v| f(&v))
+            .is_some())
+    }
+
     fn has_chunk(&self, user: &UserId, blob: &BlobId, index: u32) -> Result<bool, StoreError> {
         SledStore::has_chunk(self, user, blob, index)
     }

@@ -1,8 +1,8 @@
 //! The user's symmetric master key and its place-bound ciphertexts.
 
 use super::{
-    aead_open, aead_seal, hkdf32, take_array, CryptoError, Place, FINGERPRINT_LEN, FORMAT_VERSION,
-    KEY_LEN, KIND_DATA, NONCE_LEN, TAG_LEN,
+    aead_open_into, aead_seal, hkdf32, take_array, CryptoError, Place, FINGERPRINT_LEN,
+    FORMAT_VERSION, KEY_LEN, KIND_DATA, NONCE_LEN, TAG_LEN,
 };
 use crate::{CryptoRng, RngCore};
 use orion::hazardous::mac::blake2b::{self, Blake2b};
@@ -123,6 +123,19 @@ impl MasterKey {
     /// fingerprint is not `place`'s (moved ciphertext — or another master
     /// key, whose fingerprints differ too), else [`CryptoError::Tampered`].
     pub fn decrypt(&self, place: &Place, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut out = Vec::new();
+        self.decrypt_into(place, ciphertext, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`MasterKey::decrypt`] appending the plaintext to `out` (unchanged on
+    /// error), so that the chunks of a message are decrypted into one buffer.
+    pub fn decrypt_into(
+        &self,
+        place: &Place,
+        ciphertext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         let (&version, _) = ciphertext.split_first().ok_or(CryptoError::Malformed)?;
         if version != FORMAT_VERSION {
             return Err(CryptoError::UnsupportedVersion(version));
@@ -140,8 +153,8 @@ impl MasterKey {
         let (data_key, fp_key) = self.subkeys()?;
         let place_ad = place.associated_data()?;
         let ad = associated_data(header, &place_ad);
-        match aead_open(data_key, nonce, &ad, sealed) {
-            Some(plaintext) => Ok(plaintext),
+        match aead_open_into(data_key, nonce, &ad, sealed, out) {
+            Some(()) => Ok(()),
             None => {
                 let expected = fingerprint(fp_key, &place_ad)?;
                 if orion::util::secure_cmp(&expected, stored_fp).is_ok() {

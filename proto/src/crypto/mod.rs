@@ -118,12 +118,30 @@ fn aead_open(
     ad: &[u8],
     ct_and_tag: &[u8],
 ) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    aead_open_into(key, nonce, ad, ct_and_tag, &mut out)?;
+    Some(out)
+}
+
+/// [`aead_open`] appending the plaintext to `out` (left as it was on
+/// failure): no buffer of its own to copy from.
+fn aead_open_into(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+    ad: &[u8],
+    ct_and_tag: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<()> {
     let len = ct_and_tag.len().checked_sub(TAG_LEN)?;
     let sk = xchacha::SecretKey::try_from(&key[..]).ok()?;
     let n = xchacha::Nonce::try_from(&nonce[..]).ok()?;
-    let mut out = vec![0u8; len];
-    XChaCha20Poly1305::open(&sk, &n, ct_and_tag, Some(ad), &mut out).ok()?;
-    Some(out)
+    let start = out.len();
+    out.resize(start + len, 0);
+    if XChaCha20Poly1305::open(&sk, &n, ct_and_tag, Some(ad), &mut out[start..]).is_err() {
+        out.truncate(start);
+        return None;
+    }
+    Some(())
 }
 
 /// HKDF-SHA256 to a 32-byte key.

@@ -46,7 +46,7 @@ use super::flag::Flag;
 use super::intern::Interner;
 use crate::ids::{BlobId, EntryId, OpId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// The decrypted payload of one mailbox op.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,7 +129,7 @@ pub const MAX_FLAG_BATCH_BYTES: usize = 256 * 1024;
 pub fn batch_flags(ops: impl IntoIterator<Item = MailboxOp>, max: usize) -> Vec<MailboxOp> {
     let max = max.max(1);
     let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut seen = HashSet::new();
     let mut cur: Vec<FlagChange> = Vec::new();
     let mut bytes = 0usize;
     let flush = |cur: &mut Vec<FlagChange>, out: &mut Vec<MailboxOp>| match cur.len() {
@@ -238,6 +238,12 @@ impl FlagBits {
     /// Whether every flag of the entry is in the set.
     pub fn is_complete(self) -> bool {
         self.0 & Self::INCOMPLETE == 0
+    }
+
+    /// Whether the flag of index `i` is in the set (false for an index the
+    /// set cannot hold: see [`FlagBits::is_complete`]).
+    pub fn contains(self, i: u32) -> bool {
+        i < 63 && self.0 & 1 << i != 0
     }
 
     /// Whether `\Seen` is set.
@@ -394,6 +400,16 @@ impl MailboxState {
     /// (appeared, flags changed, expunged), sorted. Must be called at most
     /// once per op id; any order of ops gives the same state.
     pub fn apply(&mut self, id: OpId, op: &MailboxOp) -> Vec<EntryId> {
+        self.apply_with_bits(id, op)
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect()
+    }
+
+    /// [`MailboxState::apply`], each changed entry with its flags after the
+    /// op (what [`MailboxState::flag_bits`] would read; empty for an
+    /// expunged one), so that the caller need not look each entry up again.
+    pub(crate) fn apply_with_bits(&mut self, id: OpId, op: &MailboxOp) -> Vec<(EntryId, FlagBits)> {
         match op {
             MailboxOp::Add {
                 entry,
@@ -421,24 +437,32 @@ impl MailboxState {
                 let idx: Vec<u32> = flags.iter().map(|f| self.keywords.intern(f)).collect();
                 let e = self.entries.get_mut(entry).expect("inserted above");
                 add_tags(e, id, &idx);
-                vec![*entry]
+                vec![(*entry, bits_of(&e.tags))]
             }
-            MailboxOp::Flags { entry, add, remove } => {
-                if self.apply_flags(id, entry, add, remove) {
-                    vec![*entry]
-                } else {
-                    Vec::new()
-                }
-            }
+            MailboxOp::Flags { entry, add, remove } => self
+                .apply_flags(id, entry, add, remove)
+                .map(|b| (*entry, b))
+                .into_iter()
+                .collect(),
             MailboxOp::FlagsBatch { changes } => {
-                let mut changed: Vec<EntryId> = changes
+                let mut changed: Vec<(EntryId, FlagBits)> = changes
                     .iter()
-                    .filter(|c| self.apply_flags(id, &c.entry, &c.add, &c.remove))
-                    .map(|c| c.entry)
+                    .filter_map(|c| {
+                        self.apply_flags(id, &c.entry, &c.add, &c.remove)
+                            .map(|b| (c.entry, b))
+                    })
                     .collect();
-                changed.sort_unstable();
-                changed.dedup();
-                changed
+                // An entry named twice (no correct replica does that) keeps
+                // the flags of its last change.
+                changed.sort_by_key(|c| c.0);
+                let mut out: Vec<(EntryId, FlagBits)> = Vec::with_capacity(changed.len());
+                for c in changed {
+                    match out.last_mut() {
+                        Some(l) if l.0 == c.0 => *l = c,
+                        _ => out.push(c),
+                    }
+                }
+                out
             }
             MailboxOp::Expunge { entries } => {
                 let mut changed = Vec::new();
@@ -449,52 +473,59 @@ impl MailboxState {
                     }
                     if e.added() {
                         self.live -= 1;
-                        changed.push(*id);
+                        changed.push((*id, FlagBits::EMPTY));
                     }
                     e.status |= EXPUNGED;
                     e.tags = Box::new([]);
                 }
-                changed.sort_unstable();
-                changed.dedup();
+                changed.sort_unstable_by_key(|c| c.0);
+                changed.dedup_by_key(|c| c.0);
                 changed
             }
         }
     }
 
-    /// Applies one entry's flag change tagged `id`; true when the entry's
-    /// visible flags changed.
+    /// Applies one entry's flag change tagged `id`; the entry's flags after
+    /// it when its visible flags changed.
     fn apply_flags(
         &mut self,
         id: OpId,
         entry: &EntryId,
         add: &[Flag],
         remove: &[(Flag, Vec<OpId>)],
-    ) -> bool {
-        if self.entries.get(entry).is_some_and(Entry::expunged) {
-            return false;
-        }
-        let rem: Vec<(u32, &[OpId])> = remove
-            .iter()
-            .map(|(f, tags)| (self.keywords.intern(f), tags.as_slice()))
-            .collect();
-        let add: Vec<u32> = add.iter().map(|f| self.keywords.intern(f)).collect();
+    ) -> Option<FlagBits> {
+        // One lookup: a flag change that arrives before its entry's `Add`
+        // leaves a placeholder (as it always did); an expunged entry has one.
         let e = self
             .entries
             .entry(*entry)
             .or_insert_with(Entry::placeholder);
-        let before = e.flag_indices();
+        if e.expunged() {
+            return None;
+        }
+        let before = bits_of(&e.tags);
+        let before_all = (!before.is_complete()).then(|| e.flag_indices());
         let mut tags = std::mem::take(&mut e.tags).into_vec();
-        for (flag, ops) in rem {
+        for (f, ops) in remove {
+            let flag = self.keywords.intern(f);
             for &op in ops {
                 put_tag(&mut tags, flag, op, true);
             }
         }
+        for f in add {
+            let flag = self.keywords.intern(f);
+            put_tag(&mut tags, flag, id, false);
+        }
         e.tags = tags.into_boxed_slice();
-        add_tags(e, id, &add);
-        e.added() && e.flag_indices() != before
+        let after = bits_of(&e.tags);
+        let changed = match before_all {
+            None if after.is_complete() => after != before,
+            // A set beyond the bits on either side: compare the indices.
+            _ => before_all.unwrap_or_else(|| before.indices().collect()) != e.flag_indices(),
+        };
+        (e.added() && changed).then_some(after)
     }
 
-    /// The entry, once its `Add` arrived (also when expunged).
     pub fn entry(&self, id: &EntryId) -> Option<EntryView> {
         let e = self.entries.get(id).filter(|e| e.added())?;
         Some(EntryView {
@@ -530,6 +561,11 @@ impl MailboxState {
         self.entries.get(id).is_some_and(Entry::expunged)
     }
 
+    /// The index of a flag in [`FlagBits`], if it was ever set here.
+    pub fn flag_index(&self, flag: &Flag) -> Option<u32> {
+        self.keywords.get(flag)
+    }
+
     /// Every keyword ever set in this mailbox (interned), in first-seen
     /// order: a superset of the keywords in use, without scanning messages.
     pub fn known_keywords(&self) -> Vec<Flag> {
@@ -540,11 +576,7 @@ impl MailboxState {
     /// (empty for an entry not live): what a dense listing keeps per message.
     pub fn flag_bits(&self, id: &EntryId) -> FlagBits {
         match self.entries.get(id) {
-            Some(e) if e.live() => e
-                .tags
-                .iter()
-                .filter(|t| !t.removed)
-                .fold(FlagBits::EMPTY, |b, t| b.with(t.flag)),
+            Some(e) if e.live() => bits_of(&e.tags),
             _ => FlagBits::EMPTY,
         }
     }
@@ -700,6 +732,13 @@ impl MailboxState {
 
 /// Adds the tags `(flag, op)` for `flags`; one that a pending removal names
 /// cancels it instead.
+/// The flags the tags hold (those not removed).
+fn bits_of(tags: &[Tag]) -> FlagBits {
+    tags.iter()
+        .filter(|t| !t.removed)
+        .fold(FlagBits::EMPTY, |b, t| b.with(t.flag))
+}
+
 fn add_tags(e: &mut Entry, op: OpId, flags: &[u32]) {
     if flags.is_empty() {
         return;

@@ -7,6 +7,7 @@
 
 use crate::ids::EntryId;
 use crate::mailbox::FlagBits;
+use std::sync::{Arc, OnceLock};
 
 /// One shown message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,14 +28,27 @@ pub struct Row {
 
 /// Rows by ascending UID; the position of a row is its sequence number
 /// minus one.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Index {
     rows: Vec<Row>,
     /// The UID of the first message without `\Seen` (above the last UID
     /// when there is none): every row below it is seen. Kept by each
     /// change, so that SELECT finds the first unseen message at once.
     unseen_from: u32,
+    /// The rows' UIDs, and their MODSEQs, as shared arrays made at the
+    /// first read after a change: SELECT hands them to the session without
+    /// a copy. A flag change keeps the UIDs.
+    uids: OnceLock<Arc<Vec<u32>>>,
+    modseqs: OnceLock<Arc<Vec<u64>>>,
 }
+
+impl PartialEq for Index {
+    fn eq(&self, other: &Self) -> bool {
+        self.rows == other.rows && self.unseen_from == other.unseen_from
+    }
+}
+
+impl Eq for Index {}
 
 /// Beyond this many removals at once, one pass over the rows is cheaper
 /// than a shift per removal.
@@ -44,6 +58,28 @@ impl Index {
     /// The rows, UIDs ascending.
     pub(crate) fn rows(&self) -> &[Row] {
         &self.rows
+    }
+
+    /// The rows' UIDs (shared; made once per change of the UID set).
+    pub(crate) fn uid_column(&self) -> Arc<Vec<u32>> {
+        self.uids
+            .get_or_init(|| Arc::new(self.rows.iter().map(|r| r.uid).collect()))
+            .clone()
+    }
+
+    /// The rows' MODSEQs (shared; made once per change).
+    pub(crate) fn modseq_column(&self) -> Arc<Vec<u64>> {
+        self.modseqs
+            .get_or_init(|| Arc::new(self.rows.iter().map(|r| r.modseq).collect()))
+            .clone()
+    }
+
+    /// Drops the shared arrays a change makes stale.
+    fn changed(&mut self, uids: bool) {
+        if uids {
+            self.uids = OnceLock::new();
+        }
+        self.modseqs = OnceLock::new();
     }
 
     /// The row of a UID.
@@ -78,7 +114,7 @@ impl Index {
         debug_assert!(rows.windows(2).all(|w| w[0].uid < w[1].uid));
         let mut ix = Index {
             rows,
-            unseen_from: 0,
+            ..Default::default()
         };
         ix.advance();
         ix
@@ -87,6 +123,7 @@ impl Index {
     /// Adds a newly shown message. UIDs are shown in ascending order (S2),
     /// so this appends; an out-of-order UID is inserted in place.
     pub(crate) fn insert(&mut self, row: Row) {
+        self.changed(true);
         self.note(&row);
         match self.rows.last() {
             Some(last) if last.uid >= row.uid => match self.position(row.uid) {
@@ -102,6 +139,10 @@ impl Index {
     /// order, the last of a repeated UID wins; absent ones are ignored), in
     /// one merge over the rows.
     pub(crate) fn update(&mut self, changes: &mut [(u32, u64, Option<FlagBits>)]) {
+        if changes.is_empty() {
+            return;
+        }
+        self.changed(false);
         changes.sort_by_key(|c| c.0);
         let mut rest = &mut self.rows[..];
         for &(uid, modseq, flags) in changes.iter() {
@@ -122,6 +163,10 @@ impl Index {
 
     /// Removes these UIDs (in any order; absent ones are ignored).
     pub(crate) fn remove(&mut self, uids: &[u32]) {
+        if uids.is_empty() {
+            return;
+        }
+        self.changed(true);
         if uids.len() <= REMOVE_ONE_BY_ONE {
             for &u in uids {
                 if let Ok(i) = self.position(u) {
@@ -239,6 +284,27 @@ mod tests {
         assert_eq!(ix.first_unseen(), None);
         ix.update(&mut [(3, 9, Some(FlagBits::EMPTY)), (1, 9, None)]);
         assert_eq!(ix.first_unseen(), Some(1));
+    }
+
+    #[test]
+    fn columns_follow_changes() {
+        let mut ix = Index::default();
+        (1..=5).for_each(|u| ix.insert(row(u)));
+        let (u, m) = (ix.uid_column(), ix.modseq_column());
+        assert_eq!(
+            (u.as_slice(), m.as_slice()),
+            (&[1, 2, 3, 4, 5][..], &[1, 2, 3, 4, 5][..])
+        );
+        assert!(Arc::ptr_eq(&u, &ix.uid_column()));
+        ix.update(&mut [(3, 30, None)]);
+        assert!(Arc::ptr_eq(&u, &ix.uid_column()));
+        assert_eq!(ix.modseq_column().as_slice(), [1, 2, 30, 4, 5]);
+        ix.remove(&[2]);
+        assert_eq!(ix.uid_column().as_slice(), [1, 3, 4, 5]);
+        assert_eq!(ix.modseq_column().as_slice(), [1, 30, 4, 5]);
+        ix.insert(row(9));
+        assert_eq!(ix.uid_column().as_slice(), [1, 3, 4, 5, 9]);
+        assert_eq!(ix.modseq_column().as_slice(), [1, 30, 4, 5, 9]);
     }
 
     #[test]

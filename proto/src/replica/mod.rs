@@ -27,7 +27,8 @@ use crate::crypto::{
 use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{BlobId, EntryId, LogId, MailboxId, OpId, ReplicaId, UserId};
 use crate::mailbox::{
-    batch_flags, Flag, MailboxOp, MailboxTree, NameError, SpecialUse, TreeOp, MAX_FLAG_BATCH,
+    batch_flags, Flag, MailboxOp, MailboxState, MailboxTree, NameError, SpecialUse, TreeOp,
+    MAX_FLAG_BATCH,
 };
 use crate::oplog::{BlobAnnounce, BlobChunk, Op, OpLogError, CHUNK_BYTES};
 use crate::seq::{Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
@@ -352,6 +353,43 @@ pub struct Replica<S: Store> {
 /// Most bytes of early chunks kept (beyond, anti-entropy fetches them).
 const EARLY_CHUNK_BYTES: usize = 16 << 20;
 
+/// The change STORE makes to one shown message (`flags` sorted, without
+/// duplicates): what the state's builders give, read from the message's
+/// row when its flag set is complete and the change observes no tag (a
+/// flag added that it lacks, removed that it lacks, or a replacement that
+/// removes nothing), so that the entry is not looked up.
+fn flag_change(st: &MailboxState, row: &Row, mode: FlagMode, flags: &[Flag]) -> MailboxOp {
+    if row.flags.is_complete() {
+        let has = |f: &Flag| st.flag_index(f).is_some_and(|i| row.flags.contains(i));
+        let quick = match mode {
+            FlagMode::Add | FlagMode::Remove if flags.iter().any(has) => None,
+            FlagMode::Add => Some(flags.to_vec()),
+            FlagMode::Remove => Some(Vec::new()),
+            FlagMode::Replace => st.flags_in(row.flags).and_then(|current| {
+                current.iter().all(|f| flags.contains(f)).then(|| {
+                    flags
+                        .iter()
+                        .filter(|f| !current.contains(f))
+                        .cloned()
+                        .collect()
+                })
+            }),
+        };
+        if let Some(add) = quick {
+            return MailboxOp::Flags {
+                entry: row.entry,
+                add,
+                remove: Vec::new(),
+            };
+        }
+    }
+    match mode {
+        FlagMode::Add => st.add_flags(row.entry, flags),
+        FlagMode::Remove => st.remove_flags(row.entry, flags),
+        FlagMode::Replace => st.replace_flags(row.entry, flags),
+    }
+}
+
 fn seq_key(user: &UserId, mailbox: &MailboxId) -> u64 {
     let mut k = [0u8; 8];
     for (i, b) in user.0.iter().chain(mailbox.0.iter()).enumerate() {
@@ -609,9 +647,11 @@ impl<S: Store> Replica<S> {
             return out;
         }
         // Each user's gossiped ops, in output order, go where that user's
-        // first Gossip was.
+        // first Gossip was (one pass: the outputs are moved once, and a
+        // STORE over many messages has one event each).
         let mut ops: BTreeMap<UserId, Vec<Op>> = BTreeMap::new();
-        let mut kept = Vec::with_capacity(out.len());
+        let mut merged = Vec::with_capacity(out.len());
+        let mut firsts: Vec<(usize, UserId)> = Vec::new();
         for o in out {
             match o {
                 Output::Broadcast {
@@ -621,31 +661,36 @@ impl<S: Store> Replica<S> {
                     let first = !ops.contains_key(&user);
                     ops.entry(user).or_default().extend(more);
                     if first {
-                        kept.push(Output::Broadcast {
+                        firsts.push((merged.len(), user));
+                        merged.push(Output::Broadcast {
                             user,
                             msg: PeerMsg::Sync(SyncMsg::Gossip { ops: Vec::new() }),
                         });
                     }
                 }
-                o => kept.push(o),
+                o => merged.push(o),
             }
         }
-        let mut merged = Vec::with_capacity(kept.len());
-        for o in kept {
-            match o {
-                Output::Broadcast {
+        // Last first, so that pages inserted do not move the places before.
+        for (at, user) in firsts.into_iter().rev() {
+            let mine = ops.remove(&user).unwrap_or_default();
+            let mut pages = SyncMsg::gossip(mine)
+                .into_iter()
+                .map(|msg| Output::Broadcast {
                     user,
-                    msg: PeerMsg::Sync(SyncMsg::Gossip { .. }),
-                } => {
-                    let mine = ops.remove(&user).unwrap_or_default();
-                    for msg in SyncMsg::gossip(mine) {
-                        merged.push(Output::Broadcast {
-                            user,
-                            msg: PeerMsg::Sync(msg),
-                        });
+                    msg: PeerMsg::Sync(msg),
+                });
+            match pages.next() {
+                Some(first) => {
+                    merged[at] = first;
+                    let rest: Vec<Output> = pages.collect();
+                    if !rest.is_empty() {
+                        merged.splice(at + 1..at + 1, rest);
                     }
                 }
-                o => merged.push(o),
+                None => {
+                    merged.remove(at);
+                }
             }
         }
         merged
@@ -1157,20 +1202,42 @@ impl<S: Store> Replica<S> {
             .get(blob)
             .ok_or(ReplicaError::BlobMissing)?;
         let n = crate::oplog::chunk_count(len);
-        let mut chunks = Vec::new();
+        // Each chunk is decrypted from the store's bytes straight into the
+        // message (no copy of the chunk, none of its plaintext). A missing
+        // chunk is reported before a chunk that fails to open, as when
+        // every chunk was read first.
+        let cap = usize::try_from(len)
+            .unwrap_or(0)
+            .min(crate::oplog::CHUNK_BYTES * 4);
+        let mut out = Vec::with_capacity(cap);
+        let mut sealed: Option<Vec<u8>> = None;
+        let mut failed = None;
         for i in 0..n.min(u32::MAX as u64) as u32 {
-            chunks.push(
-                self.store
-                    .get_chunk(user, blob, i)?
-                    .ok_or(ReplicaError::BlobMissing)?,
-            );
+            let found = self.store.read_chunk(user, blob, i, &mut |bytes| {
+                if i == 0 && bytes.get(1) == Some(&KIND_SEALED) {
+                    // Delivered sealed: the chunks are pieces of one box.
+                    sealed = Some(Vec::with_capacity(cap));
+                }
+                if let Some(s) = sealed.as_mut() {
+                    s.extend_from_slice(bytes);
+                } else if failed.is_none() {
+                    let place = Place::Blob {
+                        user: *user,
+                        blob: *blob,
+                        chunk: i,
+                    };
+                    failed = un
+                        .secrets
+                        .master
+                        .decrypt_into(&place, bytes, &mut out)
+                        .err();
+                }
+            })?;
+            if !found {
+                return Err(ReplicaError::BlobMissing);
+            }
         }
-        if chunks
-            .first()
-            .is_some_and(|c| c.bytes.get(1) == Some(&KIND_SEALED))
-        {
-            // Delivered sealed: the chunks are the pieces of one sealed box.
-            let sealed: Vec<u8> = chunks.into_iter().flat_map(|c| c.bytes).collect();
+        if let Some(sealed) = sealed {
             return Ok(un.secrets.keypair.open_sealed(
                 &Place::Sealed {
                     user: *user,
@@ -1179,16 +1246,10 @@ impl<S: Store> Replica<S> {
                 &sealed,
             )?);
         }
-        let mut out = Vec::new();
-        for c in chunks {
-            let place = Place::Blob {
-                user: *user,
-                blob: *blob,
-                chunk: c.index,
-            };
-            out.extend(un.secrets.master.decrypt(&place, &c.bytes)?);
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
         }
-        Ok(out)
     }
 
     fn unlocked(&self, user: &UserId) -> Result<&Unlocked, ReplicaError> {
@@ -1591,17 +1652,19 @@ impl<S: Store> Replica<S> {
         mode: FlagMode,
         flags: &[Flag],
     ) -> Result<Ticket, ReplicaError> {
-        let entries = self.entries_of(&user, &mailbox, uids)?;
         let ops = {
-            let st = self.mailbox(&user, &mailbox)?.state();
-            batch_flags(
-                entries.into_iter().map(|(_, e)| match mode {
-                    FlagMode::Add => st.add_flags(e, flags),
-                    FlagMode::Remove => st.remove_flags(e, flags),
-                    FlagMode::Replace => st.replace_flags(e, flags),
-                }),
-                self.cfg.flag_batch,
-            )
+            let v = self.mailbox(&user, &mailbox)?;
+            let mut flags = flags.to_vec();
+            flags.sort_unstable();
+            flags.dedup();
+            let changes = uids
+                .iter()
+                .map(|&u| {
+                    let r = v.row_of(u).ok_or(ReplicaError::NoSuchMessage(u))?;
+                    Ok(flag_change(v.state(), r, mode, &flags))
+                })
+                .collect::<Result<Vec<_>, ReplicaError>>()?;
+            batch_flags(changes, self.cfg.flag_batch)
         };
         let ticket = self.new_ticket(ops.len());
         for m in ops {

@@ -175,6 +175,23 @@ impl MailboxView {
         index::select(self.index.rows(), uids)
     }
 
+    /// The shown UIDs, ascending, as one shared array (made once per change
+    /// of the UID set, then handed out without a copy).
+    pub fn uid_column(&self) -> std::sync::Arc<Vec<u32>> {
+        self.index.uid_column()
+    }
+
+    /// The MODSEQs of the shown UIDs, in the same order (made once per
+    /// change).
+    pub fn modseq_column(&self) -> std::sync::Arc<Vec<u64>> {
+        self.index.modseq_column()
+    }
+
+    /// The row of a shown UID.
+    pub fn row_of(&self, uid: u32) -> Option<&Row> {
+        self.index.get(uid)
+    }
+
     /// Sequence number of the first shown message without `\Seen`.
     pub fn first_unseen(&self) -> Option<u32> {
         Some(self.index.first_unseen()? as u32 + 1)
@@ -555,7 +572,7 @@ impl MailboxView {
 
     /// Applies an op to the state and gives UIDs and MODSEQs to what it touched.
     fn show(&mut self, op: OpId, payload: MailboxOp, assign: &Assign, fx: &mut Vec<Effect>) {
-        let touched = self.state.apply(op, &payload);
+        let touched = self.state.apply_with_bits(op, &payload);
         let modseq = assign.modseq;
         match &payload {
             MailboxOp::Add { entry, .. } => {
@@ -606,14 +623,16 @@ impl MailboxView {
                     if let Some(m) = self.meta.get_mut(entry) {
                         m.1 = m.1.max(modseq);
                         if self.index.get(m.0).is_some_and(|r| r.entry == *entry) {
-                            let changed = touched.binary_search(entry).is_ok();
-                            if changed {
+                            let flags = touched
+                                .binary_search_by_key(entry, |t| t.0)
+                                .ok()
+                                .map(|i| touched[i].1);
+                            if flags.is_some() {
                                 fx.push(Effect::Event(Event::Flags {
                                     uid: m.0,
                                     modseq: m.1,
                                 }));
                             }
-                            let flags = changed.then(|| self.state.flag_bits(entry));
                             rows.push((m.0, m.1, flags));
                         }
                     }
