@@ -514,32 +514,40 @@ fn heal_confirms_every_provisional_value_of_the_cut_off_replica() {
     for seed in 0..8 {
         let mut net = Net::new(3, seed, fast());
         net.run(500);
-        net.partition(&[1]);
-        let mut mine = Vec::new();
-        for i in 0..12u64 {
-            mine.push(net.submit(0, 1));
-            net.submit(1 + (i as usize % 2), 1);
-            // Irregular gaps: the ops' re-forward timers get other phases.
-            let gap = 7 + net.rng.next_u64() % 90;
-            net.run(gap);
-        }
-        net.run(700);
-        for op in &mine {
-            assert!(net.nodes[0].view.contains_key(op), "seed {seed}: L1");
-        }
-        net.heal();
-        net.run(3_000);
-        net.assert_converged();
-        let theirs = mine
-            .iter()
-            .filter(|op| net.reannounced.contains(op))
-            .count();
-        assert_eq!(
-            theirs, 0,
-            "seed {seed}: the cut-off replica's messages are confirmed, not re-announced"
-        );
-        assert!(net.reannounced.len() <= 12, "seed {seed}: E one-side bound");
+        cut_off_writes_are_confirmed_at_the_heal(&mut net, 0, seed);
     }
+}
+
+/// Cuts replica `cut` off while it and the others write 12 messages each
+/// at irregular moments, heals, and checks that none of the cut-off
+/// replica's messages is re-announced (E: one side only).
+fn cut_off_writes_are_confirmed_at_the_heal(net: &mut Net, cut: usize, seed: u64) {
+    let others: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
+    net.partition(&[net.ids[cut].0]);
+    let mut mine = Vec::new();
+    for i in 0..12u64 {
+        mine.push(net.submit(cut, 1));
+        net.submit(others[i as usize % 2], 1);
+        // Irregular gaps: the ops' re-forward timers get other phases.
+        let gap = 7 + net.rng.next_u64() % 90;
+        net.run(gap);
+    }
+    net.run(700);
+    for op in &mine {
+        assert!(net.nodes[cut].view.contains_key(op), "seed {seed}: L1");
+    }
+    net.heal();
+    net.run(3_000);
+    net.assert_converged();
+    let theirs = mine
+        .iter()
+        .filter(|op| net.reannounced.contains(op))
+        .count();
+    assert_eq!(
+        theirs, 0,
+        "seed {seed}: the cut-off replica's messages are confirmed, not re-announced"
+    );
+    assert!(net.reannounced.len() <= 12, "seed {seed}: E one-side bound");
 }
 
 /// Finding 13 of the simulator (and of the real partition test): a cut link
@@ -556,31 +564,7 @@ fn forwards_held_by_a_cut_link_do_not_undo_the_cut_off_replicas_values() {
         net.run(500);
         let owner = net.nodes[0].seq.owner().expect("an owner is elected");
         let cut = (net.idx(owner) + 1) % 3;
-        let others: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
-        net.partition(&[net.ids[cut].0]);
-        let mut mine = Vec::new();
-        for i in 0..12u64 {
-            mine.push(net.submit(cut, 1));
-            net.submit(others[i as usize % 2], 1);
-            let gap = 7 + net.rng.next_u64() % 90;
-            net.run(gap);
-        }
-        net.run(700);
-        for op in &mine {
-            assert!(net.nodes[cut].view.contains_key(op), "seed {seed}: L1");
-        }
-        net.heal();
-        net.run(3_000);
-        net.assert_converged();
-        let theirs = mine
-            .iter()
-            .filter(|op| net.reannounced.contains(op))
-            .count();
-        assert_eq!(
-            theirs, 0,
-            "seed {seed}: the cut-off replica's messages are confirmed, not re-announced"
-        );
-        assert!(net.reannounced.len() <= 12, "seed {seed}: E one-side bound");
+        cut_off_writes_are_confirmed_at_the_heal(&mut net, cut, seed);
     }
 }
 
