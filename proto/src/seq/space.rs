@@ -244,6 +244,26 @@ impl Spaces {
         })
     }
 
+    /// Whether a ledger decision lies where an owner would have placed it
+    /// given these spaces: values above every final one, a reservation
+    /// above the counters and every other reservation.
+    pub fn admits(&self, d: &super::Decision) -> bool {
+        match d {
+            super::Decision::Sequence { assign, .. } => {
+                assign.modseq > self.max_modseq
+                    && assign.uids.iter().all(|&u| u as u64 > self.max_uid)
+            }
+            super::Decision::Reserve(r) => {
+                r.uids.lo > self.max_uid
+                    && r.modseqs.lo > self.max_modseq
+                    && self
+                        .reservations
+                        .iter()
+                        .all(|o| r.uids.lo >= o.uids.hi && r.modseqs.lo >= o.modseqs.hi)
+            }
+        }
+    }
+
     /// Records a committed reservation.
     pub fn reserve(&mut self, r: Reservation) {
         self.reservations.push(r);

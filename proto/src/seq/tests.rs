@@ -878,3 +878,34 @@ fn members_without_readers_get_no_commit_notice_and_still_learn_commits() {
     net.assert_converged();
     assert_eq!(net.reannounced.len(), 0);
 }
+
+/// A ledger value re-proposed from an old ballot after other owners filled
+/// the slots before it (chaos, 7 nodes, sessions test, seed 5: UID 7 given
+/// twice) lies below what those slots decided: every replica skips it alike,
+/// and the op it names keeps (or still waits for) a value of its own.
+#[test]
+fn a_stale_decision_below_the_ledger_is_skipped() {
+    let ids = [ReplicaId(1), ReplicaId(2), ReplicaId(3)];
+    let op = |seq| OpId {
+        origin: ReplicaId(1),
+        seq,
+    };
+    let seq_of = |o, u: u32, m| Decision::Sequence {
+        op: o,
+        assign: Assign {
+            modseq: m,
+            uids: [u].into_iter().collect(),
+        },
+    };
+    let records = vec![
+        SeqRecord::Committed(1, vec![seq_of(op(1), 5, 5), seq_of(op(2), 6, 6)]),
+        // Computed by an old owner that had op 1 at UID 5 in an earlier slot
+        // of its own: UID 6 is op 2's.
+        SeqRecord::Committed(2, vec![seq_of(op(1), 6, 6), seq_of(op(3), 7, 7)]),
+    ];
+    let s = Sequencer::restore(ids[0], &ids, 42, fast(), records);
+    assert_eq!(s.final_of(&op(1)).map(|a| a.uids[0]), Some(5));
+    assert_eq!(s.final_of(&op(2)).map(|a| a.uids[0]), Some(6));
+    assert_eq!(s.final_of(&op(3)).map(|a| a.uids[0]), Some(7));
+    assert_eq!(s.commit_index(), 2);
+}
