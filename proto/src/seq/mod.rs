@@ -1331,11 +1331,10 @@ impl Sequencer {
             inflight.remove(&slot);
             *next_slot = (*next_slot).max(slot + 1);
         }
-        let admitted = apply_to_spaces(&mut self.spaces, &value);
-        for (d, ok) in value.iter().zip(admitted) {
-            if !ok {
+        for d in &value {
+            if !apply_decision(&mut self.spaces, d) {
                 // A stale proposal re-proposed after a leader change (see
-                // `apply_to_spaces`): the op, if it has no final value yet,
+                // `apply_decision`): the op, if it has no final value yet,
                 // stays pending and is sequenced again.
                 if let (Decision::Sequence { op, .. }, Role::Leader { proposed, .. }) =
                     (d, &mut self.role)
@@ -1731,32 +1730,31 @@ fn renew_reservations(
 
 /// Applies a ledger value to number spaces (the counters move past every
 /// final value; reservations are recorded).
-/// Applies a ledger value's decisions, in order, to `spaces`; returns which
-/// ones it admitted. An owner computes each decision above everything
-/// before it in the ledger (counters only grow, confirmations and new
-/// values lie above every final value, reservations above every other), so
-/// a decision that is not is stale: an owner proposed it in a slot after
-/// slots that a later owner then filled with other values, and a third one
-/// adopted it from an acceptor (Paxos may choose it for its slot). Applying
-/// it would give its UIDs twice (S1: chaos, 7 nodes, seed 5 of the
-/// sessions test); every replica skips it alike, as the ledger is the same
-/// everywhere.
-fn apply_to_spaces(spaces: &mut Spaces, value: &[Decision]) -> Vec<bool> {
-    value
-        .iter()
-        .map(|d| {
-            let ok = spaces.admits(d);
-            if ok {
-                match d {
-                    Decision::Sequence { assign, .. } => {
-                        spaces.note_final(&assign.uids, assign.modseq)
-                    }
-                    Decision::Reserve(r) => spaces.reserve(r.clone()),
-                }
-            }
-            ok
-        })
-        .collect()
+/// Applies a ledger value's decisions, in order, to `spaces`.
+fn apply_to_spaces(spaces: &mut Spaces, value: &[Decision]) {
+    for d in value {
+        apply_decision(spaces, d);
+    }
+}
+
+/// Applies one ledger decision to `spaces` if they admit it; says whether.
+/// An owner computes each decision above everything before it in the
+/// ledger (counters only grow, confirmations and new values lie above every
+/// final value, reservations above every other), so a decision that is not
+/// is stale: an owner proposed it in a slot after slots that a later owner
+/// then filled with other values, and a third one adopted it from an
+/// acceptor (Paxos may choose it for its slot). Applying it would give its
+/// UIDs twice (S1: chaos, 7 nodes, seed 5 of the sessions test); every
+/// replica skips it alike, as the ledger is the same everywhere.
+fn apply_decision(spaces: &mut Spaces, d: &Decision) -> bool {
+    if !spaces.admits(d) {
+        return false;
+    }
+    match d {
+        Decision::Sequence { assign, .. } => spaces.note_final(&assign.uids, assign.modseq),
+        Decision::Reserve(r) => spaces.reserve(r.clone()),
+    }
+    true
 }
 
 #[cfg(test)]
