@@ -164,7 +164,11 @@ impl Node {
                 "allow_plaintext_auth = true",
             );
         std::fs::write(&cfg, text).expect("write config");
-        let log = dir.path().join("node.log");
+        // NODE_LOG_DIR keeps the nodes' logs there (named by peer id).
+        let log = match std::env::var_os("NODE_LOG_DIR") {
+            Some(d) => Path::new(&d).join(format!("{peer_id}.log")),
+            None => dir.path().join("node.log"),
+        };
         let node = Node {
             imap: format!("{ip}:{imap}").parse().expect("addr"),
             lmtp: format!("{ip}:{lmtp}").parse().expect("addr"),

@@ -8,6 +8,7 @@ use libp2p::{
     allow_block_list, gossipsub, identify, kad, mdns, ping, request_response, PeerId,
     StreamProtocol,
 };
+use orion::hazardous::hash::blake2::blake2b::Blake2b;
 use std::time::Duration;
 
 /// Identify's protocol version: peers of another protocol are ignored.
@@ -16,6 +17,27 @@ pub const IDENTIFY_VERSION: &str = "/aerogramme/1";
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/aerogramme/kad/1");
 /// How long a replication request may wait for its receipt.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Gossip messages at least this large (protobuf bytes) are announced with
+/// IDONTWANT to the receiver's other mesh peers: an op batch is ~500 bytes,
+/// an IDONTWANT with a [`message_id`] ~30.
+const IDONTWANT_THRESHOLD: usize = 128;
+
+/// A gossip message's id: 16 bytes of BLAKE2b over its author and sequence
+/// number (gossipsub's default is their text, ~70 bytes, and the id is
+/// what IDONTWANT and IHAVE carry).
+fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut input = m.source.map(|p| p.to_bytes()).unwrap_or_default();
+    input.extend_from_slice(&m.sequence_number.unwrap_or_default().to_be_bytes());
+    let digest = Blake2b::new(16).and_then(|mut h| {
+        h.update(&input)?;
+        h.finalize()
+    });
+    match digest {
+        Ok(d) => gossipsub::MessageId::new(d.as_ref()),
+        Err(_) => gossipsub::MessageId::new(&input),
+    }
+}
 
 /// What a node runs on each connection.
 #[derive(NetworkBehaviour)]
@@ -65,6 +87,12 @@ impl Behaviour {
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
             .heartbeat_interval(Duration::from_millis(500))
+            // Every received op batch makes its receiver tell its other
+            // mesh peers it has it (IDONTWANT, gossipsub 1.2): the node
+            // forwards a batch only after `RELAY_DELAY`, so a peer that got
+            // it from the publisher too is not sent a second copy.
+            .idontwant_message_size_threshold(IDONTWANT_THRESHOLD)
+            .message_id_fn(message_id)
             .build()
             .map_err(|e| e.to_string())?;
         let gossipsub = gossipsub::Behaviour::new(
@@ -107,5 +135,30 @@ impl Behaviour {
             mdns: mdns.into(),
             kad: kad.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(source: Option<PeerId>, seq: u64) -> gossipsub::Message {
+        gossipsub::Message {
+            source,
+            data: b"ops".to_vec(),
+            sequence_number: Some(seq),
+            topic: gossipsub::TopicHash::from_raw("t"),
+        }
+    }
+
+    #[test]
+    fn message_ids_are_short_and_name_author_and_sequence_number() {
+        let a = PeerId::random();
+        let b = PeerId::random();
+        let id = message_id(&msg(Some(a), 1));
+        assert_eq!(id.0.len(), 16);
+        assert_eq!(id, message_id(&msg(Some(a), 1)));
+        assert_ne!(id, message_id(&msg(Some(a), 2)));
+        assert_ne!(id, message_id(&msg(Some(b), 1)));
     }
 }

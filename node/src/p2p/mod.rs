@@ -70,6 +70,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// connection, which is how a node that joined one peer meets the others).
 const KAD_BOOTSTRAP: Duration = Duration::from_secs(60);
 const KAD_AFTER_CONNECT: Duration = Duration::from_millis(200);
+/// How long a node holds valid gossip before gossipsub forwards it to its
+/// mesh peers. Meanwhile those that received it from the publisher too say
+/// so (IDONTWANT) and get no copy: in a community whose nodes all connect
+/// to each other, an op batch crosses each link once instead of once per
+/// direction. Only members not connected to the publisher wait for it.
+const RELAY_DELAY: Duration = Duration::from_millis(25);
 
 /// What the core hands to the network (encoded messages).
 #[derive(Debug)]
@@ -222,6 +228,26 @@ impl P2pHandle {
     }
 }
 
+/// Logs what `out` sends: kind and encoded size of each message (target
+/// `aerogramme::wire`, level trace), to see where the bytes on the wire go.
+fn trace_out(out: &NetOut) {
+    let kind = |bytes: &[u8]| PeerMsg::decode(bytes).map_or("malformed", |m| m.kind());
+    match out {
+        NetOut::Send { to, bytes, .. } | NetOut::Live { to, bytes } => {
+            tracing::trace!(target: "aerogramme::wire", %to, kind = kind(bytes), len = bytes.len(), "send");
+        }
+        NetOut::Broadcast { msgs, .. } => {
+            for m in msgs {
+                tracing::trace!(target: "aerogramme::wire", kind = kind(m), len = m.len(), "gossip");
+            }
+        }
+        NetOut::ToEach { bytes } => {
+            tracing::trace!(target: "aerogramme::wire", kind = kind(bytes), len = bytes.len(), "to each");
+        }
+        NetOut::Subscribe(_) => {}
+    }
+}
+
 /// The gossipsub topic of a user: opaque (derived from the random user id).
 pub fn topic(user: &UserId) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!(
@@ -356,6 +382,7 @@ impl P2p {
             topics: HashSet::new(),
             joins,
             kad_due: None,
+            relay: VecDeque::new(),
         };
         for u in users {
             task.subscribe(u);
@@ -399,6 +426,9 @@ struct Task {
     topics: HashSet<UserId>,
     joins: Vec<JoinTarget>,
     kad_due: Option<Instant>,
+    /// Valid gossip not yet reported to gossipsub (which forwards it then),
+    /// oldest first: when to report, and what.
+    relay: VecDeque<(Instant, gossipsub::MessageId, PeerId)>,
 }
 
 impl Task {
@@ -411,7 +441,10 @@ impl Task {
         let mut redial = tokio::time::interval(Duration::from_millis(250));
         let mut kad_bootstrap = tokio::time::interval(KAD_BOOTSTRAP);
         loop {
+            let relay_at = self.relay.front().map(|(at, ..)| *at);
             tokio::select! {
+                _ = tokio::time::sleep_until(relay_at.unwrap_or_else(Instant::now).into()),
+                    if relay_at.is_some() => self.relay_due(),
                 out = net.recv() => match out {
                     Some(out) => self.on_net_out(out),
                     None => break,
@@ -439,6 +472,26 @@ impl Task {
         tracing::debug!("peer-to-peer layer stopped");
     }
 
+    /// Lets gossipsub forward the valid gossip whose delay has passed.
+    fn relay_due(&mut self) {
+        let now = Instant::now();
+        while let Some((at, id, from)) = self.relay.pop_front() {
+            if at > now {
+                self.relay.push_front((at, id, from));
+                break;
+            }
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    &id,
+                    &from,
+                    gossipsub::MessageAcceptance::Accept,
+                );
+        }
+    }
+
     fn kad_bootstrap(&mut self) {
         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
             let _ = kad.bootstrap();
@@ -459,6 +512,9 @@ impl Task {
     }
 
     fn on_net_out(&mut self, out: NetOut) {
+        if tracing::enabled!(target: "aerogramme::wire", tracing::Level::TRACE) {
+            trace_out(&out);
+        }
         match out {
             NetOut::Send { to, bytes, bulk } => {
                 if let Some(peer) = self.by_replica.get(&to).copied() {
@@ -714,17 +770,26 @@ impl Task {
                     }
                     _ => false,
                 };
-                let acceptance = if ok {
-                    gossipsub::MessageAcceptance::Accept
-                } else {
-                    gossipsub::MessageAcceptance::Reject
-                };
+                if ok {
+                    // Forwarded later, so that the IDONTWANT of a peer that
+                    // got it from the publisher as well arrives first.
+                    self.relay.push_back((
+                        Instant::now() + RELAY_DELAY,
+                        message_id,
+                        propagation_source,
+                    ));
+                    return;
+                }
                 let _ = self
                     .swarm
                     .behaviour_mut()
                     .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
-                if !ok && message.source == Some(propagation_source) {
+                    .report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        gossipsub::MessageAcceptance::Reject,
+                    );
+                if message.source == Some(propagation_source) {
                     self.misbehaved(propagation_source, "malformed gossip");
                 }
             }

@@ -163,6 +163,33 @@ impl PeerMsg {
         }
     }
 
+    /// The message's kind, for logs and counters (e.g. `"Chunk"`, `"Accept"`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMsg::Sync(m) => match m {
+                SyncMsg::Gossip { .. } => "Gossip",
+                SyncMsg::Have { .. } => "Have",
+                SyncMsg::Ops { .. } => "Ops",
+                SyncMsg::WantChunks { .. } => "WantChunks",
+                SyncMsg::Chunk(_) => "Chunk",
+                SyncMsg::Account { .. } => "Account",
+            },
+            PeerMsg::Seq { msg, .. } => match msg {
+                SeqMsg::Forward { .. } => "Forward",
+                SeqMsg::Resequence { .. } => "Resequence",
+                SeqMsg::Prepare { .. } => "Prepare",
+                SeqMsg::Promise { .. } => "Promise",
+                SeqMsg::Accept { .. } => "Accept",
+                SeqMsg::Accepted { .. } => "Accepted",
+                SeqMsg::Nack { .. } => "Nack",
+                SeqMsg::Heartbeat { .. } => "Heartbeat",
+                SeqMsg::Alive { .. } => "Alive",
+                SeqMsg::Pull { .. } => "Pull",
+                SeqMsg::Entries { .. } => "Entries",
+            },
+        }
+    }
+
     /// Decodes untrusted bytes; never panics, bounded by [`MAX_MESSAGE_BYTES`].
     pub fn decode(bytes: &[u8]) -> Result<PeerMsg, ReplicaError> {
         if bytes.len() > MAX_MESSAGE_BYTES + 1 {

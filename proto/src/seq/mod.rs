@@ -1202,14 +1202,20 @@ impl Sequencer {
         }
         let commit = self.commit_index();
         let notice = self.params.commit_notice_ms;
-        if notice == 0 && !self.unwatched.is_empty() {
-            // Some members have no readers of this mailbox: the notice goes
-            // to those that have (and to the waiting ones) only; the others
-            // learn the commit from the next Accept or periodic Heartbeat.
+        if notice == 0 {
+            // The notice goes to the members with readers of this mailbox
+            // and to the waiting ones, once each; the others learn the
+            // commit from the next Accept or periodic Heartbeat. When that
+            // is every member, it is the periodic Heartbeat.
             let members = self.members.clone();
             for to in members.iter() {
                 if waiting.contains(to) || !self.unwatched.contains(to) {
                     self.send(*to, SeqMsg::Heartbeat { ballot, commit });
+                }
+            }
+            if self.unwatched.is_empty() {
+                if let Role::Leader { last_beat, .. } = &mut self.role {
+                    *last_beat = now;
                 }
             }
             return;
