@@ -7,6 +7,7 @@
 //! drivers of the same code.
 
 mod bytes;
+pub mod codec;
 pub mod crypto;
 pub mod hlc;
 pub mod ids;

@@ -28,6 +28,7 @@
 //! layer. The bytes travel as separate [`BlobChunk`] records of at most
 //! [`CHUNK_BYTES`] each.
 
+use crate::codec::Codec;
 use crate::hlc::Timestamp;
 use crate::ids::{BlobId, LogId, OpId, ReplicaId, UserId};
 use crdts::VClock;
@@ -114,20 +115,35 @@ pub struct BlobAnnounce {
     /// (bound to the op's place); opaque here.
     #[serde(with = "crate::bytes")]
     pub sealed: Vec<u8>,
+    /// How the plaintext holds the message. Encoded as one byte after the
+    /// fields above, absent for [`Codec::Raw`] (as announcements were
+    /// before blobs were compressed).
+    #[serde(skip)]
+    pub codec: Codec,
 }
+
+/// The byte that follows an announcement of a [`Codec::Lz4`] blob.
+const CODEC_LZ4: u8 = 1;
 
 impl BlobAnnounce {
     /// Postcard encoding, to be used as an [`Op::payload`].
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        let mut v = postcard::to_allocvec(self).unwrap_or_default();
+        if self.codec == Codec::Lz4 {
+            v.push(CODEC_LZ4);
+        }
+        v
     }
 
     /// Decodes an announce; `None` when malformed or trailed by junk.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        match postcard::take_from_bytes::<BlobAnnounce>(bytes) {
-            Ok((a, [])) => Some(a),
-            _ => None,
-        }
+        let (mut a, rest) = postcard::take_from_bytes::<BlobAnnounce>(bytes).ok()?;
+        a.codec = match rest {
+            [] => Codec::Raw,
+            [CODEC_LZ4] => Codec::Lz4,
+            _ => return None,
+        };
+        Some(a)
     }
 
     /// How many chunks the blob has.
@@ -748,12 +764,23 @@ pub(crate) mod tests {
             blob: BlobId([5; 16]),
             len: 600_000,
             sealed: vec![1, 2, 3],
+            codec: Codec::Raw,
         };
         assert_eq!(a.chunks(), 3);
         let mut o = mk(LogId::Blobs, 1, 1, 0);
         o.payload = a.encode().into();
         assert_eq!(o.blob_announce(), Some(a.clone()));
         o.payload = [&o.payload[..], &[0]].concat().into();
+        assert_eq!(o.blob_announce(), None);
+        // A compressed blob's announcement: one more byte, and only that.
+        let z = BlobAnnounce {
+            codec: Codec::Lz4,
+            ..a.clone()
+        };
+        assert_eq!(z.encode().len(), a.encode().len() + 1);
+        o.payload = z.encode().into();
+        assert_eq!(o.blob_announce(), Some(z.clone()));
+        o.payload = [&z.encode()[..], &[1]].concat().into();
         assert_eq!(o.blob_announce(), None);
         let mut m = mk(LogId::Mailboxes, 1, 1, 0);
         m.payload = a.encode().into();

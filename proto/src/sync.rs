@@ -29,6 +29,7 @@
 //! [`SyncMsg::decode`] rejects input over [`MAX_MESSAGE_BYTES`], malformed
 //! input, trailing bytes and out-of-bounds contents with a typed error.
 
+use crate::codec::Codec;
 use crate::ids::{BlobId, LogId, OpId, UserId};
 use crate::oplog::{
     BlobChunk, Inserted, LogVersion, Op, OpLog, OpLogError, Page, CHUNK_BYTES, MAX_BEYOND,
@@ -294,13 +295,22 @@ pub struct Received {
     pub send_have: bool,
 }
 
+/// What an announcement says of a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Length of the stored (encrypted) bytes, all chunks together.
+    pub len: u64,
+    /// How the plaintext holds the message.
+    pub codec: Codec,
+}
+
 /// All op logs of one user, its blob announces and its account record: what
 /// anti-entropy works on.
 #[derive(Debug)]
 pub struct UserLogs {
     user: UserId,
     logs: BTreeMap<LogId, OpLog>,
-    blobs: BTreeMap<BlobId, u64>,
+    blobs: BTreeMap<BlobId, BlobInfo>,
     account: Option<(u64, Vec<u8>)>,
     /// Announced blobs that [`UserLogs::wanted_chunks`] has not yet seen
     /// complete (stored chunks are never removed), so that it costs in
@@ -364,7 +374,10 @@ impl UserLogs {
         let r = log.insert(op)?;
         if let Some(a) = announce {
             if let std::collections::btree_map::Entry::Vacant(v) = self.blobs.entry(a.blob) {
-                v.insert(a.len);
+                v.insert(BlobInfo {
+                    len: a.len,
+                    codec: a.codec,
+                });
                 self.incomplete
                     .get_mut()
                     .unwrap_or_else(|e| e.into_inner())
@@ -384,8 +397,8 @@ impl UserLogs {
         self.logs.values()
     }
 
-    /// Announced blobs and their lengths.
-    pub fn blobs(&self) -> &BTreeMap<BlobId, u64> {
+    /// Announced blobs, with their stored lengths and codecs.
+    pub fn blobs(&self) -> &BTreeMap<BlobId, BlobInfo> {
         &self.blobs
     }
 
@@ -609,10 +622,10 @@ impl UserLogs {
         let mut incomplete = lock(&self.incomplete);
         let mut complete = Vec::new();
         'blobs: for blob in incomplete.iter() {
-            let Some(len) = self.blobs.get(blob) else {
+            let Some(info) = self.blobs.get(blob) else {
                 continue;
             };
-            let n = crate::oplog::chunk_count(*len).min(u32::MAX as u64 + 1);
+            let n = crate::oplog::chunk_count(info.len).min(u32::MAX as u64 + 1);
             let mut all = true;
             for i in 0..n {
                 if out.len() >= max {
@@ -641,7 +654,7 @@ impl UserLogs {
             && self
                 .blobs
                 .get(&chunk.blob)
-                .and_then(|len| crate::oplog::chunk_len(*len, chunk.index))
+                .and_then(|b| crate::oplog::chunk_len(b.len, chunk.index))
                 .is_some_and(|l| l == chunk.bytes.len())
     }
 }
@@ -917,6 +930,7 @@ mod tests {
             blob,
             len: CHUNK_BYTES as u64 * 2 + 1,
             sealed: vec![],
+            codec: Codec::Raw,
         };
         let mut op = mk(LogId::Blobs, 1, 1, 0);
         op.payload = ann.encode().into();

@@ -5,13 +5,20 @@
 //! 2. the same with 50 ms added (one way) between node 1 and the two
 //!    others, by a delaying TCP relay (the kernel here has no netem), and
 //!    the bytes on every link (each through a counting relay) per
-//!    delivered message byte and receiving node;
+//!    delivered message byte and receiving node, for three kinds of mail:
+//!    the 4 kB text of (1), real mail (a sample of the SpamAssassin corpus,
+//!    as the IMAP benchmark uses; skipped when it cannot be installed) and
+//!    4 kB that does not compress (base64 of random bytes);
 //! 3. catch-up: a node stopped while messages arrive, then started: how
 //!    fast it has them all (MB/s of message data).
 //!
 //! `cargo bench -p aerogramme-tests --bench replication`
 //! (`REPL_BENCH_N` deliveries per latency run, default 200;
 //! `REPL_BENCH_CATCHUP` messages of 10 kB for the catch-up, default 1000).
+
+#[path = "../../node/benches/common/corpus.rs"]
+#[allow(dead_code)]
+mod corpus;
 
 use aerogramme_tests::{free_port, Node};
 use std::path::Path;
@@ -90,8 +97,9 @@ fn ready(nodes: &[Node]) {
     }
 }
 
-/// (p50, p99, mean) in ms and the message bytes delivered.
-fn latency(from: &Node, to: &Node, n: usize) -> (f64, f64, f64, u64) {
+/// (p50, p99, mean) in ms and the message bytes delivered; `bodies` as
+/// `idle_latency.py` takes it.
+fn latency(from: &Node, to: &Node, n: usize, bodies: &str) -> (f64, f64, f64, u64) {
     let out = from.python(
         "idle_latency.py",
         &[
@@ -100,7 +108,7 @@ fn latency(from: &Node, to: &Node, n: usize) -> (f64, f64, f64, u64) {
             USER,
             PW,
             &n.to_string(),
-            &SIZE.to_string(),
+            bodies,
         ],
     );
     let v: Vec<f64> = out
@@ -117,7 +125,7 @@ fn main() {
     // 1. Loopback.
     let mut nodes = Node::community(3);
     ready(&nodes);
-    let (p50, p99, mean, _) = latency(&nodes[0], &nodes[1], n);
+    let (p50, p99, mean, _) = latency(&nodes[0], &nodes[1], n, &SIZE.to_string());
     println!("LMTP 250 on node 1 -> IDLE on node 2, loopback, {n} messages of {SIZE} B: p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms");
 
     // 3. Catch-up (same community).
@@ -177,23 +185,52 @@ fn main() {
     let nodes = vec![first, second, third];
     ready(&nodes);
     let relays = [&r12, &r13, &r23];
-    let before: Vec<u64> = relays.iter().map(|r| r.bytes()).collect();
-    let (p50, p99, mean, bytes) = latency(&nodes[0], &nodes[1], n);
-    let wire: Vec<u64> = relays
-        .iter()
-        .zip(&before)
-        .map(|(r, b)| r.bytes() - b)
-        .collect();
-    println!("LMTP 250 on node 1 -> IDLE on node 2, 50 ms added between node 1 and nodes 2, 3 (delaying relay), {n} messages: p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms");
-    let all: u64 = wire.iter().sum();
-    println!(
-        "bytes on the wire per message byte and receiving node: {:.2} ({all} B on the three links for {bytes} B of messages, each received by 2 nodes)",
-        all as f64 / (2 * bytes) as f64
-    );
-    println!(
-        "  link 1-2: {:.2}, link 1-3: {:.2}, link 2-3: {:.2} (per message byte)",
-        wire[0] as f64 / bytes as f64,
-        wire[1] as f64 / bytes as f64,
-        wire[2] as f64 / bytes as f64
-    );
+    let sample = corpus_sample(n);
+    let mut kinds = vec![(format!("{SIZE} B of text"), SIZE.to_string())];
+    if let Some(dir) = &sample {
+        kinds.push((
+            "real mail".into(),
+            format!("files:{}", dir.path().display()),
+        ));
+    }
+    kinds.push((
+        format!("{SIZE} B of base64 (incompressible)"),
+        format!("random:{SIZE}"),
+    ));
+    for (label, bodies) in kinds {
+        let before: Vec<u64> = relays.iter().map(|r| r.bytes()).collect();
+        let (p50, p99, mean, bytes) = latency(&nodes[0], &nodes[1], n, &bodies);
+        let wire: Vec<u64> = relays
+            .iter()
+            .zip(&before)
+            .map(|(r, b)| r.bytes() - b)
+            .collect();
+        println!("LMTP 250 on node 1 -> IDLE on node 2, 50 ms added between node 1 and nodes 2, 3 (delaying relay), {n} messages, {label}: p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms");
+        let all: u64 = wire.iter().sum();
+        println!(
+            "  bytes on the wire per message byte and receiving node: {:.2} ({all} B on the three links for {bytes} B of messages, each received by 2 nodes)",
+            all as f64 / (2 * bytes) as f64
+        );
+        println!(
+            "  link 1-2: {:.2}, link 1-3: {:.2}, link 2-3: {:.2} (per message byte)",
+            wire[0] as f64 / bytes as f64,
+            wire[1] as f64 / bytes as f64,
+            wire[2] as f64 / bytes as f64
+        );
+    }
+}
+
+/// `n` messages of the SpamAssassin corpus, evenly spread over it, one file
+/// each in a temporary folder; `None` when the corpus is not available.
+fn corpus_sample(n: usize) -> Option<tempfile::TempDir> {
+    let all = corpus::load(&corpus::corpus_dir(None)?);
+    if all.is_empty() {
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let step = (all.len() / n.max(1)).max(1);
+    for (i, m) in all.iter().step_by(step).take(n).enumerate() {
+        std::fs::write(dir.path().join(format!("{i:06}.eml")), m).ok()?;
+    }
+    Some(dir)
 }

@@ -1,16 +1,21 @@
 """Latency from LMTP 250 on one node to the IDLE notification on another.
-Usage: idle_latency.py LMTP_ADDR IMAP_ADDR USER PASSWORD N SIZE
-Delivers N messages of about SIZE bytes one at a time; for each, the time
-from the 250 reply to the "* K EXISTS" line of an IDLE session. Prints
+Usage: idle_latency.py LMTP_ADDR IMAP_ADDR USER PASSWORD N BODIES
+Delivers N messages one at a time; for each, the time from the 250 reply to
+the "* K EXISTS" line of an IDLE session. BODIES is SIZE (text of about SIZE
+bytes, the same words repeated), random:SIZE (SIZE bytes of base64 of random
+bytes, as an attachment: nothing to compress) or files:DIR (the files of DIR
+in name order, e.g. real mail, taken in turn). Prints
 "p50_ms P99_MS MEAN_MS BYTES_DELIVERED"."""
+import base64
+import os
 import re
 import smtplib
 import socket
 import sys
 import time
 
-lmtp_addr, imap_addr, user, password, n, size = sys.argv[1:7]
-n, size = int(n), int(size)
+lmtp_addr, imap_addr, user, password, n, bodies = sys.argv[1:7]
+n = int(n)
 
 
 def hp(a):
@@ -41,14 +46,37 @@ s.sendall(b"a3 IDLE\r\n")
 if not f.readline().startswith(b"+"):
     raise SystemExit("no IDLE continuation")
 
+def header(i):
+    return "From: b@example.org\r\nTo: %s@example.org\r\nMessage-ID: <lat-%d@example.org>\r\nSubject: latency %d\r\n\r\n" % (user, i, i)
+
+
+if bodies.startswith("files:"):
+    d = bodies[len("files:"):]
+    files = [open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))]
+
+    def message(i):
+        return files[i % len(files)]
+elif bodies.startswith("random:"):
+    size = int(bodies[len("random:"):])
+
+    def message(i):
+        b64 = base64.encodebytes(os.urandom(size * 3 // 4)).replace(b"\n", b"\r\n")
+        return header(i).encode() + b64
+else:
+    size = int(bodies)
+    filler = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * (size // 55 + 1))[:size]
+
+    def message(i):
+        return (header(i) + filler + "\r\n").encode()
+
+
 lmtp = smtplib.LMTP(*hp(lmtp_addr))
-filler = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * (size // 55 + 1))[:size]
 lat = []
 total = 0
 for i in range(n):
-    body = "From: b@example.org\r\nTo: %s@example.org\r\nMessage-ID: <lat-%d@example.org>\r\nSubject: latency %d\r\n\r\n%s\r\n" % (user, i, i, filler)
+    body = message(i)
     total += len(body)
-    lmtp.sendmail("b@example.org", ["%s@example.org" % user], body.encode())
+    lmtp.sendmail("b@example.org", ["%s@example.org" % user], body)
     t0 = time.perf_counter()
     while True:
         l = f.readline()

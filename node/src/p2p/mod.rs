@@ -484,11 +484,7 @@ impl Task {
                 .swarm
                 .behaviour_mut()
                 .gossipsub
-                .report_message_validation_result(
-                    &id,
-                    &from,
-                    gossipsub::MessageAcceptance::Accept,
-                );
+                .report_message_validation_result(&id, &from, gossipsub::MessageAcceptance::Accept);
         }
     }
 

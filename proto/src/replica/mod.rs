@@ -20,6 +20,7 @@ mod view;
 pub use index::Row;
 pub use view::{Event, MailboxView, Message};
 
+use crate::codec::{self, Codec};
 use crate::crypto::{
     CryptoError, Place, PublicKey, Sealer, UserSecrets, FINGERPRINT_LEN, KIND_SEALED, NONCE_LEN,
     TAG_LEN,
@@ -34,7 +35,7 @@ use crate::oplog::{BlobAnnounce, BlobChunk, Op, OpLogError, CHUNK_BYTES};
 use crate::seq::{Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
 use crate::store::{Store, StoreError};
 use crate::sync::{
-    answer_want_chunks, SyncError, SyncMsg, UserLogs, MAX_MESSAGE_BYTES, MAX_WANT_CHUNKS,
+    answer_want_chunks, BlobInfo, SyncError, SyncMsg, UserLogs, MAX_MESSAGE_BYTES, MAX_WANT_CHUNKS,
     PAGE_BYTES,
 };
 use crate::{CryptoRng, FastMap, FastSet, RngCore};
@@ -288,6 +289,15 @@ struct Checkpoint {
     prefix: crdts::VClock<ReplicaId>,
     beyond: Vec<OpId>,
     view: MailboxView,
+}
+
+/// The plaintext a message is stored as, and how it holds it
+/// ([`crate::codec`]).
+fn stored_form(raw: &[u8]) -> (Codec, std::borrow::Cow<'_, [u8]>) {
+    match codec::compress(raw) {
+        Some(z) => (Codec::Lz4, z.into()),
+        None => (Codec::Raw, raw.into()),
+    }
 }
 
 /// Encrypted metadata of a blob.
@@ -843,7 +853,8 @@ impl<S: Store> Replica<S> {
         // boxes share one ephemeral key (one X25519 agreement, not three).
         let blob = BlobId::random(rng);
         let sealer = Sealer::new(rng, public)?;
-        let sealed = sealer.seal(rng, &Place::Sealed { user, blob }, raw)?;
+        let (codec, body) = stored_form(raw);
+        let sealed = sealer.seal(rng, &Place::Sealed { user, blob }, &body)?;
         let meta = sealer.seal(
             rng,
             &Place::Summary { user, blob },
@@ -861,7 +872,7 @@ impl<S: Store> Replica<S> {
             };
             self.push_chunk(c)?;
         }
-        self.announce_blob(now, user, blob, sealed.len() as u64, meta)?;
+        self.announce_blob(now, user, blob, sealed.len() as u64, codec, meta)?;
         // The entry, sealed too.
         let entry = EntryId::random(rng);
         let add = MailboxOp::Add {
@@ -1223,7 +1234,7 @@ impl<S: Store> Replica<S> {
     /// The full bytes of a message.
     pub fn read_blob(&self, user: &UserId, blob: &BlobId) -> Result<Vec<u8>, ReplicaError> {
         let un = self.unlocked(user)?;
-        let len = *self.users[user]
+        let BlobInfo { len, codec } = *self.users[user]
             .logs
             .blobs()
             .get(blob)
@@ -1264,18 +1275,21 @@ impl<S: Store> Replica<S> {
                 return Err(ReplicaError::BlobMissing);
             }
         }
-        if let Some(sealed) = sealed {
-            return Ok(un.secrets.keypair.open_sealed(
+        let stored = match (sealed, failed) {
+            (Some(sealed), _) => un.secrets.keypair.open_sealed(
                 &Place::Sealed {
                     user: *user,
                     blob: *blob,
                 },
                 &sealed,
-            )?);
-        }
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(out),
+            )?,
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => out,
+        };
+        match codec {
+            Codec::Raw => Ok(stored),
+            Codec::Lz4 => codec::decompress(&stored, MAX_MESSAGE_SIZE)
+                .map_err(|e| ReplicaError::Malformed(e.to_string())),
         }
     }
 
@@ -1596,7 +1610,8 @@ impl<S: Store> Replica<S> {
         let mut len = 0u64;
         let master = &self.unlocked(&user)?.secrets.master;
         let mut chunks = Vec::new();
-        for (i, piece) in raw.chunks(CHUNK_PLAINTEXT).enumerate() {
+        let (codec, body) = stored_form(raw);
+        for (i, piece) in body.chunks(CHUNK_PLAINTEXT).enumerate() {
             let place = Place::Blob {
                 user,
                 blob,
@@ -1622,7 +1637,7 @@ impl<S: Store> Replica<S> {
         for c in chunks {
             self.push_chunk(c)?;
         }
-        self.announce_blob(now, user, blob, len, sealed)?;
+        self.announce_blob(now, user, blob, len, codec, sealed)?;
         Ok(blob)
     }
 
@@ -1634,12 +1649,14 @@ impl<S: Store> Replica<S> {
         user: UserId,
         blob: BlobId,
         len: u64,
+        codec: Codec,
         meta: Vec<u8>,
     ) -> Result<(), ReplicaError> {
         let announce = BlobAnnounce {
             blob,
             len,
             sealed: meta,
+            codec,
         }
         .encode();
         // The announcement itself is not encrypted: replicas without the key

@@ -242,6 +242,39 @@ fn append_is_acknowledged_with_a_uid_and_replicates() {
     assert_eq!(body, b"Subject: m9\r\n\r\nm9\r\n");
 }
 
+/// Mail text is stored (and replicated) compressed, and reads back whole on
+/// every replica; a short message is stored as it is.
+#[test]
+fn compressible_mail_is_stored_compressed_and_reads_back_whole() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    let text = "lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(200);
+    let t = w.append(0, user, inbox, &text);
+    let short = w.append(0, user, inbox, "hi");
+    w.run(500);
+    let uid = w.appended_uid(0, t);
+    let short = w.appended_uid(0, short);
+    for n in 0..3 {
+        let r = w.nodes[n].as_ref().unwrap();
+        let v = r.mailbox(&user, &inbox).unwrap();
+        let blob = v.message(uid).unwrap().view.blob;
+        let info = r.users[&user].logs.blobs()[&blob];
+        assert_eq!(info.codec, Codec::Lz4);
+        assert!(info.len < text.len() as u64 / 4, "{info:?}");
+        let body = r.read_blob(&user, &blob).unwrap();
+        assert_eq!(
+            body,
+            format!("Subject: {text}\r\n\r\n{text}\r\n").as_bytes()
+        );
+        let blob = v.message(short).unwrap().view.blob;
+        assert_eq!(r.users[&user].logs.blobs()[&blob].codec, Codec::Raw);
+        assert_eq!(
+            r.read_blob(&user, &blob).unwrap(),
+            b"Subject: hi\r\n\r\nhi\r\n"
+        );
+    }
+}
+
 /// A STORE over several UIDs is one op per `flag_batch` entries: every entry
 /// of a batch gets that op's MODSEQ; a concurrent -FLAGS of one entry on
 /// another replica loses to the batch's add there (add wins); duplicated
@@ -1046,7 +1079,13 @@ fn sealed_delivery_by_a_node_without_the_keys() {
     w.flush(1);
     w.run(300);
     // Node 2 never holds the keys: it delivers sealed mail.
-    let raw = b"From: a@example.org\r\nSubject: sealed\r\n\r\nfor your eyes only\r\n";
+    // Long enough to be stored compressed inside the sealed box.
+    let raw = [
+        &b"From: a@example.org\r\nSubject: sealed\r\n\r\n"[..],
+        &b"for your eyes only\r\n".repeat(40),
+    ]
+    .concat();
+    let raw = &raw[..];
     let now = w.now;
     let t = w
         .node(2)
