@@ -164,29 +164,29 @@ impl PeerMsg {
         }
     }
 
-    /// The message's kind, for logs and counters (e.g. `"Chunk"`, `"Accept"`).
+    /// The message's kind, for logs and counters (e.g. `"sync_chunk"`, `"seq_accept"`).
     pub fn kind(&self) -> &'static str {
         match self {
             PeerMsg::Sync(m) => match m {
-                SyncMsg::Gossip { .. } => "Gossip",
-                SyncMsg::Have { .. } => "Have",
-                SyncMsg::Ops { .. } => "Ops",
-                SyncMsg::WantChunks { .. } => "WantChunks",
-                SyncMsg::Chunk(_) => "Chunk",
-                SyncMsg::Account { .. } => "Account",
+                SyncMsg::Gossip { .. } => "sync_gossip",
+                SyncMsg::Have { .. } => "sync_have",
+                SyncMsg::Ops { .. } => "sync_ops",
+                SyncMsg::WantChunks { .. } => "sync_want_chunks",
+                SyncMsg::Chunk(_) => "sync_chunk",
+                SyncMsg::Account { .. } => "sync_account",
             },
             PeerMsg::Seq { msg, .. } => match msg {
-                SeqMsg::Forward { .. } => "Forward",
-                SeqMsg::Resequence { .. } => "Resequence",
-                SeqMsg::Prepare { .. } => "Prepare",
-                SeqMsg::Promise { .. } => "Promise",
-                SeqMsg::Accept { .. } => "Accept",
-                SeqMsg::Accepted { .. } => "Accepted",
-                SeqMsg::Nack { .. } => "Nack",
-                SeqMsg::Heartbeat { .. } => "Heartbeat",
-                SeqMsg::Alive { .. } => "Alive",
-                SeqMsg::Pull { .. } => "Pull",
-                SeqMsg::Entries { .. } => "Entries",
+                SeqMsg::Forward { .. } => "seq_forward",
+                SeqMsg::Resequence { .. } => "seq_resequence",
+                SeqMsg::Prepare { .. } => "seq_prepare",
+                SeqMsg::Promise { .. } => "seq_promise",
+                SeqMsg::Accept { .. } => "seq_accept",
+                SeqMsg::Accepted { .. } => "seq_accepted",
+                SeqMsg::Nack { .. } => "seq_nack",
+                SeqMsg::Heartbeat { .. } => "seq_heartbeat",
+                SeqMsg::Alive { .. } => "seq_alive",
+                SeqMsg::Pull { .. } => "seq_pull",
+                SeqMsg::Entries { .. } => "seq_entries",
             },
         }
     }
