@@ -151,6 +151,14 @@ pub struct Sequencer {
     /// values (`on_forward`): while there are any, the owner only confirms.
     doubtful: BTreeSet<OpId>,
     resequence: BTreeMap<OpId, (u64, u64)>,
+    /// Of those, the ones this replica asked for itself (it exposed
+    /// something above their final values): only these does it send to the
+    /// owner again. Another replica's request names marks from that
+    /// replica's exposure, and only that replica can send its provisional
+    /// values with it; relayed without them, the owner could answer above
+    /// them and undo them (the re-announcement of both sides that a real
+    /// partition once showed at the heal).
+    asked: BTreeSet<OpId>,
     /// Owner side: provisional values an op's origin showed after the op got
     /// a final value it could not show; a `Resequence` keeps them when they
     /// are still above every final value (ARCHITECTURE.md §4.1).
@@ -237,6 +245,7 @@ impl Sequencer {
             noted: BTreeMap::new(),
             doubtful: BTreeSet::new(),
             resequence: BTreeMap::new(),
+            asked: BTreeSet::new(),
             claims: BTreeMap::new(),
             mine: BTreeMap::new(),
             settling: BTreeMap::new(),
@@ -523,6 +532,7 @@ impl Sequencer {
         e.0 = e.0.max(above_uid);
         e.1 = e.1.max(above_modseq);
         let (above_uid, above_modseq) = *e;
+        self.asked.insert(op);
         if self.is_owner() {
             if let Some(a) = self.settling.get(&op).and_then(|m| m.provisional.clone()) {
                 self.claims.insert(op, a);
@@ -683,12 +693,16 @@ impl Sequencer {
         if any_due || (made && owner_heard) {
             self.forward_all_mine(now);
         }
-        if self.resequence.is_empty() || now.saturating_sub(self.last_resend) < timeout {
+        if self.asked.is_empty() || now.saturating_sub(self.last_resend) < timeout {
             return;
         }
         self.last_resend = now;
-        let wanted: Vec<(OpId, (u64, u64))> =
-            self.resequence.iter().map(|(k, v)| (*k, *v)).collect();
+        let wanted: Vec<(OpId, (u64, u64))> = self
+            .resequence
+            .iter()
+            .filter(|(op, _)| self.asked.contains(op))
+            .map(|(k, v)| (*k, *v))
+            .collect();
         for (op, (u, m)) in wanted {
             let msg = SeqMsg::Resequence {
                 ops: vec![op],
@@ -1368,6 +1382,7 @@ impl Sequencer {
                             assign.modseq > *m && assign.uids.iter().all(|&x| x as u64 > *u);
                         if above || claimed {
                             self.resequence.remove(op);
+                            self.asked.remove(op);
                         }
                     }
                     self.out.push(SeqOutput::Decided {

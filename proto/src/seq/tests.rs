@@ -602,6 +602,48 @@ fn a_resequence_the_ledger_already_met_changes_nothing() {
     net.assert_converged();
 }
 
+/// A real partition's heal (three node processes): the cut-off replica asked
+/// every member to re-announce the majority's ops above what it had shown,
+/// with its own provisional values in the request. A member that is not the
+/// owner kept the request and sent it on to the owner as its own, without
+/// those values; it arrived first, and the owner answered above the cut-off
+/// replica's values, so both sides were re-announced. Only the replica that
+/// exposed the marks may ask for them.
+#[test]
+fn a_member_does_not_pass_on_another_replicas_resequence_request() {
+    let mut net = Net::new(3, 4, fast());
+    net.run(500);
+    let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+    let o = net.idx(owner);
+    let (b, c) = ((o + 1) % 3, (o + 2) % 3);
+    let op = net.submit(o, 1);
+    net.run(300);
+    let first = net.nodes[o].seq.final_of(&op).expect("decided").clone();
+    let ask = SeqMsg::Resequence {
+        ops: vec![op],
+        above_uid: first.uids[0] as u64 + 100,
+        above_modseq: first.modseq + 100,
+        provisional: Vec::new(),
+    };
+    let from = net.ids[c];
+    net.nodes[b].seq.handle(net.now, from, ask);
+    let mut now = net.now;
+    for _ in 0..20 {
+        now += fast().forward_timeout_ms;
+        net.nodes[b].seq.tick(now, (0, 0));
+        let relayed = net.nodes[b].seq.drain().into_iter().any(|out| {
+            matches!(
+                out,
+                SeqOutput::Send {
+                    msg: SeqMsg::Resequence { .. },
+                    ..
+                } | SeqOutput::Broadcast(SeqMsg::Resequence { .. })
+            )
+        });
+        assert!(!relayed, "a member passed on another replica's request");
+    }
+}
+
 /// Finding 7 of the simulator: an own op whose final value its view cannot
 /// show (held in ledger order behind an op that has not arrived) gets
 /// provisional values `forward_timeout` after it was submitted, as an
