@@ -13,6 +13,7 @@ pub use imap_backend::{ImapBackend, UserMailboxes};
 pub use lmtp_backend::{LmtpBackend, LmtpRecipient};
 
 use crate::accounts::Accounts;
+use crate::imap::backend::Events;
 use crate::p2p::{NetOut, NetSink};
 use crate::store::SledStore;
 use aerogramme_proto::ids::{MailboxId, ReplicaId, UserId};
@@ -35,7 +36,8 @@ const TICK: Duration = Duration::from_millis(20);
 const MAX_BATCH: usize = 512;
 /// How long a user's keys stay unlocked after their last session ended.
 const LOCK_GRACE: Duration = Duration::from_secs(60);
-/// Events buffered per selected mailbox before a slow session must resync.
+/// Event batches (one per core step that changed the mailbox) buffered per
+/// selected mailbox before a slow session must resync.
 const EVENT_BUFFER: usize = 4096;
 
 /// A unit of work run on the core thread.
@@ -55,7 +57,7 @@ pub struct CoreState {
     pub rng: ChaCha20Rng,
     after_flush: Vec<AfterFlush>,
     on_done: HashMap<Ticket, OnDone>,
-    events: HashMap<(UserId, MailboxId), broadcast::Sender<Event>>,
+    events: HashMap<(UserId, MailboxId), broadcast::Sender<Events>>,
     sessions: HashMap<UserId, usize>,
     idle_since: HashMap<UserId, Instant>,
     stopping: bool,
@@ -123,7 +125,7 @@ impl CoreState {
     }
 
     /// A receiver of a mailbox's events (subscribe before reading a snapshot).
-    pub fn subscribe(&mut self, user: UserId, mailbox: MailboxId) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&mut self, user: UserId, mailbox: MailboxId) -> broadcast::Receiver<Events> {
         self.events
             .entry((user, mailbox))
             .or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
@@ -399,6 +401,32 @@ fn run(mut st: CoreState, rx: mpsc::Receiver<Job>) {
     tracing::debug!("core stopped");
 }
 
+/// The events of one core step, by mailbox, in order: each mailbox's go
+/// to its sessions as one channel message, so that a STORE over 100k
+/// messages does not overrun the channel (a lagging session resyncs from
+/// a snapshot) nor lock it once per message.
+#[derive(Default)]
+struct EventBatches(Vec<((UserId, MailboxId), Vec<Event>)>);
+
+impl EventBatches {
+    fn push(&mut self, key: (UserId, MailboxId), event: Event) {
+        // Few mailboxes change in one step: a scan beats hashing.
+        match self.0.iter_mut().rev().find(|(k, _)| *k == key) {
+            Some((_, evs)) => evs.push(event),
+            None => self.0.push((key, vec![event])),
+        }
+    }
+
+    /// Sends each mailbox's batch to its sessions, if any.
+    fn send(self, senders: &HashMap<(UserId, MailboxId), broadcast::Sender<Events>>) {
+        for (key, evs) in self.0 {
+            if let Some(tx) = senders.get(&key) {
+                let _ = tx.send(Events::from(evs));
+            }
+        }
+    }
+}
+
 /// Flushes once, then releases the batch's outputs: events first (so a
 /// session sees its own change before its command completes), then the
 /// answers.
@@ -413,17 +441,14 @@ fn finish_batch(st: &mut CoreState) {
     // messages to single replicas (which often refer to what they carry).
     let mut broadcasts: Vec<(UserId, Vec<Vec<u8>>)> = Vec::new();
     let mut sends = Vec::new();
+    let mut events = EventBatches::default();
     for o in outputs {
         match o {
             Output::Event {
                 user,
                 mailbox,
                 event,
-            } => {
-                if let Some(tx) = st.events.get(&(user, mailbox)) {
-                    let _ = tx.send(event);
-                }
-            }
+            } => events.push((user, mailbox), event),
             Output::Done { ticket, outcome } => done.push((ticket, outcome)),
             Output::Send { to, msg } => {
                 if let PeerMsg::Seq { .. } = &msg {
@@ -455,6 +480,7 @@ fn finish_batch(st: &mut CoreState) {
             Output::MailboxesChanged { .. } => {}
         }
     }
+    events.send(&st.events);
     if let Some(net) = &st.net {
         for (user, msgs) in broadcasts {
             let _ = net.send(NetOut::Broadcast { user, msgs });

@@ -10,7 +10,9 @@
 //! - Every message change in a mailbox (also those this session made) is
 //!   sent as an [`Event`] to every receiver of that mailbox, **before** the
 //!   future of the action that caused it completes, so a session sees its
-//!   own APPEND's EXISTS when it answers. Duplicates are harmless.
+//!   own APPEND's EXISTS when it answers. Duplicates are harmless. Events
+//!   travel in [`Events`] batches (one per mailbox and core step, in
+//!   order), so a STORE over 100k messages is a few channel messages.
 //! - Futures are `Send`: sessions run on tokio's multi-threaded runtime.
 
 use super::summary::{SearchFields, Summary};
@@ -21,6 +23,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::broadcast;
+
+/// Events of one mailbox, in order, sent as one channel message.
+pub type Events = Arc<[Event]>;
 
 /// Why an operation failed; mapped to IMAP response codes by the session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,7 +146,7 @@ pub struct Selected {
     /// be both in the snapshot and in the stream, which the session
     /// tolerates; a change in neither would be lost. When the receiver
     /// lags, the session resynchronizes from [`Mailboxes::snapshot`].
-    pub events: broadcast::Receiver<Event>,
+    pub events: broadcast::Receiver<Events>,
 }
 
 /// Per-message metadata for FETCH and SEARCH.

@@ -221,6 +221,9 @@ fn format_window(
             Ok(None) => continue,
             Err(e) => return Err(backend_err(e)),
         };
+        if origins.is_empty() && fetch::write_meta_line(out, seq, &plan.items, m) {
+            continue;
+        }
         let items = match fetch::items(plan, m, raw.as_deref(), summary.as_deref()) {
             Ok(i) => i,
             Err(fetch::ItemError::UnknownCte) => {
@@ -318,9 +321,19 @@ impl<B: Backend> Session<B> {
 
     /// An untagged FETCH of a message's flags.
     fn flags_update(&mut self, m: &MessageMeta, with_uid: bool) {
+        use MessageDataItemName as N;
         let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
             return;
         };
+        let names = match (with_uid, self.condstore) {
+            (true, true) => &[N::Uid, N::Flags, N::ModSeq][..],
+            (true, false) => &[N::Uid, N::Flags][..],
+            (false, true) => &[N::Flags, N::ModSeq][..],
+            (false, false) => &[N::Flags][..],
+        };
+        if fetch::write_meta_line(self.output(), seq, names, m) {
+            return;
+        }
         let mut items = Vec::new();
         if with_uid {
             items.push(MessageDataItem::Uid(nz32(m.uid)));

@@ -6,11 +6,13 @@ use super::backend::MessageMeta;
 use super::convert;
 use super::header;
 use super::summary::{BodyPart, PartKind, Summary};
+use aerogramme_proto::mailbox::Flag;
 use imap_codec::imap_types::{
     core::{AString, LiteralMode, NString8},
     extensions::binary::Literal8,
     fetch::{MessageDataItem, MessageDataItemName, Section},
 };
+use std::io::Write;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::LazyLock;
 
@@ -166,6 +168,69 @@ pub fn binary_bytes(raw: &[u8], s: &Summary, section: &[NonZeroU32]) -> Result<V
     }
 }
 
+/// Writes `* seq FETCH (...)` for items that are all UID, FLAGS, MODSEQ or
+/// RFC822.SIZE, byte for byte as imap-codec encodes them, without building
+/// the codec's values (a STORE or `FETCH 1:* (FLAGS)` over 100k messages
+/// writes 100k such lines). False, writing nothing, for another item or a
+/// keyword (the codec's path then validates and encodes it).
+pub fn write_meta_line(
+    out: &mut Vec<u8>,
+    seq: u32,
+    items: &[MessageDataItemName<'_>],
+    meta: &MessageMeta,
+) -> bool {
+    let simple = items.iter().all(|i| {
+        matches!(
+            i,
+            MessageDataItemName::Uid
+                | MessageDataItemName::Flags
+                | MessageDataItemName::ModSeq
+                | MessageDataItemName::Rfc822Size
+        )
+    });
+    if !simple || meta.flags.iter().any(|f| matches!(f, Flag::Keyword(_))) {
+        return false;
+    }
+    let _ = write!(out, "* {seq} FETCH (");
+    let mut first = true;
+    for name in items {
+        if name == &MessageDataItemName::Uid && meta.uid == 0 {
+            continue; // as `items`: no UID 0
+        }
+        if !std::mem::take(&mut first) {
+            out.push(b' ');
+        }
+        let _ = match name {
+            MessageDataItemName::Uid => write!(out, "UID {}", meta.uid),
+            MessageDataItemName::ModSeq => write!(out, "MODSEQ ({})", meta.modseq.max(1)),
+            MessageDataItemName::Rfc822Size => write!(out, "RFC822.SIZE {}", meta.size),
+            _ => write_flags(out, &meta.flags),
+        };
+    }
+    out.extend_from_slice(b")\r\n");
+    true
+}
+
+/// `FLAGS (\Seen ...)` of system flags.
+fn write_flags(out: &mut Vec<u8>, flags: &[Flag]) -> std::io::Result<()> {
+    out.extend_from_slice(b"FLAGS (");
+    for (i, f) in flags.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(match f {
+            Flag::Seen => b"\\Seen".as_slice(),
+            Flag::Answered => b"\\Answered",
+            Flag::Flagged => b"\\Flagged",
+            Flag::Deleted => b"\\Deleted",
+            Flag::Draft => b"\\Draft",
+            Flag::Keyword(k) => k.as_str().as_bytes(),
+        });
+    }
+    out.push(b')');
+    Ok(())
+}
+
 /// Why a message's items could not all be given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ItemError {
@@ -304,6 +369,79 @@ mod tests {
             MacroOrMessageDataItemNames::Macro(m) => m.expand().into_static(),
             MacroOrMessageDataItemNames::MessageDataItemNames(n) => n,
         }
+    }
+
+    #[test]
+    fn meta_lines_are_the_codecs_bytes() {
+        use imap_codec::imap_types::response::{Data, Response};
+        use imap_codec::{encode::Encoder, ResponseCodec};
+        let flag_sets: [&[Flag]; 4] = [
+            &[],
+            &[Flag::Seen],
+            &[
+                Flag::Answered,
+                Flag::Deleted,
+                Flag::Draft,
+                Flag::Flagged,
+                Flag::Seen,
+            ],
+            &[Flag::Flagged],
+        ];
+        for items in [
+            "(UID FLAGS)",
+            "(FLAGS)",
+            "(UID FLAGS MODSEQ)",
+            "(FLAGS UID RFC822.SIZE MODSEQ)",
+        ] {
+            let plan = names(items);
+            for (i, flags) in flag_sets.iter().enumerate() {
+                let meta = MessageMeta {
+                    uid: 40 + i as u32,
+                    flags: flags.to_vec(),
+                    internal_date_ms: 0,
+                    size: 1234,
+                    modseq: 7 * i as u64,
+                };
+                let mut fast = Vec::new();
+                assert!(write_meta_line(&mut fast, 3 + i as u32, &plan, &meta));
+                let plan = Plan {
+                    items: plan.clone(),
+                    raw: false,
+                    summary: false,
+                    sets_seen: false,
+                };
+                let d = Data::fetch(3 + i as u32, items_of(&plan, &meta)).unwrap();
+                let codec = ResponseCodec::default().encode(&Response::Data(d)).dump();
+                assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    String::from_utf8_lossy(&codec)
+                );
+            }
+        }
+        // Anything else goes to the codec.
+        let kw = MessageMeta {
+            uid: 1,
+            flags: vec![Flag::parse("$Junk").unwrap()],
+            internal_date_ms: 0,
+            size: 1,
+            modseq: 1,
+        };
+        let mut out = Vec::new();
+        assert!(!write_meta_line(&mut out, 1, &names("(FLAGS)"), &kw));
+        assert!(!write_meta_line(
+            &mut out,
+            1,
+            &names("(FLAGS ENVELOPE)"),
+            &MessageMeta {
+                flags: vec![],
+                ..kw
+            }
+        ));
+        assert!(out.is_empty());
+    }
+
+    fn items_of<'a>(plan: &Plan, meta: &MessageMeta) -> Vec<MessageDataItem<'a>> {
+        items(plan, meta, None, None).unwrap()
     }
 
     fn section(s: &str) -> String {

@@ -16,6 +16,11 @@ use tokio::sync::broadcast;
 /// Capacity of each mailbox's event channel; a slower session resyncs.
 const EVENT_CAPACITY: usize = 1024;
 
+/// One event as a batch of its own (this backend sends them one by one).
+fn one(ev: Event) -> Events {
+    Arc::from([ev])
+}
+
 /// Largest message accepted.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -100,7 +105,7 @@ struct MemBox {
     modseq: u64,
     messages: BTreeMap<u32, MemMsg>,
     vanished: Vec<(u64, u32)>,
-    tx: broadcast::Sender<Event>,
+    tx: broadcast::Sender<Events>,
 }
 
 #[derive(Clone)]
@@ -188,7 +193,7 @@ impl MemBox {
         let mut msg = msg;
         msg.modseq = self.modseq;
         self.messages.insert(uid, msg);
-        let _ = self.tx.send(Event::Exists { uid });
+        let _ = self.tx.send(one(Event::Exists { uid }));
         uid
     }
 
@@ -198,7 +203,7 @@ impl MemBox {
             if self.messages.remove(&uid).is_some() {
                 self.modseq += 1;
                 self.vanished.push((self.modseq, uid));
-                let _ = self.tx.send(Event::Expunged { uid });
+                let _ = self.tx.send(one(Event::Expunged { uid }));
                 done.push(uid);
             }
         }
@@ -280,7 +285,7 @@ impl Mailboxes for MemoryMailboxes {
         if let Some(b) = acc.boxes.remove(&id) {
             // Sessions that selected it see every message go.
             for uid in b.messages.keys() {
-                let _ = b.tx.send(Event::Expunged { uid: *uid });
+                let _ = b.tx.send(one(Event::Expunged { uid: *uid }));
             }
         }
         Ok(())
@@ -441,7 +446,7 @@ impl Mailboxes for MemoryMailboxes {
                     m.flags = new;
                     m.modseq = modseq;
                 }
-                let _ = b.tx.send(Event::Flags { uid, modseq });
+                let _ = b.tx.send(one(Event::Flags { uid, modseq }));
             }
             if let Some(m) = b.messages.get(&uid) {
                 out.updated.push(MessageState {

@@ -3,7 +3,7 @@
 //! the client when RFC 3501 allows it (§7.4.1: no EXPUNGE during FETCH,
 //! STORE or SEARCH by sequence number).
 
-use super::backend::{Event, Snapshot};
+use super::backend::{Event, Events, Snapshot};
 use aerogramme_proto::ids::MailboxId;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use std::collections::VecDeque;
@@ -44,7 +44,7 @@ pub struct SelectedBox {
     /// MODSEQ known to the client of each message of `uids` (same index).
     modseqs: Arc<Vec<u64>>,
     announced: usize,
-    events: broadcast::Receiver<Event>,
+    events: broadcast::Receiver<Events>,
     pending: VecDeque<Event>,
     resync: bool,
     closed: bool,
@@ -57,7 +57,7 @@ impl SelectedBox {
         name: String,
         read_only: bool,
         snapshot: Snapshot,
-        events: broadcast::Receiver<Event>,
+        events: broadcast::Receiver<Events>,
     ) -> Self {
         SelectedBox {
             id,
@@ -130,7 +130,7 @@ impl SelectedBox {
     pub fn drain(&mut self) {
         loop {
             match self.events.try_recv() {
-                Ok(ev) => self.pending.push_back(ev),
+                Ok(evs) => self.pending.extend(evs.iter().cloned()),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Lagged(_)) => self.resync = true,
                 Err(TryRecvError::Closed) => {
@@ -148,7 +148,7 @@ impl SelectedBox {
             return std::future::pending().await;
         }
         match self.events.recv().await {
-            Ok(ev) => self.pending.push_back(ev),
+            Ok(evs) => self.pending.extend(evs.iter().cloned()),
             Err(broadcast::error::RecvError::Lagged(_)) => self.resync = true,
             Err(broadcast::error::RecvError::Closed) => self.closed = true,
         }
@@ -356,7 +356,7 @@ mod tests {
         }
     }
 
-    fn sel(uids: &[u32]) -> (broadcast::Sender<Event>, SelectedBox) {
+    fn sel(uids: &[u32]) -> (broadcast::Sender<Events>, SelectedBox) {
         let (tx, rx) = broadcast::channel(4);
         let s = SelectedBox::new(MailboxId([0; 16]), "INBOX".into(), false, snap(uids), rx);
         (tx, s)
@@ -365,10 +365,12 @@ mod tests {
     #[test]
     fn events_and_sequence_numbers() {
         let (tx, mut s) = sel(&[3, 5, 9]);
-        tx.send(Event::Expunged { uid: 5 }).unwrap();
-        tx.send(Event::Exists { uid: 10 }).unwrap();
-        tx.send(Event::Flags { uid: 9, modseq: 4 }).unwrap();
-        tx.send(Event::Flags { uid: 9, modseq: 1 }).unwrap();
+        tx.send(Events::from([Event::Expunged { uid: 5 }])).unwrap();
+        tx.send(Events::from([Event::Exists { uid: 10 }])).unwrap();
+        tx.send(Events::from([Event::Flags { uid: 9, modseq: 4 }]))
+            .unwrap();
+        tx.send(Events::from([Event::Flags { uid: 9, modseq: 1 }]))
+            .unwrap();
         // During FETCH: no expunge, but EXISTS and flags.
         let u = s.process(false);
         assert_eq!(u.expunged, vec![]);
@@ -385,15 +387,35 @@ mod tests {
         assert!(s.process(true).is_empty());
         // Own STORE echo is not repeated.
         s.note_modseq(3, 7);
-        tx.send(Event::Flags { uid: 3, modseq: 7 }).unwrap();
+        tx.send(Events::from([Event::Flags { uid: 3, modseq: 7 }]))
+            .unwrap();
         assert!(s.process(true).is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_its_events_in_order() {
+        let (tx, mut s) = sel(&[3, 5, 9]);
+        tx.send(Events::from([
+            Event::Flags { uid: 3, modseq: 4 },
+            Event::Exists { uid: 10 },
+            Event::Flags { uid: 10, modseq: 4 },
+            Event::Expunged { uid: 5 },
+            Event::Flags { uid: 9, modseq: 4 },
+        ]))
+        .unwrap();
+        let u = s.process(true);
+        assert_eq!(u.expunged, vec![(2, 5)]);
+        assert_eq!(u.exists, Some(3));
+        assert_eq!(u.flags, vec![3, 9, 10]);
+        assert_eq!(s.uids(), &[3, 9, 10]);
+        assert!(!s.needs_resync());
     }
 
     #[test]
     fn lag_resyncs() {
         let (tx, mut s) = sel(&[1, 2]);
         for i in 0..10 {
-            let _ = tx.send(Event::Exists { uid: 3 + i });
+            let _ = tx.send(Events::from([Event::Exists { uid: 3 + i }]));
         }
         s.drain();
         assert!(s.needs_resync());

@@ -180,6 +180,11 @@ impl<B: Backend> Session<B> {
         self.out = out;
     }
 
+    /// The output buffer, for responses written by hand.
+    pub(crate) fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
     /// Bytes imap-codec cannot encode (ESEARCH, LIST extended data items).
     pub(crate) fn raw(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);

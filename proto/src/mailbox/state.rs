@@ -46,7 +46,7 @@ use super::flag::Flag;
 use super::intern::Interner;
 use crate::ids::{BlobId, EntryId, OpId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The decrypted payload of one mailbox op.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,7 +129,7 @@ pub const MAX_FLAG_BATCH_BYTES: usize = 256 * 1024;
 pub fn batch_flags(ops: impl IntoIterator<Item = MailboxOp>, max: usize) -> Vec<MailboxOp> {
     let max = max.max(1);
     let mut out = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = crate::FastSet::default();
     let mut cur: Vec<FlagChange> = Vec::new();
     let mut bytes = 0usize;
     let flush = |cur: &mut Vec<FlagChange>, out: &mut Vec<MailboxOp>| match cur.len() {
@@ -506,6 +506,8 @@ impl MailboxState {
         let before = bits_of(&e.tags);
         let before_all = (!before.is_complete()).then(|| e.flag_indices());
         let mut tags = std::mem::take(&mut e.tags).into_vec();
+        // Room for the adds at once: one allocation, none to shrink after.
+        tags.reserve_exact(add.len());
         for (f, ops) in remove {
             let flag = self.keywords.intern(f);
             for &op in ops {

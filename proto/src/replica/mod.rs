@@ -28,8 +28,8 @@ use crate::crypto::{
 use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{BlobId, EntryId, LogId, MailboxId, OpId, ReplicaId, UserId};
 use crate::mailbox::{
-    batch_flags, Flag, MailboxOp, MailboxState, MailboxTree, NameError, SpecialUse, TreeOp,
-    MAX_FLAG_BATCH,
+    batch_flags, Flag, FlagBits, MailboxOp, MailboxState, MailboxTree, NameError, SpecialUse,
+    TreeOp, MAX_FLAG_BATCH,
 };
 use crate::oplog::{BlobAnnounce, BlobChunk, Op, OpLogError, CHUNK_BYTES};
 use crate::seq::{Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
@@ -390,41 +390,84 @@ pub struct Replica<S: Store> {
 /// Most bytes of early chunks kept (beyond, anti-entropy fetches them).
 const EARLY_CHUNK_BYTES: usize = 16 << 20;
 
-/// The change STORE makes to one shown message (`flags` sorted, without
-/// duplicates): what the state's builders give, read from the message's
-/// row when its flag set is complete and the change observes no tag (a
-/// flag added that it lacks, removed that it lacks, or a replacement that
-/// removes nothing), so that the entry is not looked up.
-fn flag_change(st: &MailboxState, row: &Row, mode: FlagMode, flags: &[Flag]) -> MailboxOp {
-    if row.flags.is_complete() {
-        let has = |f: &Flag| st.flag_index(f).is_some_and(|i| row.flags.contains(i));
-        let quick = match mode {
-            FlagMode::Add | FlagMode::Remove if flags.iter().any(has) => None,
-            FlagMode::Add => Some(flags.to_vec()),
-            FlagMode::Remove => Some(Vec::new()),
-            FlagMode::Replace => st.flags_in(row.flags).and_then(|current| {
-                current.iter().all(|f| flags.contains(f)).then(|| {
-                    flags
-                        .iter()
-                        .filter(|f| !current.contains(f))
-                        .cloned()
-                        .collect()
-                })
-            }),
-        };
-        if let Some(add) = quick {
-            return MailboxOp::Flags {
-                entry: row.entry,
-                add,
-                remove: Vec::new(),
-            };
+/// A STORE's flags (sorted, without duplicates) with their interned
+/// indices, looked up once for all the messages it changes.
+struct StoreFlags {
+    mode: FlagMode,
+    flags: Vec<Flag>,
+    /// Index of each flag in [`FlagBits`], `None` for one never set here.
+    indices: Vec<Option<u32>>,
+}
+
+impl StoreFlags {
+    fn new(st: &MailboxState, mode: FlagMode, flags: &[Flag]) -> Self {
+        let mut flags = flags.to_vec();
+        flags.sort_unstable();
+        flags.dedup();
+        let indices = flags.iter().map(|f| st.flag_index(f)).collect();
+        StoreFlags {
+            mode,
+            flags,
+            indices,
         }
     }
-    match mode {
-        FlagMode::Add => st.add_flags(row.entry, flags),
-        FlagMode::Remove => st.remove_flags(row.entry, flags),
-        FlagMode::Replace => st.replace_flags(row.entry, flags),
+
+    /// Whether a complete flag set holds any of the flags.
+    fn any_in(&self, bits: FlagBits) -> bool {
+        self.indices.iter().flatten().any(|&i| bits.contains(i))
     }
+
+    /// The change to one shown message: what the state's builders give,
+    /// read from the message's row when its flag set is complete and the
+    /// change observes no tag (a flag added that it lacks, removed that it
+    /// lacks, or a replacement that removes nothing), so that the entry is
+    /// not looked up.
+    fn change(&self, st: &MailboxState, row: &Row) -> MailboxOp {
+        if row.flags.is_complete() {
+            let flags = &self.flags;
+            let quick = match self.mode {
+                FlagMode::Add | FlagMode::Remove if self.any_in(row.flags) => None,
+                FlagMode::Add => Some(flags.clone()),
+                FlagMode::Remove => Some(Vec::new()),
+                FlagMode::Replace => st.flags_in(row.flags).and_then(|current| {
+                    current.iter().all(|f| flags.contains(f)).then(|| {
+                        flags
+                            .iter()
+                            .filter(|f| !current.contains(f))
+                            .cloned()
+                            .collect()
+                    })
+                }),
+            };
+            if let Some(add) = quick {
+                return MailboxOp::Flags {
+                    entry: row.entry,
+                    add,
+                    remove: Vec::new(),
+                };
+            }
+        }
+        match self.mode {
+            FlagMode::Add => st.add_flags(row.entry, &self.flags),
+            FlagMode::Remove => st.remove_flags(row.entry, &self.flags),
+            FlagMode::Replace => st.replace_flags(row.entry, &self.flags),
+        }
+    }
+}
+
+/// The rows of these UIDs, in their order; an error names the first UID
+/// not shown. Ascending UIDs (what a session sends) are one merge over the
+/// index, others one search each.
+fn rows_named<'a>(v: &'a MailboxView, uids: &'a [u32]) -> Result<Vec<&'a Row>, ReplicaError> {
+    if uids.windows(2).all(|w| w[0] < w[1]) {
+        let rows: Vec<&Row> = v.rows_of(uids).collect();
+        if rows.len() == uids.len() {
+            return Ok(rows);
+        }
+    }
+    uids.iter()
+        .map(|&u| v.row_of(u).ok_or(ReplicaError::NoSuchMessage(u)))
+        .collect()
 }
 
 fn seq_key(user: &UserId, mailbox: &MailboxId) -> u64 {
@@ -1698,16 +1741,11 @@ impl<S: Store> Replica<S> {
     ) -> Result<Ticket, ReplicaError> {
         let ops = {
             let v = self.mailbox(&user, &mailbox)?;
-            let mut flags = flags.to_vec();
-            flags.sort_unstable();
-            flags.dedup();
-            let changes = uids
-                .iter()
-                .map(|&u| {
-                    let r = v.row_of(u).ok_or(ReplicaError::NoSuchMessage(u))?;
-                    Ok(flag_change(v.state(), r, mode, &flags))
-                })
-                .collect::<Result<Vec<_>, ReplicaError>>()?;
+            let plan = StoreFlags::new(v.state(), mode, flags);
+            let changes = rows_named(v, uids)?
+                .into_iter()
+                .map(|r| plan.change(v.state(), r))
+                .collect::<Vec<_>>();
             batch_flags(changes, self.cfg.flag_batch)
         };
         let ticket = self.new_ticket(ops.len());
