@@ -305,35 +305,6 @@ pub struct World {
     e_desc: String,
 }
 
-/// Short name of a message's kind (statistics).
-fn msg_kind(m: &PeerMsg) -> &'static str {
-    use aerogramme_proto::seq::SeqMsg;
-    use aerogramme_proto::sync::SyncMsg;
-    match m {
-        PeerMsg::Sync(s) => match s {
-            SyncMsg::Gossip { .. } => "sync_gossip",
-            SyncMsg::Have { .. } => "sync_have",
-            SyncMsg::Ops { .. } => "sync_ops",
-            SyncMsg::WantChunks { .. } => "sync_want_chunks",
-            SyncMsg::Chunk(_) => "sync_chunk",
-            SyncMsg::Account { .. } => "sync_account",
-        },
-        PeerMsg::Seq { msg, .. } => match msg {
-            SeqMsg::Forward { .. } => "seq_forward",
-            SeqMsg::Resequence { .. } => "seq_resequence",
-            SeqMsg::Prepare { .. } => "seq_prepare",
-            SeqMsg::Promise { .. } => "seq_promise",
-            SeqMsg::Accept { .. } => "seq_accept",
-            SeqMsg::Accepted { .. } => "seq_accepted",
-            SeqMsg::Nack { .. } => "seq_nack",
-            SeqMsg::Heartbeat { .. } => "seq_heartbeat",
-            SeqMsg::Alive { .. } => "seq_alive",
-            SeqMsg::Pull { .. } => "seq_pull",
-            SeqMsg::Entries { .. } => "seq_entries",
-        },
-    }
-}
-
 fn secrets(seed: u64) -> UserSecrets {
     UserSecrets::generate(&mut ChaCha8Rng::seed_from_u64(seed))
 }
@@ -585,12 +556,12 @@ impl World {
                     let Some(to) = self.node_index(to) else {
                         continue;
                     };
-                    *self.stats.net_by_kind.entry(msg_kind(&msg)).or_insert(0) += 1;
+                    *self.stats.net_by_kind.entry(msg.kind()).or_insert(0) += 1;
                     let bytes: Rc<[u8]> = msg.encode().into();
                     self.send(i, to, bytes);
                 }
                 Output::Broadcast { msg, .. } => {
-                    *self.stats.net_by_kind.entry(msg_kind(&msg)).or_insert(0) +=
+                    *self.stats.net_by_kind.entry(msg.kind()).or_insert(0) +=
                         self.nodes.len() as u64 - 1;
                     let bytes: Rc<[u8]> = msg.encode().into();
                     for to in 0..self.nodes.len() {

@@ -23,8 +23,10 @@ struct World {
 fn params() -> SeqParams {
     SeqParams {
         heartbeat_ms: 20,
+        idle_heartbeat_ms: 75,
         election_timeout_ms: 100,
         forward_timeout_ms: 200,
+        batch_ms: 2,
         ..SeqParams::default()
     }
 }

@@ -154,6 +154,10 @@ pub enum SeqMsg {
         ballot: Ballot,
         /// Leader's commit index.
         commit: Slot,
+        /// The owner is idle (nothing in flight, nothing to sequence): its
+        /// next Heartbeat may come `idle_heartbeat_ms` later instead of
+        /// `heartbeat_ms`.
+        idle: bool,
     },
     /// A replica without a live owner says it is alive (so that the best
     /// candidate knows it can win an election).

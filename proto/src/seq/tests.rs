@@ -32,6 +32,8 @@ struct Net {
     uid_owner: HashMap<u32, OpId>,
     reannounced: HashSet<OpId>,
     params: SeqParams,
+    /// Heartbeats sent (each copy counts).
+    heartbeats: usize,
 }
 
 impl Net {
@@ -61,6 +63,7 @@ impl Net {
             uid_owner: HashMap::new(),
             reannounced: HashSet::new(),
             params,
+            heartbeats: 0,
         }
     }
 
@@ -151,6 +154,9 @@ impl Net {
     }
 
     fn enqueue(&mut self, from: ReplicaId, to: ReplicaId, msg: SeqMsg) {
+        if matches!(msg, SeqMsg::Heartbeat { .. }) {
+            self.heartbeats += 1;
+        }
         if self.cut.contains(&(from, to)) && self.hold {
             self.held.push((from, to, msg));
             return;
@@ -265,8 +271,10 @@ fn fast() -> SeqParams {
             modseq_range: 64,
         },
         heartbeat_ms: 20,
+        idle_heartbeat_ms: 75,
         election_timeout_ms: 100,
         forward_timeout_ms: 200,
+        batch_ms: 0,
         ..SeqParams::default()
     }
 }
@@ -883,6 +891,7 @@ fn an_owner_that_learns_its_inflight_slots_committed_goes_on() {
 fn members_without_readers_get_no_commit_notice_and_still_learn_commits() {
     let params = SeqParams {
         heartbeat_ms: 1_000,
+        idle_heartbeat_ms: 1_000,
         election_timeout_ms: 3_000,
         ..fast()
     };
@@ -950,4 +959,62 @@ fn a_stale_decision_below_the_ledger_is_skipped() {
     assert_eq!(s.final_of(&op(2)).map(|a| a.uids[0]), Some(6));
     assert_eq!(s.final_of(&op(3)).map(|a| a.uids[0]), Some(7));
     assert_eq!(s.commit_index(), 2);
+}
+
+/// An idle owner beats every `idle_heartbeat_ms` instead of `heartbeat_ms`;
+/// its followers wait for it without electing another, and an op wakes it.
+#[test]
+fn an_idle_owner_beats_slower_and_keeps_its_ledger() {
+    let params = fast();
+    let mut net = Net::new(3, 5, params.clone());
+    net.run(500);
+    let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+    net.submit(net.idx(owner), 1);
+    net.run(300);
+    net.heartbeats = 0;
+    let quiet = 3_000;
+    net.run(quiet);
+    // Two copies per beat (3 members), one beat per idle period.
+    let beats = net.heartbeats / 2;
+    let idle = (quiet / params.idle_heartbeat_ms) as usize;
+    assert!(beats <= idle + 1, "{beats} beats in {quiet} ms");
+    for n in &net.nodes {
+        assert_eq!(n.seq.owner(), Some(owner), "no election while idle");
+    }
+    // An op from a follower is decided before any provisional value.
+    let f = (net.idx(owner) + 1) % 3;
+    let op = net.submit(f, 1);
+    net.run(params.forward_timeout_ms / 2);
+    assert!(
+        net.nodes[f].seq.final_of(&op).is_some(),
+        "woken owner decides"
+    );
+    assert_eq!(net.nodes[f].seq.owner(), Some(owner));
+    net.run(1_000);
+    net.assert_converged();
+    assert_eq!(net.reannounced.len(), 0);
+}
+
+/// Ops that reach the owner within `batch_ms` of its last proposal share
+/// the next slot: one `Accept` round for the batch, not one per op.
+#[test]
+fn ops_close_together_share_a_slot() {
+    let params = SeqParams {
+        batch_ms: 20,
+        ..fast()
+    };
+    let mut net = Net::new(3, 2, params);
+    net.run(500);
+    let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+    let o = net.idx(owner);
+    let before = net.nodes[o].seq.commit_index();
+    // The first is proposed at once, the other five wait for the next slot.
+    let ops: Vec<OpId> = (0..6).map(|_| net.submit(o, 1)).collect();
+    net.run(300);
+    for op in &ops {
+        assert!(net.nodes[o].seq.final_of(op).is_some(), "decided");
+    }
+    assert_eq!(net.nodes[o].seq.commit_index(), before + 2, "two slots");
+    net.assert_converged();
+    assert_eq!(net.reannounced.len(), 0);
 }
