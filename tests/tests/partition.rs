@@ -133,9 +133,11 @@ fn writes_on_both_sides_of_a_real_partition_keep_uids_safe_and_converge() {
 /// E across a real cut: the kernel drops the packets but the TCP
 /// connections live on, so at the heal each side receives at once what the
 /// other sent during the partition (old `Forward`s included: the simulator's
-/// finding 13). Only one side's messages may be re-announced.
+/// finding 13), and the cut-off node's requests to re-announce the other
+/// side reach the owner late (a member must not pass them on without the
+/// cut-off node's provisional values, ARCHITECTURE §4.1). Only one side's
+/// messages may be re-announced.
 #[test]
-#[ignore = "open: after finding 13's fix 10 of 10 runs held the bound, then a clean-clone run re-announced both sides (30); not understood yet (ARCHITECTURE.md, replication, open)"]
 fn a_real_partition_re_announces_at_most_one_side() {
     let reannounced = partition_then_heal();
     assert!(reannounced <= PER_SIDE, "{reannounced} re-announced");
