@@ -475,11 +475,10 @@ impl Task {
     /// Lets gossipsub forward the valid gossip whose delay has passed.
     fn relay_due(&mut self) {
         let now = Instant::now();
-        while let Some((at, id, from)) = self.relay.pop_front() {
-            if at > now {
-                self.relay.push_front((at, id, from));
+        while self.relay.front().is_some_and(|(at, ..)| *at <= now) {
+            let Some((_, id, from)) = self.relay.pop_front() else {
                 break;
-            }
+            };
             let _ = self
                 .swarm
                 .behaviour_mut()

@@ -721,10 +721,9 @@ impl Sequencer {
         }
         self.last_resend = now;
         let wanted: Vec<(OpId, (u64, u64))> = self
-            .resequence
+            .asked
             .iter()
-            .filter(|(op, _)| self.asked.contains(op))
-            .map(|(k, v)| (*k, *v))
+            .filter_map(|op| self.resequence.get(op).map(|v| (*op, *v)))
             .collect();
         for (op, (u, m)) in wanted {
             let msg = SeqMsg::Resequence {
@@ -1130,11 +1129,10 @@ impl Sequencer {
             self.propose(now, ballot, slot, value);
         }
         let commit = self.commit_index();
-        let idle = false;
         self.broadcast(SeqMsg::Heartbeat {
             ballot,
             commit,
-            idle,
+            idle: false,
         });
     }
 
