@@ -57,6 +57,12 @@ pub struct SeqParams {
     /// (5 nodes, seed 215) re-announced a message a cut-off replica had
     /// acknowledged (E); not understood yet.
     pub batch_ms: u64,
+    /// Most extra `Accepted` messages per slot for distinguished learners:
+    /// the members with readers are listed in each `Accept` (and every
+    /// acceptor sends them its `Accepted`) when their number times the
+    /// number of acceptors is at most this; otherwise they wait for the
+    /// owner's commit notice. 0 turns learners off.
+    pub learner_budget: usize,
     /// Most decisions in one slot.
     pub max_batch: usize,
     /// Most slots in one Promise or Entries message.
@@ -78,6 +84,7 @@ impl Default for SeqParams {
             forward_timeout_ms: 2_000,
             max_inflight: 8,
             batch_ms: 0,
+            learner_budget: 16,
             max_batch: 1_024,
             max_slots_per_message: 512,
             unsafe_commit_without_majority: false,
@@ -220,6 +227,12 @@ pub struct Sequencer {
     /// This replica has readers of the mailbox (sessions of its user): it
     /// asks the owner, in its `Accepted`s, for each commit at once.
     watching: bool,
+    /// Learner side: for slots above the commit index, the ballot and the
+    /// acceptors known to have accepted it in that ballot (the owner's
+    /// `Accept` and the `Accepted`s sent to this replica as a learner). A
+    /// slot accepted by a majority in the ballot of the value this replica
+    /// accepted is chosen; it commits once the slots below it are.
+    votes: BTreeMap<Slot, (Ballot, BTreeSet<ReplicaId>)>,
     /// Owner side: members whose last `Accepted` said they have no readers.
     /// They are not sent a commit notice; they learn commits from the next
     /// `Accept` or periodic `Heartbeat` (`heartbeat_ms`).
@@ -241,6 +254,32 @@ fn rank_score(key: u64, replica: ReplicaId) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The distinguished learners an owner lists in its `Accept`s: the other
+/// members with readers (those whose last `Accepted` did not say they have
+/// none), if each acceptor's extra `Accepted`s to them fit in `budget`.
+fn learners_of(
+    me: ReplicaId,
+    members: &[ReplicaId],
+    unwatched: &BTreeSet<ReplicaId>,
+    budget: usize,
+) -> Vec<ReplicaId> {
+    let acceptors = members.len().saturating_sub(1);
+    let watched = members.len() - unwatched.len().min(members.len());
+    // A cheap bound first: at 50 members this is the usual answer.
+    if acceptors == 0 || watched.saturating_sub(1) * acceptors > budget {
+        return Vec::new();
+    }
+    let v: Vec<ReplicaId> = members
+        .iter()
+        .filter(|m| **m != me && !unwatched.contains(m))
+        .copied()
+        .collect();
+    if v.len() * acceptors > budget {
+        return Vec::new();
+    }
+    v
 }
 
 impl Sequencer {
@@ -284,6 +323,7 @@ impl Sequencer {
             last_resend: 0,
             last_alive: 0,
             watching: true,
+            votes: BTreeMap::new(),
             unwatched: BTreeSet::new(),
             reforward: false,
             role: Role::Follower,
@@ -849,7 +889,8 @@ impl Sequencer {
                 slot,
                 value,
                 commit,
-            } => self.on_accept(now, from, ballot, slot, value, commit),
+                learners,
+            } => self.on_accept(now, from, ballot, slot, value, commit, &learners),
             SeqMsg::Accepted {
                 ballot,
                 slot,
@@ -1141,11 +1182,18 @@ impl Sequencer {
         self.accepted.insert(slot, (ballot, value.clone()));
         self.persist(SeqRecord::Accepted(slot, ballot, value.clone()));
         let commit = self.commit_index();
+        let learners = learners_of(
+            self.me,
+            &self.members,
+            &self.unwatched,
+            self.params.learner_budget,
+        );
         self.broadcast(SeqMsg::Accept {
             ballot,
             slot,
             value,
             commit,
+            learners,
         });
         let me = self.me;
         if let Role::Leader { inflight, .. } = &mut self.role {
@@ -1160,6 +1208,7 @@ impl Sequencer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_accept(
         &mut self,
         now: u64,
@@ -1168,6 +1217,7 @@ impl Sequencer {
         slot: Slot,
         value: Vec<Decision>,
         commit: Slot,
+        learners: &[ReplicaId],
     ) {
         if ballot.leader != from || ballot < self.promised {
             let promised = self.promised;
@@ -1184,19 +1234,68 @@ impl Sequencer {
             self.persist(SeqRecord::Accepted(slot, ballot, value));
         }
         let watching = self.watching;
-        self.send(
-            from,
-            SeqMsg::Accepted {
-                ballot,
-                slot,
-                watching,
-            },
-        );
+        let msg = SeqMsg::Accepted {
+            ballot,
+            slot,
+            watching,
+        };
+        // At most one learner per member: the list comes from the network.
+        for l in learners.iter().take(self.members.len()) {
+            if *l != from && *l != self.me && self.members.contains(l) {
+                self.send(*l, msg.clone());
+            }
+        }
+        self.send(from, msg);
         self.learn_commit(from, ballot, commit);
+        if learners.contains(&self.me) {
+            // The owner accepted its own value, and so did this replica.
+            self.vote(from, ballot, slot);
+            let me = self.me;
+            self.vote(me, ballot, slot);
+        }
     }
 
     fn on_accepted(&mut self, now: u64, from: ReplicaId, ballot: Ballot, slot: Slot) {
-        self.on_accepted_inner(now, from, ballot, slot, false);
+        match &self.role {
+            Role::Leader { ballot: mine, .. } if *mine == ballot => {
+                self.on_accepted_inner(now, from, ballot, slot, false)
+            }
+            _ => self.vote(from, ballot, slot),
+        }
+    }
+
+    /// Learner side: `from` accepted `slot` in `ballot`. Commits the slots
+    /// above the commit index, in order, that a majority accepted in the
+    /// ballot of the value this replica accepted for them: Paxos's chosen
+    /// values, which every later owner re-proposes.
+    fn vote(&mut self, from: ReplicaId, ballot: Ballot, slot: Slot) {
+        let commit = self.commit_index();
+        // Only slots an owner can have in flight now; the rest comes with
+        // the commit notice or a `Pull`.
+        let window = 4 * self.params.max_inflight.max(1) as Slot;
+        if slot <= commit || slot > commit + window {
+            return;
+        }
+        let e = self
+            .votes
+            .entry(slot)
+            .or_insert_with(|| (ballot, BTreeSet::new()));
+        if ballot > e.0 {
+            *e = (ballot, BTreeSet::new());
+        }
+        if ballot == e.0 {
+            e.1.insert(from);
+        }
+        let majority = self.majority();
+        loop {
+            let slot = self.commit_index() + 1;
+            let chosen = match (self.votes.get(&slot), self.accepted.get(&slot)) {
+                (Some((b, acks)), Some((ab, v))) if acks.len() >= majority && ab == b => v.clone(),
+                _ => break,
+            };
+            self.persist(SeqRecord::Committed(slot, chosen.clone()));
+            self.apply_committed(chosen);
+        }
     }
 
     fn on_accepted_inner(
@@ -1410,6 +1509,7 @@ impl Sequencer {
     fn apply_committed(&mut self, value: Vec<Decision>) {
         let slot = self.committed.len() as Slot + 1;
         self.accepted.remove(&slot);
+        self.votes.remove(&slot);
         // A leader can learn a commit from a peer (the answer to a `Pull` it
         // sent before it was elected): the slot it re-proposed holds the same
         // value (Paxos), and must leave its in-flight window, or a full
@@ -1694,6 +1794,11 @@ impl Sequencer {
                     idle,
                 }));
                 // Messages get lost: ask again for what lacks a majority.
+                let learners = if inflight.is_empty() {
+                    Vec::new()
+                } else {
+                    learners_of(self.me, &members, &self.unwatched, params.learner_budget)
+                };
                 for (slot, i) in inflight.iter() {
                     for m in members.iter().filter(|m| !i.acks.contains(m)) {
                         let msg = SeqMsg::Accept {
@@ -1701,6 +1806,7 @@ impl Sequencer {
                             slot: *slot,
                             value: i.value.clone(),
                             commit,
+                            learners: learners.clone(),
                         };
                         self.out.push(SeqOutput::Send { to: *m, msg });
                     }

@@ -131,8 +131,14 @@ pub enum SeqMsg {
         value: Vec<Decision>,
         /// Leader's commit index.
         commit: Slot,
+        /// The members with readers of this mailbox (distinguished
+        /// learners): every acceptor sends them its `Accepted` too, so that
+        /// one near a majority learns the commit one delay after the Accept,
+        /// without the round trip through a far owner. Empty when there are
+        /// too many for the owner's budget (`SeqParams::learner_budget`).
+        learners: Vec<ReplicaId>,
     },
-    /// Phase 2b.
+    /// Phase 2b, to the owner and to the slot's learners.
     Accepted {
         /// Ballot accepted.
         ballot: Ballot,

@@ -1018,3 +1018,61 @@ fn ops_close_together_share_a_slot() {
     net.assert_converged();
     assert_eq!(net.reannounced.len(), 0);
 }
+
+/// Runs one commit with the owner's messages to replica `b` cut after its
+/// `Accept`: `b` hears no commit notice and no Heartbeat, only the third
+/// replica's `Accepted` when it is a listed learner. Returns whether `b`
+/// committed the slot and showed the op within 50 ms.
+fn learner_run(learner_budget: usize) -> bool {
+    let params = SeqParams {
+        heartbeat_ms: 1_000,
+        idle_heartbeat_ms: 1_000,
+        election_timeout_ms: 3_000,
+        learner_budget,
+        ..fast()
+    };
+    let mut net = Net::new(3, 7, params);
+    net.run(8_000);
+    let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+    let o = net.idx(owner);
+    let b = (o + 1) % 3;
+    let (ob, bb) = (net.ids[o], net.ids[b]);
+    let op = net.submit(o, 1);
+    let slot = net.nodes[o].seq.committed.len() as Slot + 1;
+    // Hand `b` its Accept now, then cut the owner off from it.
+    let k = net
+        .queue
+        .iter()
+        .position(|(_, from, to, m)| *from == ob && *to == bb && matches!(m, SeqMsg::Accept { .. }))
+        .expect("the owner sent b an Accept");
+    let (_, _, _, accept) = net.queue.swap_remove(k);
+    let SeqMsg::Accept { learners, .. } = &accept else {
+        unreachable!()
+    };
+    assert_eq!(learners.contains(&bb), learner_budget > 0);
+    net.nodes[b].seq.handle(net.now, ob, accept);
+    net.flush(b);
+    net.cut.insert((ob, bb));
+    net.run(50);
+    assert_eq!(net.nodes[o].seq.commit_index(), slot, "the owner committed");
+    net.nodes[b].seq.commit_index() == slot && net.nodes[b].view.contains_key(&op)
+}
+
+#[test]
+fn a_listed_learner_commits_from_its_neighbours_accepted() {
+    assert!(learner_run(SeqParams::default().learner_budget));
+    // Without learners it waits for the owner's notice (cut off here).
+    assert!(!learner_run(0));
+}
+
+#[test]
+fn learners_are_listed_only_within_the_budget() {
+    let ids: Vec<ReplicaId> = (1..=5).map(ReplicaId).collect();
+    let none = BTreeSet::new();
+    // 4 learners × 4 acceptors = 16.
+    assert_eq!(learners_of(ids[0], &ids, &none, 16).len(), 4);
+    assert!(learners_of(ids[0], &ids, &none, 15).is_empty());
+    let quiet: BTreeSet<ReplicaId> = ids[1..3].iter().copied().collect();
+    assert_eq!(learners_of(ids[0], &ids, &quiet, 8), vec![ids[3], ids[4]]);
+    assert!(learners_of(ids[0], &ids, &none, 0).is_empty());
+}
