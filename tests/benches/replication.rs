@@ -173,7 +173,14 @@ fn main() {
     drop(nodes);
 
     // 2. 50 ms between node 1 and the others; every link goes through a
-    //    relay so that every byte between the nodes is counted.
+    //    relay so that every byte between the nodes is counted. The nodes
+    //    log what they send, so that the run can say which node owned the
+    //    mailbox's ledger (the one that sent the Accepts): the placement is
+    //    random per mailbox, and the far owner costs the most.
+    if std::env::var_os("NODE_LOG").is_none() {
+        // Single-threaded here: no other thread reads the environment.
+        std::env::set_var("NODE_LOG", "info,aerogramme::wire=trace");
+    }
     let first = Node::start();
     let key = first.dir.path().join("network.key");
     let r12 = Relay::start(first.p2p, 50);
@@ -199,13 +206,24 @@ fn main() {
     ));
     for (label, bodies) in kinds {
         let before: Vec<u64> = relays.iter().map(|r| r.bytes()).collect();
+        let accepts_before: Vec<usize> = nodes.iter().map(accepts_sent).collect();
         let (p50, p99, mean, bytes) = latency(&nodes[0], &nodes[1], n, &bodies);
+        let accepts: Vec<usize> = nodes
+            .iter()
+            .zip(&accepts_before)
+            .map(|(node, b)| accepts_sent(node) - b)
+            .collect();
+        let owner = match accepts.iter().enumerate().max_by_key(|(_, a)| **a) {
+            Some((0, a)) if *a > 0 => "node 1 (far from the reader)".to_string(),
+            Some((i, a)) if *a > 0 => format!("node {} (near the reader)", i + 1),
+            _ => "unknown (NODE_LOG without aerogramme::wire=trace)".to_string(),
+        };
         let wire: Vec<u64> = relays
             .iter()
             .zip(&before)
             .map(|(r, b)| r.bytes() - b)
             .collect();
-        println!("LMTP 250 on node 1 -> IDLE on node 2, 50 ms added between node 1 and nodes 2, 3 (delaying relay), {n} messages, {label}: p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms");
+        println!("LMTP 250 on node 1 -> IDLE on node 2, 50 ms added between node 1 and nodes 2, 3 (delaying relay), {n} messages, {label}: p50 {p50:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms; ledger owner {owner}");
         let all: u64 = wire.iter().sum();
         println!(
             "  bytes on the wire per message byte and receiving node: {:.2} ({all} B on the three links for {bytes} B of messages, each received by 2 nodes)",
@@ -218,6 +236,13 @@ fn main() {
             wire[2] as f64 / bytes as f64
         );
     }
+}
+
+/// How many Accepts (Paxos phase 2, sent by the ledger owner) the node
+/// logged sending so far.
+fn accepts_sent(node: &Node) -> usize {
+    let log = node.log();
+    log.matches("seq_accept").count() - log.matches("seq_accepted").count()
 }
 
 /// `n` messages of the SpamAssassin corpus, evenly spread over it, one file
