@@ -207,7 +207,7 @@ impl Accounts {
         )?;
         if !claimed {
             // Another writer took the name meanwhile.
-            self.store().purge_user(&user)?;
+            self.store().purge_user(&user, false)?;
             return Err(AccountError::Exists(name.to_string()));
         }
         self.committer.wait_durable()?;
@@ -239,10 +239,14 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Removes a user from this node: the directory entry, then every
-    /// record of the user (account, ops, blobs, checkpoints).
-    pub fn remove(&self, name: &str) -> Result<UserId, AccountError> {
+    /// Removes a user: the directory entry, every record of the user here
+    /// (ops, blobs, checkpoints), and the account record becomes a
+    /// tombstone (an empty record one version up), which the running node
+    /// replicates so that every node of the community removes the user too
+    /// ([`Accounts::adopt`]). Returns the user and the tombstone's version.
+    pub fn remove(&self, name: &str) -> Result<(UserId, u64), AccountError> {
         let user = self.require(name)?;
+        let version = self.store().get_account(&user)?.map_or(0, |(v, _)| v) + 1;
         let removed = self.store().compare_and_swap_meta(
             &directory_key(name),
             Some(user.as_bytes()),
@@ -251,9 +255,24 @@ impl Accounts {
         if !removed {
             return Err(AccountError::NoSuchUser(name.to_string()));
         }
-        self.store().purge_user(&user)?;
+        self.store().put_account(&user, version, &[])?;
+        self.store().purge_user(&user, true)?;
         self.committer.wait_durable()?;
-        Ok(user)
+        Ok((user, version))
+    }
+
+    /// A removed user's tombstone arrived from a peer (or the removal was
+    /// made here): every directory entry naming `user` goes, and every
+    /// record of the user but the tombstone.
+    pub fn forget(&self, user: &UserId) -> Result<(), AccountError> {
+        for (key, value) in self.store().scan_meta(DIRECTORY_PREFIX)? {
+            if value == user.as_bytes() {
+                self.store()
+                    .compare_and_swap_meta(&key, Some(&value), None)?;
+            }
+        }
+        self.store().purge_user(user, true)?;
+        Ok(())
     }
 
     /// Enters the login name of `user`'s account record (replicated from a
@@ -264,6 +283,10 @@ impl Accounts {
         let Some((_, bytes)) = self.store().get_account(user)? else {
             return Ok(());
         };
+        if bytes.is_empty() {
+            tracing::info!(%user, "user removed on a peer");
+            return self.forget(user);
+        }
         let (Some(name), _) = decode_named_record(&bytes)? else {
             return Ok(());
         };

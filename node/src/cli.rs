@@ -98,7 +98,9 @@ pub enum UserCommand {
     /// Change a user's password (mail is untouched). Standard input: the
     /// current password, then the new one.
     Passwd(UserNameArgs),
-    /// Remove a user and all its data from this node.
+    /// Remove a user and all its data, from this node and, through the
+    /// running node, from every node of the community (a node away at the
+    /// time removes it when it is back).
     Remove(UserNameArgs),
     /// List the users.
     List(DataArgs),

@@ -126,7 +126,7 @@ fn every_method_round_trips_and_survives_reopen() {
     );
     s.put_account(&UserId([0xcc; 16]), 2, b"acct").unwrap();
     check(&s);
-    assert_eq!(s.purge_user(&ALICE).unwrap(), 10);
+    assert_eq!(s.purge_user(&ALICE, false).unwrap(), 10);
     assert_eq!(s.logs(&ALICE).unwrap(), vec![]);
     assert_eq!(s.users().unwrap(), vec![BOB, UserId([0xcc; 16])]);
 }

@@ -408,8 +408,21 @@ impl UserLogs {
         if self.account.as_ref().is_some_and(|(v, _)| *v >= version) {
             return false;
         }
+        if record.is_empty() {
+            // A removal: the user's ops and blobs go with it.
+            self.logs.clear();
+            self.blobs.clear();
+            lock(&self.incomplete).clear();
+        }
         self.account = Some((version, record));
         true
+    }
+
+    /// Whether the user was removed: its account record is a tombstone (an
+    /// empty record, replicated like any newer record). A removed user's
+    /// ops are refused and its `Have` answers carry only the tombstone.
+    pub fn is_removed(&self) -> bool {
+        self.account.as_ref().is_some_and(|(_, r)| r.is_empty())
     }
 
     /// The held account record, as `(version, record)`.
@@ -435,6 +448,9 @@ impl UserLogs {
     pub fn needs(&self, logs: &[(LogId, LogVersion)], account_version: u64) -> bool {
         if account_version > self.account_version() {
             return true;
+        }
+        if self.is_removed() {
+            return false;
         }
         logs.iter().any(|(id, peer)| {
             let Some(ours) = self.logs.get(id) else {
@@ -492,6 +508,12 @@ impl UserLogs {
                     record: record.clone(),
                 });
             }
+        }
+        if self.is_removed() {
+            return out;
+        }
+        if self.is_removed() {
+            return out;
         }
         let peer: BTreeMap<LogId, &LogVersion> = logs.iter().map(|(l, v)| (*l, v)).collect();
         let empty = LogVersion::default();
@@ -580,6 +602,9 @@ impl UserLogs {
 
     /// Inserts, recording the outcome; true when the op was new.
     fn insert_into(&mut self, op: Op, rx: &mut Received) -> bool {
+        if self.is_removed() {
+            return false;
+        }
         let id = op.id;
         if op.user != self.user {
             rx.rejected.push((

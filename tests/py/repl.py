@@ -182,6 +182,22 @@ def body(port, user, password, uid):
     m.logout()
 
 
+def refused(port, user, password, seconds):
+    """Waits until the server refuses the login (the user was removed)."""
+    deadline = time.time() + seconds
+    while True:
+        m = imaplib.IMAP4(*hostport(port))
+        try:
+            m.login(user, password)
+            m.logout()
+        except imaplib.IMAP4.error:
+            print("refused")
+            return
+        if time.time() > deadline:
+            raise SystemExit("%s still logs in on %s after %ss" % (user, port, seconds))
+        time.sleep(0.2)
+
+
 cmd, args = sys.argv[1], sys.argv[2:]
 if cmd == "login":
     login(args[0], args[1], args[2], float(args[3])).logout()
@@ -195,5 +211,7 @@ elif cmd == "append1":
     append_one(args[0], args[1], args[2], int(args[3]), args[4])
 elif cmd == "body":
     body(args[0], args[1], args[2], args[3])
+elif cmd == "refused":
+    refused(args[0], args[1], args[2], float(args[3]))
 else:
     raise SystemExit("unknown command %s" % cmd)

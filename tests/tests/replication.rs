@@ -75,6 +75,67 @@ fn a_user_added_on_one_node_reads_mail_on_every_node_with_the_same_uids() {
     assert!(status.contains(" ms"), "{status}");
 }
 
+/// `user list` of a node, one name per line.
+fn users(node: &Node) -> String {
+    let out = std::process::Command::new(aerogramme_tests::binary())
+        .args(["user", "list", "--data"])
+        .arg(node.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_user_removed_on_one_node_is_removed_on_every_node() {
+    let mut nodes = Node::community(3);
+    for n in &nodes {
+        n.wait_for_peers(2);
+    }
+    nodes[0].add_user(USER, PW);
+    wait_login(&nodes[2]);
+    deliver(&nodes[0], 3, 1, "farewell");
+    snapshot(&nodes[2], 3);
+    // Node 3 is away when the user is removed on node 2.
+    nodes[2].stop();
+    let out = std::process::Command::new(aerogramme_tests::binary())
+        .args(["user", "remove", USER, "--data"])
+        .arg(nodes[1].dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in &nodes[..2] {
+        n.python("repl.py", &["refused", &port(n.imap), USER, PW, "60"]);
+        assert!(!users(n).contains(USER), "{}", users(n));
+    }
+    // Back, it learns the removal from the others and does not give the
+    // user's mail back to them.
+    nodes[2].start_again();
+    nodes[2].python(
+        "repl.py",
+        &["refused", &port(nodes[2].imap), USER, PW, "60"],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    for n in &nodes {
+        assert!(!users(n).contains(USER), "{}", users(n));
+        let status = n.status();
+        assert!(!status.contains(USER), "{status}");
+    }
+    // A new user of the same name starts empty.
+    nodes[0].add_user(USER, PW);
+    wait_login(&nodes[2]);
+    let fresh = snapshot(&nodes[2], 0);
+    assert_eq!(fresh.lines().count(), 1, "{fresh}");
+}
+
 #[test]
 fn two_clients_on_two_nodes_append_at_once_and_every_node_agrees() {
     let nodes = Node::community(3);

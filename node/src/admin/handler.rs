@@ -65,8 +65,11 @@ pub fn handle(node: &Node, request: Request, running: bool) -> Response {
             Err(e) => account_error(e),
         },
         Request::UserRemove { name } => match node.accounts.remove(&name) {
-            Ok(id) => {
+            Ok((id, version)) => {
                 node.unlocker.forget(&id);
+                if let Some(r) = node.running.get() {
+                    let _ = r.core.run(move |st| st.remove_account(id, version));
+                }
                 tracing::info!(user = %name, "user removed");
                 Response::Done {
                     message: format!("user {name} removed"),

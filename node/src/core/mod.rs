@@ -199,9 +199,37 @@ impl CoreState {
         if let Err(e) = accounts.adopt(&user) {
             tracing::warn!(%user, "replicated account: {e}");
         }
+        if self.replica.is_removed(&user) {
+            self.forget_user(&user);
+            return;
+        }
         if let Some(net) = &self.net {
             let _ = net.send(NetOut::Subscribe(user));
         }
+    }
+
+    /// Removes `user` (removed from the directory here, tombstone of
+    /// `version` stored): the replica forgets the user and sends the
+    /// tombstone to the community; the user's records go from the store.
+    pub fn remove_account(&mut self, user: UserId, version: u64) {
+        if let Err(e) = self.replica.remove_account(user, version) {
+            tracing::warn!(%user, "removing a user: {e}");
+        }
+        if let Some(accounts) = &self.accounts {
+            // Ops the replica stored since the directory entry went.
+            if let Err(e) = accounts.forget(&user) {
+                tracing::warn!(%user, "removing a user: {e}");
+            }
+        }
+        self.forget_user(&user);
+    }
+
+    /// Drops what the core keeps of a removed user; its sessions get `NO`
+    /// from now on (the replica no longer holds its keys).
+    fn forget_user(&mut self, user: &UserId) {
+        self.idle_since.remove(user);
+        self.fields_cache.forget(user);
+        self.summary_cache.forget(user);
     }
 
     /// Sends this node's account record of `user` to the community (a user

@@ -369,8 +369,10 @@ impl SledStore {
     }
 
     /// Removes every record of `user` on this node: ops, chunks,
-    /// checkpoints and the account record. Returns how many were removed.
-    pub fn purge_user(&self, user: &UserId) -> Result<u64, StoreError> {
+    /// checkpoints, kept summaries and, unless `keep_account` (a removal
+    /// keeps its tombstone), the account record. Returns how many were
+    /// removed.
+    pub fn purge_user(&self, user: &UserId, keep_account: bool) -> Result<u64, StoreError> {
         let mut removed = 0;
         // The IMAP layer's kept summaries and search fields of the user's
         // messages.
@@ -385,7 +387,13 @@ impl SledStore {
             }
             self.meta.apply_batch(batch).map_err(store_err)?;
         }
-        for tree in [&self.ops, &self.chunks, &self.checkpoints, &self.accounts] {
+        let trees = [&self.ops, &self.chunks, &self.checkpoints, &self.accounts];
+        let trees = if keep_account {
+            &trees[..3]
+        } else {
+            &trees[..]
+        };
+        for tree in trees {
             let mut batch = sled::Batch::default();
             for kv in tree.scan_prefix(user.as_bytes()) {
                 let (k, _) = kv.map_err(store_err)?;

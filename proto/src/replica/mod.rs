@@ -275,7 +275,9 @@ pub enum Output {
         user: UserId,
     },
     /// A newer account record of the user arrived from a peer (a user
-    /// added or a password changed on another node).
+    /// added, a password changed or the user removed on another node: see
+    /// [`Replica::is_removed`]; the user's stored data is the driver's to
+    /// delete then).
     AccountChanged {
         /// User.
         user: UserId,
@@ -970,6 +972,54 @@ impl<S: Store> Replica<S> {
         Ok(())
     }
 
+    /// Removes a user from the community: stores the tombstone (an empty
+    /// account record of version `version`, above the current record's),
+    /// forgets the user's ops, ledgers and views here, and sends the
+    /// tombstone to every replica, which do the same when it reaches them
+    /// (directly or by anti-entropy). The driver removes the user's stored
+    /// data ([`Output::AccountChanged`] tells it on the other replicas).
+    pub fn remove_account(&mut self, user: UserId, version: u64) -> Result<(), ReplicaError> {
+        self.store.put_account(&user, version, &[])?;
+        self.user_mut(&user).logs.set_account(version, Vec::new());
+        self.forget_user(&user);
+        self.out.push(Output::Broadcast {
+            user,
+            msg: PeerMsg::Sync(SyncMsg::Account {
+                user,
+                version,
+                record: Vec::new(),
+            }),
+        });
+        Ok(())
+    }
+
+    /// Whether `user` was removed (its account record is a tombstone).
+    pub fn is_removed(&self, user: &UserId) -> bool {
+        self.users.get(user).is_some_and(|u| u.logs.is_removed())
+    }
+
+    /// Drops a removed user's state: keys, ledgers, views, waiting actions
+    /// and chunks. Its logs were emptied with the tombstone.
+    fn forget_user(&mut self, user: &UserId) {
+        if let Some(u) = self.users.get_mut(user) {
+            u.unlocked = None;
+            u.seqs.clear();
+            u.marks.clear();
+        }
+        self.waiting.retain(|(u, _, _), _| u != user);
+        self.sealed_waiting.retain(|(u, _, _)| u != user);
+        self.chunk_wants.remove(user);
+        let mut freed = 0;
+        self.early_chunks.retain(|(u, _, _), c| {
+            let keep = u != user;
+            if !keep {
+                freed += c.bytes.len();
+            }
+            keep
+        });
+        self.early_bytes -= freed;
+    }
+
     /// Gives the user's keys to this replica (a session logged in): the
     /// mailboxes are materialized from the logs and the persisted views.
     pub fn unlock(
@@ -978,6 +1028,9 @@ impl<S: Store> Replica<S> {
         user: UserId,
         secrets: UserSecrets,
     ) -> Result<(), ReplicaError> {
+        if self.is_removed(&user) {
+            return Err(ReplicaError::NoSuchUser);
+        }
         if self.is_unlocked(&user) {
             return Ok(());
         }
@@ -1870,6 +1923,7 @@ impl<S: Store> Replica<S> {
             return;
         }
         match msg {
+            PeerMsg::Seq { user, .. } if self.is_removed(&user) => {}
             PeerMsg::Seq { user, mailbox, msg } => {
                 self.seq_mut(&user, mailbox).handle(now, from, msg);
                 self.pump(now, user, mailbox);
@@ -1916,6 +1970,7 @@ impl<S: Store> Replica<S> {
                     });
                 }
             }
+            SyncMsg::Chunk(c) if self.is_removed(&c.user) => {}
             SyncMsg::Chunk(c) => {
                 let user = c.user;
                 let u = self.user_mut(&user);
@@ -1957,6 +2012,9 @@ impl<S: Store> Replica<S> {
                 self.dropped += received.rejected.len() as u64;
                 if let Some((version, record)) = &received.account {
                     self.store.put_account(&user, *version, record)?;
+                    if record.is_empty() {
+                        self.forget_user(&user);
+                    }
                     self.out.push(Output::AccountChanged { user });
                 }
                 let mut blobs = false;

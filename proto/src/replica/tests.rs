@@ -1244,3 +1244,49 @@ fn restart_resumes_ops_that_had_no_decision() {
         }
     }
 }
+
+/// A user removed on one replica is removed on every replica, also on one
+/// that was cut off at the time (it learns the tombstone by anti-entropy at
+/// the heal), and no replica takes the user's ops back from another.
+#[test]
+fn a_removed_user_is_removed_everywhere_and_stays_removed() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    for k in 0..3 {
+        w.append(k, user, inbox, &format!("m{k}"));
+    }
+    w.run(500);
+    w.assert_converged(user, inbox);
+    w.partition(&[2]);
+    let version = w.nodes[0].as_ref().unwrap().account(&user).unwrap().0 + 1;
+    w.node(0).remove_account(user, version).unwrap();
+    w.flush(0);
+    w.run(500);
+    for i in 0..2 {
+        let r = w.nodes[i].as_ref().unwrap();
+        assert!(r.is_removed(&user), "replica {i} removed the user");
+        assert!(
+            r.log_versions(&user).is_empty(),
+            "replica {i} dropped the ops"
+        );
+        assert!(r.mailbox(&user, &inbox).is_err());
+    }
+    // The cut-off replica still has the user, and writes.
+    assert!(!w.nodes[2].as_ref().unwrap().is_removed(&user));
+    w.append(2, user, inbox, "cut off");
+    w.run(100);
+    w.cut.clear();
+    w.run(2_000);
+    for i in 0..3 {
+        let r = w.nodes[i].as_ref().unwrap();
+        assert!(r.is_removed(&user), "replica {i} removed the user");
+        assert_eq!(r.account(&user), Some((version, &[][..])));
+        assert!(r.log_versions(&user).is_empty(), "replica {i} holds ops");
+    }
+    let secrets = UserSecrets::generate(&mut ChaCha20Rng::seed_from_u64(77));
+    let now = w.now;
+    assert!(matches!(
+        w.node(2).unlock(now, user, secrets),
+        Err(ReplicaError::NoSuchUser)
+    ));
+}
