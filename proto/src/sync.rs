@@ -101,7 +101,8 @@ pub enum SyncMsg {
         user: UserId,
         /// Its version (greater is newer).
         version: u64,
-        /// The record (ciphertext), at most [`MAX_ACCOUNT_BYTES`].
+        /// The record (ciphertext), at most [`MAX_ACCOUNT_BYTES`]; empty
+        /// for a removed user (a tombstone, see [`UserLogs::is_removed`]).
         record: Vec<u8>,
     },
 }
