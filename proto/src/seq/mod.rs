@@ -106,6 +106,8 @@ type Promises = BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<
 struct Inflight {
     value: Vec<Decision>,
     acks: BTreeSet<ReplicaId>,
+    /// The learners its `Accept` listed: they learn the commit themselves.
+    learners: Vec<ReplicaId>,
 }
 
 #[derive(Debug)]
@@ -1144,6 +1146,7 @@ impl Sequencer {
                 Inflight {
                     value,
                     acks: BTreeSet::new(),
+                    learners: Vec::new(),
                 },
             );
         }
@@ -1193,12 +1196,13 @@ impl Sequencer {
             slot,
             value,
             commit,
-            learners,
+            learners: learners.clone(),
         });
         let me = self.me;
         if let Role::Leader { inflight, .. } = &mut self.role {
             if let Some(i) = inflight.get_mut(&slot) {
                 i.acks.insert(me);
+                i.learners = learners;
             }
         }
         if self.params.unsafe_commit_without_majority {
@@ -1329,12 +1333,19 @@ impl Sequencer {
                 break;
             }
             if let Some(i) = inflight.remove(&next) {
-                newly.push((next, i.value));
+                newly.push((next, i.value, i.learners));
             }
             next += 1;
         }
         if newly.is_empty() {
             return;
+        }
+        // The learners listed for every one of these slots learn the commit
+        // from the acceptors (one hop, where the notice takes two): they
+        // get no notice; the next Accept or Heartbeat still carries it.
+        let mut learned: BTreeSet<ReplicaId> = newly[0].2.iter().copied().collect();
+        for (_, _, l) in &newly[1..] {
+            learned.retain(|m| l.contains(m));
         }
         // Who waits for these slots: the origins of their ops (a local action
         // is acknowledged when its op is shown) and the replicas they reserve
@@ -1342,7 +1353,7 @@ impl Sequencer {
         // from the next Accept or the periodic Heartbeat (at most
         // `heartbeat_ms` later), which saves a broadcast per commit.
         let mut waiting = BTreeSet::new();
-        for (slot, v) in newly {
+        for (slot, v, _) in newly {
             for d in &v {
                 waiting.insert(match d {
                     Decision::Sequence { op, .. } => op.origin,
@@ -1369,7 +1380,7 @@ impl Sequencer {
             // is every member, it is the periodic Heartbeat.
             let members = self.members.clone();
             for to in members.iter() {
-                if waiting.contains(to) || !self.unwatched.contains(to) {
+                if (waiting.contains(to) || !self.unwatched.contains(to)) && !learned.contains(to) {
                     self.send(
                         *to,
                         SeqMsg::Heartbeat {
@@ -1380,14 +1391,14 @@ impl Sequencer {
                     );
                 }
             }
-            if self.unwatched.is_empty() {
+            if self.unwatched.is_empty() && learned.is_empty() {
                 if let Role::Leader { last_beat, .. } = &mut self.role {
                     *last_beat = now;
                 }
             }
             return;
         }
-        for to in waiting {
+        for to in waiting.into_iter().filter(|w| !learned.contains(w)) {
             self.send(
                 to,
                 SeqMsg::Heartbeat {
@@ -1925,6 +1936,7 @@ impl Sequencer {
                     Inflight {
                         value: value.clone(),
                         acks: BTreeSet::new(),
+                        learners: Vec::new(),
                     },
                 );
                 s
