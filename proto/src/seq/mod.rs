@@ -52,10 +52,7 @@ pub struct SeqParams {
     /// Least time between two slots the owner proposes: ops that arrive
     /// sooner wait for a tick and share the next slot, so that a busy
     /// mailbox costs one `Accept` round per batch, not per op. The first op
-    /// after a quiet spell is proposed at once.
-    /// Off (0) by default: with 20 ms, the simulator's `partition-heal`
-    /// (5 nodes, seed 215) re-announced a message a cut-off replica had
-    /// acknowledged (E); not understood yet.
+    /// after a quiet spell is proposed at once. 0: a slot per arrival.
     pub batch_ms: u64,
     /// Most decisions in one slot.
     pub max_batch: usize,
@@ -77,7 +74,7 @@ impl Default for SeqParams {
             election_timeout_ms: 1_000,
             forward_timeout_ms: 2_000,
             max_inflight: 8,
-            batch_ms: 0,
+            batch_ms: 20,
             max_batch: 1_024,
             max_slots_per_message: 512,
             unsafe_commit_without_majority: false,
@@ -874,6 +871,12 @@ impl Sequencer {
                         self.owner_idle = idle;
                     }
                     self.learn_commit(from, ballot, commit);
+                } else if ballot.leader == from {
+                    // A deposed owner that proposes nothing (it waits for
+                    // ops it may not sequence yet) and cannot hear its
+                    // successor would otherwise never learn it was deposed.
+                    let promised = self.promised;
+                    self.send(from, SeqMsg::Nack { promised });
                 }
             }
             SeqMsg::Alive { commit } => {
@@ -1638,6 +1641,23 @@ impl Sequencer {
     fn lead(&mut self, now: u64) {
         if matches!(self.role, Role::Leader { .. }) && !self.noted.is_empty() {
             let wait = self.params.forward_timeout_ms;
+            // The wait counts only while the op's origin is heard: an origin
+            // silent for a whole election timeout is cut off or down, and
+            // shows its op from its reservation after `forward_timeout`; a
+            // final value given here meanwhile would re-announce it at the
+            // heal (E). Once heard again, it forwards the op itself, with
+            // those values, as soon as it hears this owner.
+            let timeout = self.params.election_timeout_ms;
+            let (me, last_heard) = (self.me, &self.last_heard);
+            for (op, (_, since)) in self.noted.iter_mut() {
+                let heard = op.origin == me
+                    || last_heard
+                        .get(&op.origin)
+                        .is_some_and(|t| now.saturating_sub(*t) < timeout);
+                if !heard {
+                    *since = now;
+                }
+            }
             let due: Vec<(OpId, u32)> = self
                 .noted
                 .iter()
