@@ -34,6 +34,9 @@ fn main() {
         // As a node does: a user's keys only where it has sessions
         // (SIM_BENCH_UNLOCK_ALL=1: on every replica, as before).
         unlock_sessions: env("SIM_BENCH_UNLOCK_ALL", 0) == 0,
+        batch_ms: std::env::var("SIM_BENCH_BATCH_MS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
     let t0 = Instant::now();
     let r = run(&spec).expect("scenario");

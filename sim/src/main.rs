@@ -70,6 +70,10 @@ struct Cli {
     /// `c mod users`, starting on node `c mod nodes`.
     #[arg(long)]
     clients: Option<usize>,
+    /// The sequencer's `batch_ms`: least time between two ledger slots the
+    /// owner proposes (0: a slot per arrival). Default: the protocol's.
+    #[arg(long, value_name = "MS")]
+    batch_ms: Option<u64>,
 }
 
 fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
     spec.overrides.unlock_sessions = cli.unlock_sessions;
     spec.overrides.users = cli.users;
     spec.overrides.clients = cli.clients;
+    spec.overrides.batch_ms = cli.batch_ms;
     if let Some(k) = &cli.keep {
         let mut set = BTreeSet::new();
         for x in k
@@ -196,6 +201,9 @@ fn single(cli: &Cli, mut spec: RunSpec) -> ExitCode {
             }
             if let Some(c) = spec.overrides.clients {
                 cmd.push_str(&format!(" --clients {c}"));
+            }
+            if let Some(b) = spec.overrides.batch_ms {
+                cmd.push_str(&format!(" --batch-ms {b}"));
             }
             let keep = if keep.is_empty() {
                 "none".to_string()

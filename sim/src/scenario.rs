@@ -389,6 +389,8 @@ pub struct Overrides {
     pub max_quiet_ms: Option<u64>,
     /// Unlock a user only where it has sessions (see [`Plan::unlock_sessions`]).
     pub unlock_sessions: bool,
+    /// The sequencer's `batch_ms` (default: `SeqParams`'s).
+    pub batch_ms: Option<u64>,
 }
 
 /// Builds the plan of a scenario.
@@ -570,7 +572,10 @@ pub fn plan<R: RngCore>(
         active_end_ms,
         skew_ms,
         tick_ms: ov.tick_ms.unwrap_or(10),
-        seq: SeqParams::default(),
+        seq: SeqParams {
+            batch_ms: ov.batch_ms.unwrap_or(SeqParams::default().batch_ms),
+            ..SeqParams::default()
+        },
         anti_entropy_ms: 1_000,
         expect,
         mailbox_cap: 120,

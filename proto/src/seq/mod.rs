@@ -49,13 +49,12 @@ pub struct SeqParams {
     pub forward_timeout_ms: u64,
     /// Most ledger slots the owner has in flight at once.
     pub max_inflight: usize,
-    /// Least time between two slots the owner proposes: ops that arrive
-    /// sooner wait for a tick and share the next slot, so that a busy
-    /// mailbox costs one `Accept` round per batch, not per op. The first op
-    /// after a quiet spell is proposed at once.
-    /// Off (0) by default: with 20 ms, the simulator's `partition-heal`
-    /// (5 nodes, seed 215) re-announced a message a cut-off replica had
-    /// acknowledged (E); not understood yet.
+    /// Least time between two slots the owner proposes while one is in
+    /// flight: ops that arrive sooner wait for a tick (or for the slots in
+    /// flight to commit) and share the next slot, so that a busy mailbox
+    /// costs one `Accept` round per batch, not per op. With nothing in
+    /// flight a new op is proposed at once: one client's APPENDs, each
+    /// waiting for the last, wait for no tick. 0: a slot per arrival.
     pub batch_ms: u64,
     /// Most extra `Accepted` messages per slot for distinguished learners:
     /// the members with readers are listed in each `Accept` (and every
@@ -63,6 +62,10 @@ pub struct SeqParams {
     /// number of acceptors is at most this; otherwise they wait for the
     /// owner's commit notice. 0 turns learners off.
     pub learner_budget: usize,
+    /// Longest an op known only from the log waits for its unheard origin
+    /// (see `Sequencer::lead`): beyond, the origin is taken as gone for good
+    /// and the op is sequenced `forward_timeout` later.
+    pub gone_origin_ms: u64,
     /// Most decisions in one slot.
     pub max_batch: usize,
     /// Most slots in one Promise or Entries message.
@@ -83,8 +86,9 @@ impl Default for SeqParams {
             election_timeout_ms: 1_000,
             forward_timeout_ms: 2_000,
             max_inflight: 8,
-            batch_ms: 0,
+            batch_ms: 20,
             learner_budget: 16,
+            gone_origin_ms: 60_000,
             max_batch: 1_024,
             max_slots_per_message: 512,
             unsafe_commit_without_majority: false,
@@ -174,8 +178,9 @@ pub struct Sequencer {
     cursor: (u64, u64),
     // Ops known to need sequencing.
     pending: BTreeMap<OpId, Pending>,
-    /// Ops seen in the log without their origin's Forward: (uids, since).
-    noted: BTreeMap<OpId, (u32, u64)>,
+    /// Ops seen in the log without their origin's Forward: (uids, since,
+    /// first noted).
+    noted: BTreeMap<OpId, (u32, u64, u64)>,
     /// Of the noted ops, those named by a late Forward without provisional
     /// values (`on_forward`): while there are any, the owner only confirms.
     doubtful: BTreeSet<OpId>,
@@ -536,7 +541,7 @@ impl Sequencer {
         }
         // Its origin's Forward (with its provisional values, if it made any)
         // may be on its way: sequence it only if that does not come in time.
-        self.noted.entry(op).or_insert((uids, now));
+        self.noted.entry(op).or_insert((uids, now, now));
     }
 
     /// After a restart: an op of this ledger's log, found in the store, that
@@ -571,7 +576,7 @@ impl Sequencer {
                 },
             );
         } else {
-            self.noted.entry(op).or_insert((uids, RESUMED));
+            self.noted.entry(op).or_insert((uids, RESUMED, RESUMED));
         }
     }
 
@@ -624,8 +629,9 @@ impl Sequencer {
             for m in self.mine.values_mut().filter(|m| m.since == RESUMED) {
                 m.since = now;
             }
-            for (_, since) in self.noted.values_mut().filter(|(_, t)| *t == RESUMED) {
+            for (_, since, first) in self.noted.values_mut().filter(|(_, t, _)| *t == RESUMED) {
                 *since = now;
+                *first = now;
             }
         }
         self.maybe_elect(now);
@@ -917,6 +923,12 @@ impl Sequencer {
                         self.owner_idle = idle;
                     }
                     self.learn_commit(from, ballot, commit);
+                } else if ballot.leader == from {
+                    // A deposed owner that proposes nothing (it waits for
+                    // ops it may not sequence yet) and cannot hear its
+                    // successor would otherwise never learn it was deposed.
+                    let promised = self.promised;
+                    self.send(from, SeqMsg::Nack { promised });
                 }
             }
             SeqMsg::Alive { commit } => {
@@ -959,7 +971,7 @@ impl Sequencer {
             let waited = p.waited_ms.saturating_add(age_ms);
             if p.provisional.is_none() && waited >= timeout {
                 if !self.pending.contains_key(&p.op) {
-                    self.noted.entry(p.op).or_insert((p.uids, now));
+                    self.noted.entry(p.op).or_insert((p.uids, now, now));
                     self.doubtful.insert(p.op);
                 }
                 continue;
@@ -1749,11 +1761,34 @@ impl Sequencer {
     fn lead(&mut self, now: u64) {
         if matches!(self.role, Role::Leader { .. }) && !self.noted.is_empty() {
             let wait = self.params.forward_timeout_ms;
+            // The wait counts only while the op's origin is heard: an origin
+            // silent for a whole election timeout is cut off or down, and
+            // shows its op from its reservation after `forward_timeout`; a
+            // final value given here meanwhile would re-announce it at the
+            // heal (E). Once heard again, it forwards the op itself, with
+            // those values, as soon as it hears this owner.
+            // An origin unheard for `gone_origin_ms` since the op was noted
+            // is taken as gone for good: its op is sequenced, or a message
+            // its node acknowledged before it died would never be shown
+            // elsewhere. Had it only been cut off that long, it re-announces
+            // what it showed of it: within E's bound for one cut-off side.
+            let timeout = self.params.election_timeout_ms;
+            let gone = self.params.gone_origin_ms;
+            let (me, last_heard) = (self.me, &self.last_heard);
+            for (op, (_, since, first)) in self.noted.iter_mut() {
+                let heard = op.origin == me
+                    || last_heard
+                        .get(&op.origin)
+                        .is_some_and(|t| now.saturating_sub(*t) < timeout);
+                if !heard && now.saturating_sub(*first) < gone {
+                    *since = now;
+                }
+            }
             let due: Vec<(OpId, u32)> = self
                 .noted
                 .iter()
-                .filter(|(_, (_, since))| now.saturating_sub(*since) >= wait)
-                .map(|(op, (n, _))| (*op, *n))
+                .filter(|(_, (_, since, _))| now.saturating_sub(*since) >= wait)
+                .map(|(op, (n, _, _))| (*op, *n))
                 .collect();
             for (op, uids) in due {
                 self.noted.remove(&op);
@@ -1824,7 +1859,8 @@ impl Sequencer {
                 }
             }
             if inflight.len() >= params.max_inflight
-                || last_proposed.is_some_and(|t| now.saturating_sub(t) < params.batch_ms)
+                || (!inflight.is_empty()
+                    && last_proposed.is_some_and(|t| now.saturating_sub(t) < params.batch_ms))
             {
                 return;
             }

@@ -1076,3 +1076,51 @@ fn learners_are_listed_only_within_the_budget() {
     assert_eq!(learners_of(ids[0], &ids, &quiet, 8), vec![ids[3], ids[4]]);
     assert!(learners_of(ids[0], &ids, &none, 0).is_empty());
 }
+
+/// The op's log entry crosses the cut, its decision does not: the owner is
+/// cut off right after it logged (and gossiped) an op of its own, before
+/// its `Accept` left (with batching, that is up to `batch_ms`; the
+/// simulator's `partition-heal`, 5 nodes, seed 215, with 20 ms). The
+/// majority knows the op from the log only, and its new owner must not
+/// sequence it while the origin is unheard: the origin shows it from its
+/// reservation after `forward_timeout`, and a final value given meanwhile
+/// re-announced it at the heal (E).
+#[test]
+fn an_op_known_from_the_log_waits_for_its_cut_off_origin() {
+    for seed in 0..4 {
+        let mut net = Net::new(5, seed, fast());
+        net.run(500);
+        let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+        let o = net.idx(owner);
+        net.submit(o, 1);
+        net.run(100);
+        let op = net.submit(o, 1);
+        // Its log entry reaches the others; its Accept is lost to the cut.
+        let now = net.now;
+        for i in (0..5).filter(|i| *i != o) {
+            net.nodes[i].seq.note_op(now, op, 1);
+            net.flush(i);
+        }
+        net.partition(&[owner.0]);
+        net.run(1_500);
+        let shown = net.nodes[o].view.get(&op).cloned();
+        assert!(
+            shown.is_some(),
+            "seed {seed}: L1, shown from the reservation"
+        );
+        let others: Vec<usize> = (0..5).filter(|i| *i != o).collect();
+        assert!(
+            others.iter().any(|i| net.nodes[*i].seq.is_owner()),
+            "seed {seed}: the majority has an owner"
+        );
+        net.heal();
+        net.run(3_000);
+        net.assert_converged();
+        assert_eq!(
+            net.nodes[o].seq.final_of(&op),
+            shown.as_ref(),
+            "seed {seed}"
+        );
+        assert!(!net.reannounced.contains(&op), "seed {seed}: re-announced");
+    }
+}
