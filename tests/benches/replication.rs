@@ -173,15 +173,17 @@ fn main() {
     drop(nodes);
 
     // 2. 50 ms between node 1 and the others; every link goes through a
-    //    relay so that every byte between the nodes is counted.
-    let first = Node::start();
+    //    relay so that every byte between the nodes is counted (and only
+    //    through it: without Kademlia, which would dial the addresses a
+    //    peer announces, a node connects only to the relays it joins).
+    let first = relayed(&[], None);
     let key = first.dir.path().join("network.key");
     let r12 = Relay::start(first.p2p, 50);
     let r13 = Relay::start(first.p2p, 50);
     let via = |r: &Relay, n: &Node| format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", r.port, n.peer_id);
-    let second = Node::start_with(&[via(&r12, &first)], Some(&key));
+    let second = relayed(&[via(&r12, &first)], Some(&key));
     let r23 = Relay::start(second.p2p, 0);
-    let third = Node::start_with(&[via(&r13, &first), via(&r23, &second)], Some(&key));
+    let third = relayed(&[via(&r13, &first), via(&r23, &second)], Some(&key));
     let nodes = vec![first, second, third];
     ready(&nodes);
     let relays = [&r12, &r13, &r23];
@@ -218,6 +220,23 @@ fn main() {
             wire[2] as f64 / bytes as f64
         );
     }
+}
+
+/// A node on loopback joining `join`, with Kademlia off: it connects only
+/// to the addresses it joins (here relays), never to the addresses its
+/// peers announce, so that the relays see every byte between the nodes.
+fn relayed(join: &[String], network_key: Option<&Path>) -> Node {
+    let ports = (free_port(), free_port(), free_port());
+    let mut node = Node::init_at("127.0.0.1", ports, join, network_key, None, false);
+    node.edit_config(|text| {
+        if text.contains("kademlia = true") {
+            text.replacen("kademlia = true", "kademlia = false", 1)
+        } else {
+            text.replacen("[p2p]\n", "[p2p]\nkademlia = false\n", 1)
+        }
+    });
+    node.start_again();
+    node
 }
 
 /// `n` messages of the SpamAssassin corpus, evenly spread over it, one file
