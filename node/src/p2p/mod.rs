@@ -462,7 +462,7 @@ impl Task {
                             self.misbehaved(peer, "malformed message");
                         }
                     }
-                    live::Inbound::Oversized(peer, e) => self.misbehaved(peer, &e),
+                    live::Inbound::Invalid(peer, e) => self.misbehaved(peer, &e),
                 },
                 _ = redial.tick() => {
                     self.redial();
