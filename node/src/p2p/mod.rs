@@ -2,15 +2,17 @@
 //!
 //! The swarm runs in one tokio task. It carries the replica's outputs:
 //!
-//! * `Output::Broadcast` of new ops is published on
-//!   the user's gossipsub topic (an opaque name derived from the user id);
-//!   when no peer has subscribed yet it goes to every connected peer
-//!   directly instead.
-//! * `Output::Send` of anti-entropy goes to one peer on the request-response
-//!   protocol of [`wire`]; of the sequencing protocol (forwards to a ledger
-//!   owner, votes, heartbeats), on the peer's live stream ([`live`]: one
-//!   long-lived stream per peer, since a request per small message costs
-//!   a substream and a protocol negotiation each).
+//! * `Output::Broadcast` of new ops goes to each member on its live stream
+//!   when every member is connected; otherwise it is published on the
+//!   user's gossipsub topic (an opaque name derived from the user id,
+//!   messages unsigned); when no peer has subscribed yet it goes to every
+//!   connected peer directly instead.
+//! * `Output::Send` of anti-entropy's answers goes to one peer on the
+//!   request-response protocol of [`wire`]; of the sequencing protocol
+//!   (forwards to a ledger owner, votes, heartbeats) and `Have`, on the
+//!   peer's live stream ([`live`]: one long-lived stream per peer, since a
+//!   request per small message costs a substream and a protocol negotiation
+//!   each).
 //! * Message chunks and sequencing broadcasts go to each connected member
 //!   on its live stream (gossipsub would also forward them between the
 //!   receivers).
