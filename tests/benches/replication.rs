@@ -173,22 +173,24 @@ fn main() {
     drop(nodes);
 
     // 2. 50 ms between node 1 and the others; every link goes through a
-    //    relay so that every byte between the nodes is counted. The nodes
-    //    log what they send, so that the run can say which node owned the
-    //    mailbox's ledger (the one that sent the Accepts): the placement is
-    //    random per mailbox, and the far owner costs the most.
+    //    relay so that every byte between the nodes is counted (and only
+    //    through it: without Kademlia, which would dial the addresses a
+    //    peer announces, a node connects only to the relays it joins). The
+    //    nodes log what they send, so that the run can say which node owned
+    //    the mailbox's ledger (the one that sent the Accepts): the placement
+    //    is random per mailbox, and the far owner costs the most.
     if std::env::var_os("NODE_LOG").is_none() {
         // Single-threaded here: no other thread reads the environment.
         std::env::set_var("NODE_LOG", "info,aerogramme::wire=trace");
     }
-    let first = Node::start();
+    let first = relayed(&[], None);
     let key = first.dir.path().join("network.key");
     let r12 = Relay::start(first.p2p, 50);
     let r13 = Relay::start(first.p2p, 50);
     let via = |r: &Relay, n: &Node| format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", r.port, n.peer_id);
-    let second = Node::start_with(&[via(&r12, &first)], Some(&key));
+    let second = relayed(&[via(&r12, &first)], Some(&key));
     let r23 = Relay::start(second.p2p, 0);
-    let third = Node::start_with(&[via(&r13, &first), via(&r23, &second)], Some(&key));
+    let third = relayed(&[via(&r13, &first), via(&r23, &second)], Some(&key));
     let nodes = vec![first, second, third];
     ready(&nodes);
     let relays = [&r12, &r13, &r23];
@@ -243,6 +245,23 @@ fn main() {
 fn accepts_sent(node: &Node) -> usize {
     let log = node.log();
     log.matches("seq_accept").count() - log.matches("seq_accepted").count()
+}
+
+/// A node on loopback joining `join`, with Kademlia off: it connects only
+/// to the addresses it joins (here relays), never to the addresses its
+/// peers announce, so that the relays see every byte between the nodes.
+fn relayed(join: &[String], network_key: Option<&Path>) -> Node {
+    let ports = (free_port(), free_port(), free_port());
+    let mut node = Node::init_at("127.0.0.1", ports, join, network_key, None, false);
+    node.edit_config(|text| {
+        if text.contains("kademlia = true") {
+            text.replacen("kademlia = true", "kademlia = false", 1)
+        } else {
+            text.replacen("[p2p]\n", "[p2p]\nkademlia = false\n", 1)
+        }
+    });
+    node.start_again();
+    node
 }
 
 /// `n` messages of the SpamAssassin corpus, evenly spread over it, one file

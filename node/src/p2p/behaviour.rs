@@ -23,19 +23,23 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// an IDONTWANT with a [`message_id`] ~30.
 const IDONTWANT_THRESHOLD: usize = 128;
 
-/// A gossip message's id: 16 bytes of BLAKE2b over its author and sequence
-/// number (gossipsub's default is their text, ~70 bytes, and the id is
-/// what IDONTWANT and IHAVE carry).
+/// A gossip message's id: 16 bytes of BLAKE2b over its topic and data
+/// (messages are anonymous: no author, no sequence number; the id is what
+/// IDONTWANT and IHAVE carry). Two messages with the same bytes on one topic
+/// are one message, which costs nothing: ops and account records are
+/// idempotent, and every op batch names ops of its own.
 fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
-    let mut input = m.source.map(|p| p.to_bytes()).unwrap_or_default();
-    input.extend_from_slice(&m.sequence_number.unwrap_or_default().to_be_bytes());
+    let topic = m.topic.as_str().as_bytes();
     let digest = Blake2b::new(16).and_then(|mut h| {
-        h.update(&input)?;
+        h.update(&(topic.len() as u64).to_be_bytes())?;
+        h.update(topic)?;
+        h.update(&m.data)?;
         h.finalize()
     });
     match digest {
         Ok(d) => gossipsub::MessageId::new(d.as_ref()),
-        Err(_) => gossipsub::MessageId::new(&input),
+        // BLAKE2b-128 cannot fail; the data itself is a valid id anyway.
+        Err(_) => gossipsub::MessageId::new(&m.data),
     }
 }
 
@@ -84,7 +88,16 @@ impl Behaviour {
         });
         let gossip_config = gossipsub::ConfigBuilder::default()
             .max_transmit_size(wire::MAX_FRAME)
-            .validation_mode(gossipsub::ValidationMode::Strict)
+            // Not signed: only holders of the network key connect, every
+            // connection is authenticated (Noise), and what gossip carries
+            // (ops, account records) is sealed and authenticated by the
+            // user's keys and checked by the replica, exactly as when it
+            // arrives by anti-entropy, which was never signed. A signature
+            // (with author and sequence number, ~120 bytes a message) would
+            // prove which node wrote a batch, which nothing relies on: the
+            // replica takes gossip as coming from the peer that passed it on
+            // (ARCHITECTURE §12).
+            .validation_mode(gossipsub::ValidationMode::Anonymous)
             .validate_messages()
             .heartbeat_interval(Duration::from_millis(500))
             // Every received op batch makes its receiver tell its other
@@ -95,10 +108,8 @@ impl Behaviour {
             .message_id_fn(message_id)
             .build()
             .map_err(|e| e.to_string())?;
-        let gossipsub = gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(keypair.clone()),
-            gossip_config,
-        )?;
+        let gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)?;
         let replication = request_response::Behaviour::new(
             [(wire::PROTOCOL, request_response::ProtocolSupport::Full)],
             request_response::Config::default()
@@ -142,23 +153,23 @@ impl Behaviour {
 mod tests {
     use super::*;
 
-    fn msg(source: Option<PeerId>, seq: u64) -> gossipsub::Message {
+    fn msg(topic: &str, data: &[u8]) -> gossipsub::Message {
         gossipsub::Message {
-            source,
-            data: b"ops".to_vec(),
-            sequence_number: Some(seq),
-            topic: gossipsub::TopicHash::from_raw("t"),
+            source: None,
+            data: data.to_vec(),
+            sequence_number: None,
+            topic: gossipsub::TopicHash::from_raw(topic),
         }
     }
 
     #[test]
-    fn message_ids_are_short_and_name_author_and_sequence_number() {
-        let a = PeerId::random();
-        let b = PeerId::random();
-        let id = message_id(&msg(Some(a), 1));
+    fn message_ids_are_short_and_name_topic_and_data() {
+        let id = message_id(&msg("t", b"ops"));
         assert_eq!(id.0.len(), 16);
-        assert_eq!(id, message_id(&msg(Some(a), 1)));
-        assert_ne!(id, message_id(&msg(Some(a), 2)));
-        assert_ne!(id, message_id(&msg(Some(b), 1)));
+        assert_eq!(id, message_id(&msg("t", b"ops")));
+        assert_ne!(id, message_id(&msg("t", b"ops2")));
+        assert_ne!(id, message_id(&msg("u", b"ops")));
+        // The topic's length is hashed: no shift between topic and data.
+        assert_ne!(message_id(&msg("ta", b"b")), message_id(&msg("t", b"ab")));
     }
 }

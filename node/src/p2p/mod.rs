@@ -2,15 +2,17 @@
 //!
 //! The swarm runs in one tokio task. It carries the replica's outputs:
 //!
-//! * `Output::Broadcast` of new ops is published on
-//!   the user's gossipsub topic (an opaque name derived from the user id);
-//!   when no peer has subscribed yet it goes to every connected peer
-//!   directly instead.
-//! * `Output::Send` of anti-entropy goes to one peer on the request-response
-//!   protocol of [`wire`]; of the sequencing protocol (forwards to a ledger
-//!   owner, votes, heartbeats), on the peer's live stream ([`live`]: one
-//!   long-lived stream per peer, since a request per small message costs
-//!   a substream and a protocol negotiation each).
+//! * `Output::Broadcast` of new ops goes to each member on its live stream
+//!   when every member is connected; otherwise it is published on the
+//!   user's gossipsub topic (an opaque name derived from the user id,
+//!   messages unsigned); when no peer has subscribed yet it goes to every
+//!   connected peer directly instead.
+//! * `Output::Send` of anti-entropy's answers goes to one peer on the
+//!   request-response protocol of [`wire`]; of the sequencing protocol
+//!   (forwards to a ledger owner, votes, heartbeats) and `Have`, on the
+//!   peer's live stream ([`live`]: one long-lived stream per peer, since a
+//!   request per small message costs a substream and a protocol negotiation
+//!   each).
 //! * Message chunks and sequencing broadcasts go to each connected member
 //!   on its live stream (gossipsub would also forward them between the
 //!   receivers).
@@ -122,7 +124,9 @@ impl NetOut {
     /// The network form of a replica output addressed to one peer:
     /// sequencing messages on the live stream, anti-entropy as requests.
     pub fn send(to: ReplicaId, msg: &PeerMsg) -> NetOut {
-        if let PeerMsg::Seq { .. } = msg {
+        // A `Have` is small and periodic: as a request it cost a substream,
+        // a protocol negotiation and a receipt, several times its size.
+        if let PeerMsg::Seq { .. } | PeerMsg::Sync(SyncMsg::Have { .. }) = msg {
             return NetOut::Live {
                 to,
                 bytes: msg.encode(),
@@ -380,6 +384,7 @@ impl P2p {
             by_replica: HashMap::new(),
             queues: HashMap::new(),
             topics: HashSet::new(),
+            members: config.known.iter().map(|(p, _)| *p).collect(),
             joins,
             kad_due: None,
             relay: VecDeque::new(),
@@ -424,6 +429,9 @@ struct Task {
     by_replica: HashMap<ReplicaId, PeerId>,
     queues: HashMap<PeerId, Queue>,
     topics: HashSet<UserId>,
+    /// The members this node knows (the replica's members): remembered
+    /// from earlier runs or identified in this one.
+    members: HashSet<PeerId>,
     joins: Vec<JoinTarget>,
     kad_due: Option<Instant>,
     /// Valid gossip not yet reported to gossipsub (which forwards it then),
@@ -456,7 +464,7 @@ impl Task {
                             self.misbehaved(peer, "malformed message");
                         }
                     }
-                    live::Inbound::Oversized(peer, e) => self.misbehaved(peer, &e),
+                    live::Inbound::Invalid(peer, e) => self.misbehaved(peer, &e),
                 },
                 _ = redial.tick() => {
                     self.redial();
@@ -523,6 +531,17 @@ impl Task {
             }
             NetOut::Broadcast { user, msgs } => {
                 self.subscribe(user);
+                if let Some(peers) = self.all_members_connected(&user) {
+                    // Every member hears it from this node: directly, on
+                    // the live streams (no gossip envelope, no IDONTWANT,
+                    // and in the same write as the chunks that follow).
+                    for m in msgs {
+                        for p in &peers {
+                            self.send_live(*p, m.clone());
+                        }
+                    }
+                    return;
+                }
                 for payload in wire::pack(msgs) {
                     match self
                         .swarm
@@ -555,6 +574,32 @@ impl Task {
             }
             NetOut::Subscribe(user) => self.subscribe(user),
         }
+    }
+
+    /// The connected members when every member this node knows is
+    /// connected and no other peer listens on `user`'s topic: then a
+    /// broadcast reaches each of them directly, and gossipsub (which
+    /// exists to reach members through others) would only add its
+    /// envelope and its duplicate suppression. `None` otherwise (or when no
+    /// member is connected).
+    fn all_members_connected(&self, user: &UserId) -> Option<Vec<PeerId>> {
+        let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
+        if peers.is_empty()
+            || !self
+                .members
+                .iter()
+                .all(|m| self.by_replica.get(&replica_of(m)) == Some(m))
+        {
+            return None;
+        }
+        let hash = topic(user).hash();
+        let others = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .any(|(p, topics)| topics.contains(&&hash) && !peers.contains(p));
+        (!others).then_some(peers)
     }
 
     /// Queues a message on the live stream to `peer`.
@@ -754,16 +799,19 @@ impl Task {
                 message_id,
                 message,
             }) => {
-                let ok = match (message.source, wire::unpack(&message.data)) {
-                    (Some(source), Some(msgs)) => {
+                // Gossip is not signed (behaviour.rs): the messages come
+                // from the peer that passed them on, which the connection
+                // authenticated, and which holds what they announce.
+                let ok = match wire::unpack(&message.data) {
+                    Some(msgs) => {
                         // Every message is handed over even if one is bad.
                         let bad = msgs
                             .into_iter()
-                            .filter(|m| !self.deliver(source, m))
+                            .filter(|m| !self.deliver(propagation_source, m))
                             .count();
                         bad == 0
                     }
-                    _ => false,
+                    None => false,
                 };
                 if ok {
                     // Forwarded later, so that the IDONTWANT of a peer that
@@ -784,9 +832,9 @@ impl Task {
                         &propagation_source,
                         gossipsub::MessageAcceptance::Reject,
                     );
-                if message.source == Some(propagation_source) {
-                    self.misbehaved(propagation_source, "malformed gossip");
-                }
+                // Nodes pass on only gossip they found valid: the peer that
+                // sent this one is at fault.
+                self.misbehaved(propagation_source, "malformed gossip");
             }
             BehaviourEvent::Gossipsub(_) => {}
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
@@ -816,6 +864,7 @@ impl Task {
                     }
                 });
                 let replica = replica_of(&peer_id);
+                self.members.insert(peer_id);
                 if self.by_replica.insert(replica, peer_id).is_none() {
                     tracing::info!(peer = %peer_id, %replica, "peer identified");
                 }
