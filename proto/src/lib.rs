@@ -28,3 +28,38 @@ pub use rand_core::{CryptoRng, RngCore};
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// See [`FastMap`].
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// Calls `f` with the value of each of `keys` (strictly ascending) that
+/// `map` holds, walking the map in order rather than searching it from the
+/// root per key: neighbouring keys are read from the same or neighbouring
+/// nodes. A gap of more than a few keys starts a new search.
+pub(crate) fn walk_sorted<K: Ord, V>(
+    map: &mut std::collections::BTreeMap<K, V>,
+    keys: &[K],
+    mut f: impl FnMut(&K, &mut V),
+) {
+    /// Keys stepped over before a new search is cheaper.
+    const MAX_SKIP: usize = 8;
+    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    let mut i = 0;
+    while i < keys.len() {
+        let mut walk = map.range_mut(&keys[i]..);
+        let mut skipped = 0;
+        while let Some(key) = keys.get(i) {
+            match walk.next() {
+                Some((k, v)) if k == key => {
+                    f(k, v);
+                    i += 1;
+                    skipped = 0;
+                }
+                Some((k, _)) if k < key && skipped < MAX_SKIP => skipped += 1,
+                Some((k, _)) if k < key => break,
+                // Past it, or at the end: the map does not hold it.
+                _ => {
+                    i += 1;
+                    break;
+                }
+            }
+        }
+    }
+}

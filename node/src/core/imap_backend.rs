@@ -10,7 +10,7 @@ use crate::imap::summary::{summarize, SearchFields, Summary, SUMMARY_VERSION};
 use crate::node::Node;
 use crate::unlock::UnlockError;
 use aerogramme_proto::ids::{BlobId, MailboxId, UserId};
-use aerogramme_proto::mailbox::{Flag, SpecialUse};
+use aerogramme_proto::mailbox::{Flag, FlagBits, SpecialUse};
 use aerogramme_proto::replica::{
     FlagMode, MailboxView, NewMessage, Outcome, ReplicaError, Row, Ticket, MAX_MESSAGE_SIZE,
 };
@@ -618,11 +618,26 @@ impl Mailboxes for UserMailboxes {
                 move |st, user, _| {
                     let ok = std::mem::take(&mut *chosen.lock().unwrap_or_else(|e| e.into_inner()));
                     st.replica.mailbox(&user, &id).map(|v| {
+                        // Most rows share a few flag sets: each set's flags
+                        // are read once.
+                        let mut last: Option<(FlagBits, Vec<Flag>)> = None;
                         v.rows_of(&ok)
-                            .map(|r| MessageState {
-                                uid: r.uid,
-                                flags: v.flags_of(r),
-                                modseq: r.modseq,
+                            .map(|r| {
+                                let flags = match &last {
+                                    Some((b, f)) if *b == r.flags => f.clone(),
+                                    _ => {
+                                        let f = v.flags_of(r);
+                                        if r.flags.is_complete() {
+                                            last = Some((r.flags, f.clone()));
+                                        }
+                                        f
+                                    }
+                                };
+                                MessageState {
+                                    uid: r.uid,
+                                    flags,
+                                    modseq: r.modseq,
+                                }
                             })
                             .collect::<Vec<_>>()
                     })

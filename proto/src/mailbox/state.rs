@@ -129,7 +129,11 @@ pub const MAX_FLAG_BATCH_BYTES: usize = 256 * 1024;
 pub fn batch_flags(ops: impl IntoIterator<Item = MailboxOp>, max: usize) -> Vec<MailboxOp> {
     let max = max.max(1);
     let mut out = Vec::new();
+    // Entries seen, once they stop ascending (ascending ones, what
+    // `store_flags` gives, are distinct without a set).
     let mut seen = crate::FastSet::default();
+    let mut last: Option<EntryId> = None;
+    let mut ascending = true;
     let mut cur: Vec<FlagChange> = Vec::new();
     let mut bytes = 0usize;
     let flush = |cur: &mut Vec<FlagChange>, out: &mut Vec<MailboxOp>| match cur.len() {
@@ -154,7 +158,14 @@ pub fn batch_flags(ops: impl IntoIterator<Item = MailboxOp>, max: usize) -> Vec<
             out.push(op);
             continue;
         };
-        if !seen.insert(entry) {
+        if ascending && last.is_some_and(|l| l >= entry) {
+            ascending = false;
+            seen.extend(out.iter().flat_map(MailboxOp::targets));
+            seen.extend(cur.iter().map(|c| c.entry));
+        }
+        if ascending {
+            last = Some(entry);
+        } else if !seen.insert(entry) {
             continue;
         }
         let c = FlagChange { entry, add, remove };
@@ -444,6 +455,11 @@ impl MailboxState {
                 .map(|b| (*entry, b))
                 .into_iter()
                 .collect(),
+            MailboxOp::FlagsBatch { changes }
+                if changes.windows(2).all(|w| w[0].entry < w[1].entry) =>
+            {
+                self.apply_sorted_batch(id, changes)
+            }
             MailboxOp::FlagsBatch { changes } => {
                 let mut changed: Vec<(EntryId, FlagBits)> = changes
                     .iter()
@@ -500,32 +516,50 @@ impl MailboxState {
             .entries
             .entry(*entry)
             .or_insert_with(Entry::placeholder);
-        if e.expunged() {
-            return None;
-        }
-        let before = bits_of(&e.tags);
-        let before_all = (!before.is_complete()).then(|| e.flag_indices());
-        let mut tags = std::mem::take(&mut e.tags).into_vec();
-        // Room for the adds at once: one allocation, none to shrink after.
-        tags.reserve_exact(add.len());
-        for (f, ops) in remove {
-            let flag = self.keywords.intern(f);
-            for &op in ops {
-                put_tag(&mut tags, flag, op, true);
+        change_flags(&mut self.keywords, e, id, add, remove)
+    }
+
+    /// A batch whose entries are strictly ascending (what `store_flags`
+    /// makes: its batches are runs of the entries in id order): the same
+    /// result as applying each change with [`MailboxState::apply_flags`],
+    /// found by walking the map in order instead of one search from the
+    /// root per entry, so that consecutive entries are read from the same
+    /// or neighbouring nodes. A gap of more than a few entries (a batch
+    /// over scattered messages) starts a new search; an entry the map lacks
+    /// gets its placeholder as in `apply_flags`.
+    fn apply_sorted_batch(&mut self, id: OpId, changes: &[FlagChange]) -> Vec<(EntryId, FlagBits)> {
+        /// Entries stepped over before a new search is cheaper.
+        const MAX_SKIP: usize = 8;
+        let mut out = Vec::with_capacity(changes.len());
+        let mut i = 0;
+        while i < changes.len() {
+            let mut walk = self.entries.range_mut(changes[i].entry..);
+            let mut skipped = 0;
+            while let Some(c) = changes.get(i) {
+                match walk.next() {
+                    Some((k, e)) if *k == c.entry => {
+                        if let Some(b) = change_flags(&mut self.keywords, e, id, &c.add, &c.remove)
+                        {
+                            out.push((c.entry, b));
+                        }
+                        i += 1;
+                        skipped = 0;
+                    }
+                    Some((k, _)) if *k < c.entry && skipped < MAX_SKIP => skipped += 1,
+                    Some((k, _)) if *k < c.entry => break,
+                    // Past it, or at the end: the entry is not in the map.
+                    _ => {
+                        drop(walk);
+                        if let Some(b) = self.apply_flags(id, &c.entry, &c.add, &c.remove) {
+                            out.push((c.entry, b));
+                        }
+                        i += 1;
+                        break;
+                    }
+                }
             }
         }
-        for f in add {
-            let flag = self.keywords.intern(f);
-            put_tag(&mut tags, flag, id, false);
-        }
-        e.tags = tags.into_boxed_slice();
-        let after = bits_of(&e.tags);
-        let changed = match before_all {
-            None if after.is_complete() => after != before,
-            // A set beyond the bits on either side: compare the indices.
-            _ => before_all.unwrap_or_else(|| before.indices().collect()) != e.flag_indices(),
-        };
-        (e.added() && changed).then_some(after)
+        out
     }
 
     pub fn entry(&self, id: &EntryId) -> Option<EntryView> {
@@ -732,8 +766,42 @@ impl MailboxState {
     }
 }
 
-/// Adds the tags `(flag, op)` for `flags`; one that a pending removal names
-/// cancels it instead.
+/// One entry's flag change tagged `id` (see [`MailboxState::apply_flags`]).
+fn change_flags(
+    keywords: &mut Interner,
+    e: &mut Entry,
+    id: OpId,
+    add: &[Flag],
+    remove: &[(Flag, Vec<OpId>)],
+) -> Option<FlagBits> {
+    if e.expunged() {
+        return None;
+    }
+    let before = bits_of(&e.tags);
+    let before_all = (!before.is_complete()).then(|| e.flag_indices());
+    let mut tags = std::mem::take(&mut e.tags).into_vec();
+    // Room for the adds at once: one allocation, none to shrink after.
+    tags.reserve_exact(add.len());
+    for (f, ops) in remove {
+        let flag = keywords.intern(f);
+        for &op in ops {
+            put_tag(&mut tags, flag, op, true);
+        }
+    }
+    for f in add {
+        let flag = keywords.intern(f);
+        put_tag(&mut tags, flag, id, false);
+    }
+    e.tags = tags.into_boxed_slice();
+    let after = bits_of(&e.tags);
+    let changed = match before_all {
+        None if after.is_complete() => after != before,
+        // A set beyond the bits on either side: compare the indices.
+        _ => before_all.unwrap_or_else(|| before.indices().collect()) != e.flag_indices(),
+    };
+    (e.added() && changed).then_some(after)
+}
+
 /// The flags the tags hold (those not removed).
 fn bits_of(tags: &[Tag]) -> FlagBits {
     tags.iter()
@@ -741,6 +809,8 @@ fn bits_of(tags: &[Tag]) -> FlagBits {
         .fold(FlagBits::EMPTY, |b, t| b.with(t.flag))
 }
 
+/// Adds the tags `(flag, op)` for `flags`; one that a pending removal names
+/// cancels it instead.
 fn add_tags(e: &mut Entry, op: OpId, flags: &[u32]) {
     if flags.is_empty() {
         return;
@@ -1302,6 +1372,52 @@ mod tests {
             x.entry(&eid(5)).unwrap().flags,
             vec![Flag::Seen, Flag::Flagged, kw("$A")]
         );
+    }
+
+    /// A batch in entry order (applied by walking the map) gives what the
+    /// same changes in another order (one search each) give, whatever the
+    /// gaps between its entries, and with entries not added yet or expunged.
+    #[test]
+    fn sorted_batch_walk_matches_per_entry_search() {
+        let mut s = MailboxState::new();
+        for n in 0..=250u8 {
+            if n % 7 != 3 {
+                s.apply(op(1, n as u64 + 1), &add(eid(n), bid(n), &[kw("$A")]));
+            }
+        }
+        s.apply(
+            op(1, 999),
+            &MailboxOp::Expunge {
+                entries: vec![eid(10), eid(11)],
+            },
+        );
+        let named: Vec<EntryId> = (0..=30u8)
+            .chain(71..=90)
+            .chain((100..=250).step_by(13))
+            .map(eid)
+            .collect();
+        let changes: Vec<FlagChange> = named
+            .iter()
+            .map(|e| match s.add_flags(*e, &[Flag::Seen, kw("$A")]) {
+                MailboxOp::Flags { entry, add, remove } => FlagChange { entry, add, remove },
+                o => panic!("{o:?}"),
+            })
+            .collect();
+        let mut x = s.clone();
+        let cx = x.apply(
+            op(2, 1),
+            &MailboxOp::FlagsBatch {
+                changes: changes.clone(),
+            },
+        );
+        let mut reversed = changes;
+        reversed.reverse();
+        let mut y = s.clone();
+        let cy = y.apply(op(2, 1), &MailboxOp::FlagsBatch { changes: reversed });
+        assert_eq!(x, y);
+        assert_eq!(cx, cy);
+        assert!(cx.contains(&eid(0)) && !cx.contains(&eid(10)) && !cx.contains(&eid(3)));
+        assert!(x.entry(&eid(3)).is_none(), "a placeholder, not an entry");
     }
 
     /// Concurrency: a batch +FLAGS over several entries vs a concurrent

@@ -1795,7 +1795,13 @@ impl<S: Store> Replica<S> {
         let ops = {
             let v = self.mailbox(&user, &mailbox)?;
             let plan = StoreFlags::new(v.state(), mode, flags);
-            let changes = rows_named(v, uids)?
+            let mut rows = rows_named(v, uids)?;
+            // In entry order, so that each op's entries are one run of the
+            // CRDT's map, which applying it walks instead of searching it
+            // per entry (`MailboxState::apply`); which messages share an op
+            // (and its MODSEQ) does not matter: all are this command's.
+            rows.sort_by_cached_key(|r| u128::from_be_bytes(r.entry.0));
+            let changes = rows
                 .into_iter()
                 .map(|r| plan.change(v.state(), r))
                 .collect::<Vec<_>>();

@@ -92,7 +92,7 @@ pub struct MailboxView {
     targets: FastMap<OpId, Vec<EntryId>>,
     /// UID and MODSEQ of each entry that has a UID (shown, or shown and
     /// expunged: an entry not expunged is shown under its UID here).
-    meta: FastMap<EntryId, (u32, u64)>,
+    meta: BTreeMap<EntryId, (u32, u64)>,
     /// Final decisions not shown yet: the latest value the ledger gave each
     /// op (its payload may not have arrived, or the value may lie below the
     /// marks and wait for a `Resequence`).
@@ -618,26 +618,42 @@ impl MailboxView {
                 // visibly changed, so that it does not depend on the order
                 // ops arrived in.
                 let entries = payload.targets();
-                let mut rows = Vec::new();
-                for entry in &entries {
-                    if let Some(m) = self.meta.get_mut(entry) {
+                let mut rows = Vec::with_capacity(entries.len());
+                let flags_of = |entry: &EntryId, next: &mut usize| {
+                    // `touched` is sorted by entry: walked along sorted
+                    // entries, else searched.
+                    while touched.get(*next).is_some_and(|t| t.0 < *entry) {
+                        *next += 1;
+                    }
+                    touched.get(*next).filter(|t| t.0 == *entry).map(|t| t.1)
+                };
+                if entries.windows(2).all(|w| w[0] < w[1]) {
+                    // A batch of `store_flags` (entries in order): one walk
+                    // of the map.
+                    let mut next = 0;
+                    crate::walk_sorted(&mut self.meta, &entries, |entry, m| {
                         m.1 = m.1.max(modseq);
-                        if self.index.get(m.0).is_some_and(|r| r.entry == *entry) {
+                        rows.push((m.0, m.1, *entry, flags_of(entry, &mut next)));
+                    });
+                } else {
+                    for entry in &entries {
+                        if let Some(m) = self.meta.get_mut(entry) {
+                            m.1 = m.1.max(modseq);
                             let flags = touched
                                 .binary_search_by_key(entry, |t| t.0)
                                 .ok()
                                 .map(|i| touched[i].1);
-                            if flags.is_some() {
-                                fx.push(Effect::Event(Event::Flags {
-                                    uid: m.0,
-                                    modseq: m.1,
-                                }));
-                            }
-                            rows.push((m.0, m.1, flags));
+                            rows.push((m.0, m.1, *entry, flags));
                         }
                     }
                 }
-                self.index.update(&mut rows);
+                // Only the rows that list these entries change; their events
+                // go out by UID.
+                self.index.update_entries(&mut rows, |uid, modseq, flags| {
+                    if flags.is_some() {
+                        fx.push(Effect::Event(Event::Flags { uid, modseq }));
+                    }
+                });
                 self.targets.insert(op, entries);
             }
             MailboxOp::Expunge { entries } => {
