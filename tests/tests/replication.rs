@@ -30,6 +30,18 @@ fn wait_login(node: &Node) {
     node.python("repl.py", &["login", &port(node.imap), USER, PW, "60"]);
 }
 
+/// Three nodes of one community, a user added on node 1 who can log in on
+/// node 3.
+fn community_with_user() -> Vec<Node> {
+    let nodes = Node::community(3);
+    for n in &nodes {
+        n.wait_for_peers(2);
+    }
+    nodes[0].add_user(USER, PW);
+    wait_login(&nodes[2]);
+    nodes
+}
+
 fn deliver(node: &Node, n: usize, clients: usize, prefix: &str) {
     node.python(
         "repl.py",
@@ -46,12 +58,7 @@ fn deliver(node: &Node, n: usize, clients: usize, prefix: &str) {
 
 #[test]
 fn a_user_added_on_one_node_reads_mail_on_every_node_with_the_same_uids() {
-    let nodes = Node::community(3);
-    for n in &nodes {
-        n.wait_for_peers(2);
-    }
-    nodes[0].add_user(USER, PW);
-    wait_login(&nodes[2]);
+    let nodes = community_with_user();
     deliver(&nodes[0], 3, 1, "hello");
     let first = snapshot(&nodes[0], 3);
     assert_eq!(first.lines().count(), 4, "{first}");
@@ -92,12 +99,7 @@ fn users(node: &Node) -> String {
 
 #[test]
 fn a_user_removed_on_one_node_is_removed_on_every_node() {
-    let mut nodes = Node::community(3);
-    for n in &nodes {
-        n.wait_for_peers(2);
-    }
-    nodes[0].add_user(USER, PW);
-    wait_login(&nodes[2]);
+    let mut nodes = community_with_user();
     deliver(&nodes[0], 3, 1, "farewell");
     snapshot(&nodes[2], 3);
     // Node 3 is away when the user is removed on node 2.
@@ -174,12 +176,7 @@ fn two_clients_on_two_nodes_append_at_once_and_every_node_agrees() {
 
 #[test]
 fn a_killed_node_misses_2000_deliveries_restarts_and_catches_up() {
-    let mut nodes = Node::community(3);
-    for n in &nodes {
-        n.wait_for_peers(2);
-    }
-    nodes[0].add_user(USER, PW);
-    wait_login(&nodes[2]);
+    let mut nodes = community_with_user();
     deliver(&nodes[0], 10, 1, "before");
     snapshot(&nodes[2], 10);
     nodes[2].kill();
