@@ -364,9 +364,10 @@ mod tests {
             a.list().unwrap(),
             vec![("alice@example.org".to_string(), id)]
         );
-        a.remove("alice@example.org").unwrap();
+        assert_eq!(a.remove("alice@example.org").unwrap(), (id, 3));
         assert!(a.list().unwrap().is_empty());
-        assert_eq!(a.store().get_account(&id).unwrap(), None);
+        // The record is a tombstone, one version up, for the community.
+        assert_eq!(a.store().get_account(&id).unwrap(), Some((3, Vec::new())));
         assert!(matches!(
             a.remove("alice@example.org"),
             Err(AccountError::NoSuchUser(_))
