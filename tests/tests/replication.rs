@@ -200,12 +200,7 @@ fn a_node_with_another_network_key_cannot_connect_and_learns_nothing() {
     assert!(status.contains("peers       : none"), "{status}");
     let status = nodes[0].status();
     assert!(!status.contains(&outsider.peer_id), "{status}");
-    let users = std::process::Command::new(aerogramme_tests::binary())
-        .args(["user", "list", "--data"])
-        .arg(outsider.dir.path())
-        .output()
-        .unwrap();
-    assert!(users.stdout.is_empty(), "the outsider learnt a user");
+    assert!(users(&outsider).is_empty(), "the outsider learnt a user");
     // The community goes on.
     snapshot(&nodes[1], 1);
 }
