@@ -23,7 +23,7 @@ pub enum Command {
     Serve(DataArgs),
     /// Manage users (through the running node's admin socket when it runs).
     User(UserArgs),
-    /// Show the node's identity, users, peers (addresses, round-trip times) and replication lag.
+    /// Show the node's identity, users, peers (addresses, round-trip times), replication lag and the mailbox ledgers it owns.
     Status(DataArgs),
 }
 

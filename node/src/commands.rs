@@ -296,6 +296,9 @@ fn report(response: Response) -> ExitCode {
             println!("peer id     : {}", s.peer_id);
             println!("replica id  : {}", s.replica_id);
             println!("users       : {}", s.users);
+            if s.running {
+                println!("ledgers     : {} owned here", s.ledgers_owned);
+            }
             for a in &s.listen {
                 println!("listening   : {a}");
             }

@@ -1,6 +1,8 @@
 //! A real network partition between node processes: three hosts in network
 //! namespaces on a bridge; the kernel drops every packet between host 3
 //! and the others while clients write on both sides; then the cut heals.
+//! And a cut that leaves a member in the middle: hosts 1 and 3 cannot reach
+//! each other, both reach host 2.
 //! Needs root (the test makes its own namespaces and removes them).
 
 use aerogramme_tests::{Netns, Node};
@@ -141,4 +143,78 @@ fn writes_on_both_sides_of_a_real_partition_keep_uids_safe_and_converge() {
 fn a_real_partition_re_announces_at_most_one_side() {
     let reannounced = partition_then_heal();
     assert!(reannounced <= PER_SIDE, "{reannounced} re-announced");
+}
+
+/// Two members that cannot reach each other but both reach a third, one
+/// of the two the ledger's owner: the middle one carries what each sends
+/// (ops, chunks, and the sequencing messages addressed to the other), so
+/// both keep writing with final UIDs: every node shows the same UID map
+/// without the cut ever healing, and no UID a client was told changes.
+#[test]
+fn a_member_in_the_middle_carries_mail_between_two_that_cannot_reach_each_other() {
+    let net = Netns::new(3);
+    let first = net.node(1, &[], None);
+    let key = first.dir.path().join("network.key");
+    let join = [first.p2p_addr()];
+    let nodes = vec![
+        first,
+        net.node(2, &join, Some(&key)),
+        net.node(3, &join, Some(&key)),
+    ];
+    for n in &nodes {
+        n.wait_for_peers(2);
+    }
+    nodes[0].add_user(USER, PW);
+    nodes[2].python(
+        "repl.py",
+        &["login", &nodes[2].imap.to_string(), USER, PW, "60"],
+    );
+    let (validity, before) = append(&nodes[0], 5, "before");
+    assert_eq!(snapshot(&nodes[2], 5), (validity.clone(), before.clone()));
+
+    // Cut the INBOX ledger's owner off from one of the others.
+    let owner = (0..3)
+        .find(|&i| !nodes[i].status().contains("ledgers     : 0 owned"))
+        .expect("a node owns the INBOX ledger");
+    let far = (owner + 1) % 3;
+    net.cut(owner + 1, far + 1);
+    // Both notice that their connection is dead (ping), then hear each
+    // other's beacons through the third.
+    for n in [&nodes[owner], &nodes[far]] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while n.status().matches("(connected)").count() > 1 {
+            assert!(std::time::Instant::now() < deadline, "{}", n.status());
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let (v1, near) = append(&nodes[owner], PER_SIDE, "owner");
+    let (v2, away) = append(&nodes[far], PER_SIDE, "far");
+    assert_eq!((&v1, &v2), (&validity, &validity));
+    let total = 5 + 2 * PER_SIDE;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let end = loop {
+        let views: Vec<_> = nodes.iter().map(|n| snapshot(n, total)).collect();
+        if views.iter().all(|v| *v == views[0]) {
+            break views[0].1.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no single UID map 120 s into the cut: {views:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    let told: BTreeMap<&String, u32> = before
+        .iter()
+        .chain(&near)
+        .chain(&away)
+        .map(|(u, m)| (m, *u))
+        .collect();
+    let shown: BTreeMap<&String, u32> = end.iter().map(|(u, m)| (m, *u)).collect();
+    assert_eq!(shown, told, "told {told:?}\nshown {shown:?}");
+    assert!(
+        !nodes[owner].status().contains("ledgers     : 0 owned"),
+        "the owner kept its ledger"
+    );
+    net.heal(owner + 1, far + 1);
 }

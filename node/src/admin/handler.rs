@@ -107,7 +107,7 @@ pub fn handle(node: &Node, request: Request, running: bool) -> Response {
         }
         Request::Status => match node.accounts.list() {
             Ok(list) => {
-                let (listen, peers, lag) = network_status(node, &list);
+                let (listen, peers, lag, ledgers_owned) = network_status(node, &list);
                 Response::Status(StatusInfo {
                     name: node.config.name.clone(),
                     peer_id: node.peer_id.clone(),
@@ -117,6 +117,7 @@ pub fn handle(node: &Node, request: Request, running: bool) -> Response {
                     listen,
                     peers,
                     lag,
+                    ledgers_owned,
                 })
             }
             Err(e) => account_error(e),
@@ -131,25 +132,31 @@ fn announce(node: &Node, user: aerogramme_proto::ids::UserId) {
     }
 }
 
-/// Listen addresses, peers, and per (peer, user) how far behind the peer
-/// is, from the last `Have` it sent (empty when the node is not serving).
+/// Listen addresses, peers, per (peer, user) how far behind the peer is
+/// (from the last `Have` it sent), and the ledgers this node owns (empty
+/// when the node is not serving).
 fn network_status(
     node: &Node,
     users: &[(String, aerogramme_proto::ids::UserId)],
-) -> (Vec<String>, Vec<crate::p2p::PeerStatus>, Vec<LagEntry>) {
+) -> (
+    Vec<String>,
+    Vec<crate::p2p::PeerStatus>,
+    Vec<LagEntry>,
+    usize,
+) {
     let Some(r) = node.running.get() else {
-        return (Vec::new(), Vec::new(), Vec::new());
+        return (Vec::new(), Vec::new(), Vec::new(), 0);
     };
     let listen = r.p2p.listen_addrs().iter().map(|a| a.to_string()).collect();
     let peers = r.p2p.peers();
     let names: std::collections::HashMap<_, _> =
         users.iter().map(|(n, u)| (*u, n.clone())).collect();
     let haves = r.p2p.haves();
-    let lag = r
+    let (lag, owned) = r
         .core
         .call_blocking(
             move |st| {
-                haves
+                let lag = haves
                     .into_iter()
                     .map(|(peer, user, logs)| {
                         let (ops, bytes) = st.replica.behind(&user, &logs);
@@ -163,10 +170,11 @@ fn network_status(
                             bytes_behind: bytes,
                         }
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                (lag, st.replica.ledgers_owned())
             },
             std::time::Duration::from_secs(5),
         )
         .unwrap_or_default();
-    (listen, peers, lag)
+    (listen, peers, lag, owned)
 }

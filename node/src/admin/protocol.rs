@@ -93,6 +93,10 @@ pub struct StatusInfo {
     /// Per peer and user: how far behind this node the peer is.
     #[serde(default)]
     pub lag: Vec<LagEntry>,
+    /// Mailbox ledgers this node owns (sequences UIDs for) now; 0 when
+    /// not serving.
+    #[serde(default)]
+    pub ledgers_owned: usize,
 }
 
 /// How far behind this node a peer is for one user (from the peer's last

@@ -496,6 +496,7 @@ fn finish_batch(st: &mut CoreState) {
                 }
                 sends.push(NetOut::ToEach {
                     bytes: msg.encode(),
+                    detour: matches!(msg, PeerMsg::Seq { .. }),
                 })
             }
             Output::Broadcast { user, msg } => {

@@ -17,6 +17,14 @@ pub const IDENTIFY_VERSION: &str = "/aerogramme/1";
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/aerogramme/kad/1");
 /// How long a replication request may wait for its receipt.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often each connection is pinged, and how long an answer may take:
+/// a connection whose ping fails is closed (mod.rs), so that a route that
+/// died (packets dropped, no reset) is noticed within ~15 s instead of
+/// TCP's retransmission timeout (minutes), and what was sent on it takes
+/// another way (a detour, anti-entropy through other members).
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+/// See [`PING_EVERY`].
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Gossip messages at least this large (protobuf bytes) are announced with
 /// IDONTWANT to the receiver's other mesh peers: an op batch is ~500 bytes,
@@ -139,7 +147,11 @@ impl Behaviour {
                 identify::Config::new(IDENTIFY_VERSION.into(), keypair.public())
                     .with_agent_version(format!("aerogramme/{}", env!("CARGO_PKG_VERSION"))),
             ),
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_EVERY)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             gossipsub,
             replication,
             live: libp2p_stream::Behaviour::new(),

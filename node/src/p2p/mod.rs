@@ -34,6 +34,7 @@
 //! anti-entropy asks for again.
 
 pub mod behaviour;
+pub mod detour;
 pub mod live;
 pub mod transport;
 pub mod wire;
@@ -97,6 +98,9 @@ pub enum NetOut {
         to: ReplicaId,
         /// The encoded [`PeerMsg`].
         bytes: Vec<u8>,
+        /// A sequencing message: it takes a detour through other members
+        /// when `to` is not connected ([`detour`]).
+        detour: bool,
     },
     /// To every replica serving the user.
     Broadcast {
@@ -115,6 +119,9 @@ pub enum NetOut {
     ToEach {
         /// The encoded [`PeerMsg`].
         bytes: Vec<u8>,
+        /// A sequencing message: members not connected get it through
+        /// others ([`detour`]).
+        detour: bool,
     },
     /// This node serves `user`: listen on its topic.
     Subscribe(UserId),
@@ -130,6 +137,7 @@ impl NetOut {
             return NetOut::Live {
                 to,
                 bytes: msg.encode(),
+                detour: matches!(msg, PeerMsg::Seq { .. }),
             };
         }
         let bulk = matches!(
@@ -237,7 +245,7 @@ impl P2pHandle {
 fn trace_out(out: &NetOut) {
     let kind = |bytes: &[u8]| PeerMsg::decode(bytes).map_or("malformed", |m| m.kind());
     match out {
-        NetOut::Send { to, bytes, .. } | NetOut::Live { to, bytes } => {
+        NetOut::Send { to, bytes, .. } | NetOut::Live { to, bytes, .. } => {
             tracing::trace!(target: "aerogramme::wire", %to, kind = kind(bytes), len = bytes.len(), "send");
         }
         NetOut::Broadcast { msgs, .. } => {
@@ -245,7 +253,7 @@ fn trace_out(out: &NetOut) {
                 tracing::trace!(target: "aerogramme::wire", kind = kind(m), len = m.len(), "gossip");
             }
         }
-        NetOut::ToEach { bytes } => {
+        NetOut::ToEach { bytes, .. } => {
             tracing::trace!(target: "aerogramme::wire", kind = kind(bytes), len = bytes.len(), "to each");
         }
         NetOut::Subscribe(_) => {}
@@ -373,6 +381,7 @@ impl P2p {
             }
         }
         let control = swarm.behaviour().live.new_control();
+        let me = replica_of(swarm.local_peer_id());
         let (inbound_tx, inbound) = mpsc::channel(1024);
         live::accept(control.clone(), inbound_tx);
         let mut task = Task {
@@ -388,7 +397,18 @@ impl P2p {
             joins,
             kad_due: None,
             relay: VecDeque::new(),
+            me,
+            reach: detour::Reach::default(),
+            nonce: 0,
         };
+        if let Err(e) = task
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&detour::topic())
+        {
+            tracing::warn!("gossipsub subscribe to the detour topic: {e}");
+        }
         for u in users {
             task.subscribe(u);
         }
@@ -437,6 +457,12 @@ struct Task {
     /// Valid gossip not yet reported to gossipsub (which forwards it then),
     /// oldest first: when to report, and what.
     relay: VecDeque<(Instant, gossipsub::MessageId, PeerId)>,
+    /// This node's replica.
+    me: ReplicaId,
+    /// The members heard through a detour lately.
+    reach: detour::Reach,
+    /// The last detour's nonce.
+    nonce: u64,
 }
 
 impl Task {
@@ -448,6 +474,7 @@ impl Task {
     ) {
         let mut redial = tokio::time::interval(Duration::from_millis(250));
         let mut kad_bootstrap = tokio::time::interval(KAD_BOOTSTRAP);
+        let mut beacon = tokio::time::interval(detour::BEACON_EVERY);
         loop {
             let relay_at = self.relay.front().map(|(at, ..)| *at);
             tokio::select! {
@@ -474,6 +501,11 @@ impl Task {
                     }
                 }
                 _ = kad_bootstrap.tick() => self.kad_bootstrap(),
+                _ = beacon.tick() => {
+                    if self.some_member_unconnected() {
+                        self.publish_detour(None, &[]);
+                    }
+                }
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
@@ -524,9 +556,11 @@ impl Task {
                     self.enqueue(peer, bytes, bulk);
                 }
             }
-            NetOut::Live { to, bytes } => {
+            NetOut::Live { to, bytes, detour } => {
                 if let Some(peer) = self.by_replica.get(&to).copied() {
                     self.send_live(peer, bytes);
+                } else if detour && self.reach.reachable(to, Instant::now()) {
+                    self.publish_detour(Some(to), &bytes);
                 }
             }
             NetOut::Broadcast { user, msgs } => {
@@ -566,7 +600,21 @@ impl Task {
                     }
                 }
             }
-            NetOut::ToEach { bytes } => {
+            NetOut::ToEach { bytes, detour } => {
+                if detour && self.some_member_unconnected() {
+                    let unconnected: Vec<ReplicaId> = self
+                        .members
+                        .iter()
+                        .map(replica_of)
+                        .filter(|r| !self.by_replica.contains_key(r))
+                        .collect();
+                    if self
+                        .reach
+                        .any_reachable(unconnected.into_iter(), Instant::now())
+                    {
+                        self.publish_detour(None, &bytes);
+                    }
+                }
                 let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
                 for p in peers {
                     self.send_live(p, bytes.clone());
@@ -600,6 +648,80 @@ impl Task {
             .all_peers()
             .any(|(p, topics)| topics.contains(&&hash) && !peers.contains(p));
         (!others).then_some(peers)
+    }
+
+    /// Whether some member this node knows is not connected to it.
+    fn some_member_unconnected(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| self.by_replica.get(&replica_of(m)) != Some(m))
+    }
+
+    /// Publishes `msg` on the detour topic for `to` (`None`: every member
+    /// not connected to this node; with an empty `msg`, a beacon).
+    fn publish_detour(&mut self, to: Option<ReplicaId>, msg: &[u8]) {
+        self.nonce += 1;
+        tracing::trace!(target: "aerogramme::wire", ?to, len = msg.len(), "detour");
+        let env = detour::Envelope {
+            to,
+            from: self.me,
+            nonce: self.nonce,
+            msg,
+        };
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(detour::topic(), env.encode())
+        {
+            Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(e) => tracing::debug!("detour: {e}"),
+        }
+    }
+
+    /// A message on the detour topic, passed on by `source`: handed to the
+    /// core when it is for this node, and passed on (or not) by gossipsub.
+    fn on_detour(&mut self, source: PeerId, id: gossipsub::MessageId, data: &[u8]) {
+        let verdict = match detour::Envelope::decode(data) {
+            None => gossipsub::MessageAcceptance::Reject,
+            Some(env) if env.from == self.me => gossipsub::MessageAcceptance::Ignore,
+            Some(env) => {
+                let direct = self.by_replica.contains_key(&env.from);
+                if !direct {
+                    self.reach.heard(env.from, Instant::now());
+                }
+                let for_me = match env.to {
+                    Some(to) => to == self.me,
+                    // A member connected to the origin got it directly.
+                    None => !direct && !env.msg.is_empty(),
+                };
+                let known = self.members.iter().any(|m| replica_of(m) == env.from);
+                let seq = env.msg.is_empty()
+                    || matches!(PeerMsg::decode(env.msg), Ok(PeerMsg::Seq { .. }));
+                if !seq {
+                    // Only sequencing messages take detours.
+                    gossipsub::MessageAcceptance::Reject
+                } else {
+                    if for_me && known {
+                        self.deliver_from(source, env.from, env.msg);
+                    }
+                    if env.to == Some(self.me) {
+                        gossipsub::MessageAcceptance::Ignore
+                    } else {
+                        gossipsub::MessageAcceptance::Accept
+                    }
+                }
+            }
+        };
+        let reject = matches!(verdict, gossipsub::MessageAcceptance::Reject);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, verdict);
+        if reject {
+            self.misbehaved(source, "malformed detour");
+        }
     }
 
     /// Queues a message on the live stream to `peer`.
@@ -659,6 +781,12 @@ impl Task {
     /// Hands a message from `source` to the core; `false` when it is
     /// malformed.
     fn deliver(&mut self, source: PeerId, bytes: &[u8]) -> bool {
+        self.deliver_from(source, replica_of(&source), bytes)
+    }
+
+    /// Hands a message written by replica `from` (`source`'s own, or one
+    /// that `source` passed on) to the core; `false` when it is malformed.
+    fn deliver_from(&mut self, source: PeerId, from: ReplicaId, bytes: &[u8]) -> bool {
         let msg = match PeerMsg::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -678,7 +806,6 @@ impl Task {
                 s.haves.insert((source, *user), logs.clone());
             }
         }
-        let from = replica_of(&source);
         if let PeerMsg::Seq { .. } = &msg {
             tracing::trace!(target: "aerogramme::seq", %from, ?msg, "received");
         }
@@ -798,6 +925,13 @@ impl Task {
                 propagation_source,
                 message_id,
                 message,
+            }) if message.topic == detour::topic().hash() => {
+                self.on_detour(propagation_source, message_id, &message.data)
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
             }) => {
                 // Gossip is not signed (behaviour.rs): the messages come
                 // from the peer that passed them on, which the connection
@@ -878,7 +1012,16 @@ impl Task {
                 result: Ok(rtt),
                 ..
             }) => self.status(peer, |p| p.rtt_us = Some(rtt.as_micros() as u64)),
-            BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            }) => {
+                if !matches!(e, ping::Failure::Unsupported) {
+                    tracing::info!(%peer, "closing a connection whose ping failed: {e}");
+                    self.swarm.close_connection(connection);
+                }
+            }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     if !self.swarm.is_connected(&peer) {

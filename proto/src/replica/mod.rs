@@ -378,7 +378,7 @@ pub struct Replica<S: Store> {
     last_sync: u64,
     peer_turn: usize,
     /// Per user, the chunk request in progress: (peer, chunks still
-    /// expected, sent at).
+    /// expected, when it was sent or last answered).
     chunk_wants: HashMap<UserId, (ReplicaId, usize, u64)>,
     dropped: u64,
     /// Pushed chunks that arrived before their blob's announce (gossip
@@ -631,10 +631,18 @@ impl<S: Store> Replica<S> {
     }
 
     /// Asks `peer` for chunks of `user`'s blobs this replica lacks, unless a
-    /// request is in progress (and not stale) or `force`.
+    /// request is in progress or `force`. A request whose peer has sent
+    /// nothing for `CHUNK_REQUEST_STALE_MS` is stale; so is one to another
+    /// member that has sent nothing for an anti-entropy interval: that
+    /// member may be one this replica cannot reach (its messages lost on
+    /// the way), and the anti-entropy rounds, which take the members in
+    /// turn, would otherwise keep asking it again and never ask another.
     fn want_chunks(&mut self, now: u64, user: UserId, peer: ReplicaId, force: bool) {
-        if let Some((_, left, at)) = self.chunk_wants.get(&user) {
-            if !force && *left > 0 && now.saturating_sub(*at) < CHUNK_REQUEST_STALE_MS {
+        if let Some((asked, left, at)) = self.chunk_wants.get(&user) {
+            let quiet = now.saturating_sub(*at);
+            let stale = quiet >= CHUNK_REQUEST_STALE_MS
+                || (*asked != peer && quiet >= self.cfg.anti_entropy_ms);
+            if !force && *left > 0 && !stale {
                 return;
             }
         }
@@ -658,6 +666,14 @@ impl<S: Store> Replica<S> {
                 chunks: wanted,
             }),
         });
+    }
+
+    /// How many mailbox ledgers this replica owns (leads) now.
+    pub fn ledgers_owned(&self) -> usize {
+        self.users
+            .values()
+            .map(|u| u.seqs.values().filter(|s| s.is_owner()).count())
+            .sum()
     }
 
     /// Every replica of the community, as this one knows it.
@@ -1997,6 +2013,7 @@ impl<S: Store> Replica<S> {
                 if let Some(w) = self.chunk_wants.get_mut(&user) {
                     if w.0 == from {
                         w.1 = w.1.saturating_sub(1);
+                        w.2 = now;
                         if w.1 == 0 {
                             self.want_chunks(now, user, from, true);
                         }

@@ -1290,3 +1290,51 @@ fn a_removed_user_is_removed_everywhere_and_stays_removed() {
         Err(ReplicaError::NoSuchUser)
     ));
 }
+
+/// Node 1 cannot reach node 0 and hears node 0's new op from node 2 as
+/// gossip (a member passing it on, as gossipsub does), so it waits for
+/// pushed chunks that node 0 could not push to it; its anti-entropy rounds
+/// take node 0 and node 2 in turn, and must end up asking node 2, which
+/// holds the chunks, instead of asking node 0 again and again.
+#[test]
+fn chunks_are_asked_of_another_member_when_the_one_asked_stays_silent() {
+    let mut w = World::new(3);
+    let (user, inbox) = w.user();
+    w.cut.insert((w.ids[0], w.ids[1]));
+    w.cut.insert((w.ids[1], w.ids[0]));
+    // Node 2 only, for now: node 1 hears of it below.
+    w.cut.insert((w.ids[2], w.ids[1]));
+    let t = w.append(0, user, inbox, "around");
+    w.run(500);
+    let uid = w.appended_uid(0, t);
+    let logs = &w.nodes[2].as_ref().unwrap().users[&user].logs;
+    let ops: Vec<_> = [LogId::Blobs, LogId::Mailbox(inbox)]
+        .iter()
+        .flat_map(|l| logs.log(l).expect("node 2 holds the log").iter().cloned())
+        .collect();
+    w.cut.remove(&(w.ids[2], w.ids[1]));
+    // Node 1's next anti-entropy round is with node 0.
+    let (me, first) = (w.ids[1], w.ids[0]);
+    let r1 = w.node(1);
+    let peers: Vec<ReplicaId> = r1
+        .cfg
+        .members
+        .iter()
+        .copied()
+        .filter(|m| *m != me)
+        .collect();
+    r1.peer_turn = peers.iter().position(|p| *p == first).unwrap();
+    let now = w.now;
+    let from = w.ids[2];
+    w.node(1)
+        .handle(now, from, PeerMsg::Sync(SyncMsg::Gossip { ops }));
+    w.flush(1);
+    w.run(6_000);
+    let r1 = w.nodes[1].as_ref().unwrap();
+    let m = r1.mailbox(&user, &inbox).unwrap().message(uid).unwrap();
+    assert_eq!(
+        r1.read_blob(&user, &m.view.blob)
+            .expect("the chunks reached node 1"),
+        b"Subject: around\r\n\r\naround\r\n"
+    );
+}
