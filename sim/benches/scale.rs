@@ -37,6 +37,8 @@ fn main() {
         batch_ms: std::env::var("SIM_BENCH_BATCH_MS")
             .ok()
             .and_then(|v| v.parse().ok()),
+        // SIM_BENCH_THRIFTY=0: every `Accept` to every member, as before.
+        thrifty_accept: std::env::var("SIM_BENCH_THRIFTY").ok().map(|v| v != "0"),
     };
     let t0 = Instant::now();
     let r = run(&spec).expect("scenario");

@@ -391,6 +391,8 @@ pub struct Overrides {
     pub unlock_sessions: bool,
     /// The sequencer's `batch_ms` (default: `SeqParams`'s).
     pub batch_ms: Option<u64>,
+    /// The sequencer's `thrifty_accept` (default: `SeqParams`'s).
+    pub thrifty_accept: Option<bool>,
 }
 
 /// Builds the plan of a scenario.
@@ -574,6 +576,9 @@ pub fn plan<R: RngCore>(
         tick_ms: ov.tick_ms.unwrap_or(10),
         seq: SeqParams {
             batch_ms: ov.batch_ms.unwrap_or(SeqParams::default().batch_ms),
+            thrifty_accept: ov
+                .thrifty_accept
+                .unwrap_or(SeqParams::default().thrifty_accept),
             ..SeqParams::default()
         },
         anti_entropy_ms: 1_000,

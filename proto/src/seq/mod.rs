@@ -62,6 +62,17 @@ pub struct SeqParams {
     /// number of acceptors is at most this; otherwise they wait for the
     /// owner's commit notice. 0 turns learners off.
     pub learner_budget: usize,
+    /// Thrifty phase 2: the owner sends a slot's `Accept` only to the
+    /// members with readers, the replicas the slot's decisions are for, and
+    /// enough of the acceptors that made the last slot's majority (plus
+    /// `accept_spare`) to make a majority; it widens to every member when
+    /// the slot is not accepted by the next Heartbeat `heartbeat_ms` after
+    /// it was proposed. The others learn commits from the Heartbeat's commit
+    /// index and a `Pull`. Off: every `Accept` goes to every member.
+    pub thrifty_accept: bool,
+    /// Acceptors beyond a majority that a thrifty `Accept` goes to, so that
+    /// one slow or lost answer does not hold the slot until it widens.
+    pub accept_spare: usize,
     /// Longest an op known only from the log waits for its unheard origin
     /// (see `Sequencer::lead`): beyond, the origin is taken as gone for good
     /// and the op is sequenced `forward_timeout` later.
@@ -88,6 +99,8 @@ impl Default for SeqParams {
             max_inflight: 8,
             batch_ms: 20,
             learner_budget: 16,
+            thrifty_accept: true,
+            accept_spare: 1,
             gone_origin_ms: 60_000,
             max_batch: 1_024,
             max_slots_per_message: 512,
@@ -112,6 +125,11 @@ struct Inflight {
     acks: BTreeSet<ReplicaId>,
     /// The learners its `Accept` listed: they learn the commit themselves.
     learners: Vec<ReplicaId>,
+    /// When it was proposed.
+    since: u64,
+    /// The members its `Accept` went to (thrifty phase 2), or `None` when
+    /// it went (or has widened) to every member.
+    targets: Option<Vec<ReplicaId>>,
 }
 
 #[derive(Debug)]
@@ -244,6 +262,10 @@ pub struct Sequencer {
     /// They are not sent a commit notice; they learn commits from the next
     /// `Accept` or periodic `Heartbeat` (`heartbeat_ms`).
     unwatched: BTreeSet<ReplicaId>,
+    /// Owner side: the acceptors (other than this replica) whose `Accepted`s
+    /// made the majority of the last slot committed in this ballot: the
+    /// ones a thrifty `Accept` prefers (`SeqParams::thrifty_accept`).
+    fast: Vec<ReplicaId>,
     /// A leader was newly seen (another ballot, or after its silence): this
     /// replica's undecided ops are forwarded again at once, so that a new or
     /// reachable-again owner gets their provisional values before it could
@@ -332,6 +354,7 @@ impl Sequencer {
             watching: true,
             votes: BTreeMap::new(),
             unwatched: BTreeSet::new(),
+            fast: Vec::new(),
             reforward: false,
             role: Role::Follower,
             out: Vec::new(),
@@ -408,7 +431,29 @@ impl Sequencer {
     /// sessions here: the replica holds the keys), so that the owner
     /// notifies it of each commit at once. Default: yes.
     pub fn set_watching(&mut self, watching: bool) {
+        let became = watching && !self.watching;
         self.watching = watching;
+        if became {
+            self.notify_watching();
+        }
+    }
+
+    /// Tells the owner this replica follows that it has readers, so that
+    /// its `Accept`s (thrifty phase 2) and commit notices come to it at once:
+    /// an `Accepted` for slot 0, which names no slot.
+    fn notify_watching(&mut self) {
+        if let Some((ballot, _)) = self.leader_seen {
+            if ballot.leader != self.me && !self.is_owner() {
+                self.send(
+                    ballot.leader,
+                    SeqMsg::Accepted {
+                        ballot,
+                        slot: 0,
+                        watching: true,
+                    },
+                );
+            }
+        }
     }
 
     /// This replica.
@@ -922,7 +967,12 @@ impl Sequencer {
                     if self.leader_seen.is_some_and(|(b, _)| b == ballot) {
                         self.owner_idle = idle;
                     }
-                    self.learn_commit(from, ballot, commit);
+                    // A member with readers that missed the slots' `Accept`s
+                    // may be one the owner takes as without readers (the
+                    // notice of `set_watching` was lost): it says so again.
+                    if self.learn_commit(from, ballot, commit) && self.watching {
+                        self.notify_watching();
+                    }
                 } else if ballot.leader == from {
                     // A deposed owner that proposes nothing (it waits for
                     // ops it may not sequence yet) and cannot hear its
@@ -1159,9 +1209,14 @@ impl Sequencer {
                     value,
                     acks: BTreeSet::new(),
                     learners: Vec::new(),
+                    since: now,
+                    targets: None,
                 },
             );
         }
+        // Who answered fast under another ballot says nothing here: the
+        // first slots go to every member.
+        self.fast.clear();
         self.role = Role::Leader {
             ballot,
             next_slot: last + 1,
@@ -1203,18 +1258,28 @@ impl Sequencer {
             &self.unwatched,
             self.params.learner_budget,
         );
-        self.broadcast(SeqMsg::Accept {
+        let targets = self.accept_targets(now, &value);
+        let msg = SeqMsg::Accept {
             ballot,
             slot,
             value,
             commit,
             learners: learners.clone(),
-        });
+        };
+        match &targets {
+            None => self.broadcast(msg),
+            Some(t) => {
+                for to in t {
+                    self.send(*to, msg.clone());
+                }
+            }
+        }
         let me = self.me;
         if let Role::Leader { inflight, .. } = &mut self.role {
             if let Some(i) = inflight.get_mut(&slot) {
                 i.acks.insert(me);
                 i.learners = learners;
+                i.targets = targets;
             }
         }
         if self.params.unsafe_commit_without_majority {
@@ -1222,6 +1287,68 @@ impl Sequencer {
         } else {
             self.on_accepted_inner(now, me, ballot, slot, false);
         }
+    }
+
+    /// The members a slot's `Accept` goes to (thrifty phase 2), or `None`
+    /// for every member: the members with readers (they want the commit at
+    /// once; the listed learners are among them), the replicas the value's
+    /// decisions are for (the origins waiting for their ops, the holders of
+    /// new reservations), then the acceptors that made the last slot's
+    /// majority and the members heard lately, until a majority and `accept_spare` more are reached. Any
+    /// majority of acceptances chooses a value (Paxos): the set only decides
+    /// who hears first. Without a last majority to go by (a new ballot), or
+    /// when the set would be nearly everyone, every member.
+    fn accept_targets(&self, now: u64, value: &[Decision]) -> Option<Vec<ReplicaId>> {
+        if !self.params.thrifty_accept {
+            return None;
+        }
+        let others = self.members.len().saturating_sub(1);
+        let needed = (self.majority() - 1).saturating_add(self.params.accept_spare);
+        if needed >= others || self.fast.len() + 1 < self.majority() {
+            return None;
+        }
+        let me = self.me;
+        let mut t: Vec<ReplicaId> = self
+            .members
+            .iter()
+            .filter(|m| **m != me && !self.unwatched.contains(m))
+            .copied()
+            .collect();
+        for d in value {
+            let r = match d {
+                Decision::Sequence { op, .. } => op.origin,
+                Decision::Reserve(r) => r.replica,
+            };
+            if r != me && !t.contains(&r) && self.members.contains(&r) {
+                t.push(r);
+            }
+        }
+        // Then the members heard lately (the spare that answered after
+        // the majority, say), then any.
+        let timeout = self.params.election_timeout_ms;
+        let heard = |m: &&ReplicaId| {
+            self.last_heard
+                .get(*m)
+                .is_some_and(|t| now.saturating_sub(*t) < timeout)
+        };
+        let fill = self
+            .fast
+            .iter()
+            .chain(self.members.iter().filter(heard))
+            .chain(self.members.iter());
+        for f in fill {
+            if t.len() >= needed {
+                break;
+            }
+            if *f != me && !t.contains(f) && self.members.contains(f) {
+                t.push(*f);
+            }
+        }
+        if t.len() >= others {
+            return None;
+        }
+        t.sort();
+        Some(t)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1340,17 +1467,23 @@ impl Sequencer {
         // Commit the contiguous prefix of slots acknowledged by a majority.
         let mut newly = Vec::new();
         let mut next = self.committed.len() as Slot + 1;
+        let mut fast = None;
         while let Some(i) = inflight.get(&next) {
             if i.acks.len() < majority && !force {
                 break;
             }
             if let Some(i) = inflight.remove(&next) {
+                fast = Some(i.acks);
                 newly.push((next, i.value, i.learners));
             }
             next += 1;
         }
         if newly.is_empty() {
             return;
+        }
+        if let Some(acks) = fast {
+            let me = self.me;
+            self.fast = acks.into_iter().filter(|a| *a != me).collect();
         }
         // The learners listed for every one of these slots learn the commit
         // from the acceptors (one hop, where the notice takes two): they
@@ -1485,8 +1618,9 @@ impl Sequencer {
     }
 
     /// Learns the leader's commit index: commits the slots this replica
-    /// accepted under the same ballot, and pulls the others.
-    fn learn_commit(&mut self, from: ReplicaId, ballot: Ballot, commit: Slot) {
+    /// accepted under the same ballot, and pulls the others (then says
+    /// whether it had to).
+    fn learn_commit(&mut self, from: ReplicaId, ballot: Ballot, commit: Slot) -> bool {
         while self.commit_index() < commit {
             let slot = self.commit_index() + 1;
             match self.accepted.get(&slot) {
@@ -1498,10 +1632,11 @@ impl Sequencer {
                 }
                 _ => {
                     self.send(from, SeqMsg::Pull { from: slot });
-                    return;
+                    return true;
                 }
             }
         }
+        false
     }
 
     fn follow(&mut self, now: u64, ballot: Ballot) {
@@ -1845,8 +1980,17 @@ impl Sequencer {
                 } else {
                     learners_of(self.me, &members, &self.unwatched, params.learner_budget)
                 };
-                for (slot, i) in inflight.iter() {
-                    for m in members.iter().filter(|m| !i.acks.contains(m)) {
+                // A slot whose thrifty `Accept` is not accepted a heartbeat
+                // after it was proposed (an acceptor crashed, is cut off or
+                // slow) widens to every member.
+                for (slot, i) in inflight.iter_mut() {
+                    if now.saturating_sub(i.since) >= params.heartbeat_ms {
+                        i.targets = None;
+                    }
+                    let to = |m: &&ReplicaId| {
+                        !i.acks.contains(m) && i.targets.as_ref().is_none_or(|t| t.contains(m))
+                    };
+                    for m in members.iter().filter(to) {
                         let msg = SeqMsg::Accept {
                             ballot,
                             slot: *slot,
@@ -1973,6 +2117,8 @@ impl Sequencer {
                         value: value.clone(),
                         acks: BTreeSet::new(),
                         learners: Vec::new(),
+                        since: now,
+                        targets: None,
                     },
                 );
                 s

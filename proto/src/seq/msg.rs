@@ -121,7 +121,10 @@ pub enum SeqMsg {
         /// The promiser had more than fits: the candidate should catch up first.
         truncated: bool,
     },
-    /// Phase 2a, with the leader's commit index piggybacked.
+    /// Phase 2a, with the leader's commit index piggybacked. Sent to a
+    /// majority and the members that want the slot at once
+    /// (`SeqParams::thrifty_accept`), to every member when it is not
+    /// accepted a heartbeat later.
     Accept {
         /// Leader's ballot.
         ballot: Ballot,
@@ -138,11 +141,13 @@ pub enum SeqMsg {
         /// too many for the owner's budget (`SeqParams::learner_budget`).
         learners: Vec<ReplicaId>,
     },
-    /// Phase 2b, to the owner and to the slot's learners.
+    /// Phase 2b, to the owner and to the slot's learners. For slot 0 (no
+    /// slot), only the `watching` notice: the replica got readers and wants
+    /// the owner's `Accept`s and commit notices at once.
     Accepted {
         /// Ballot accepted.
         ballot: Ballot,
-        /// Slot.
+        /// Slot (0: none, a notice of `watching` only).
         slot: Slot,
         /// The acceptor has readers of this mailbox (its user's keys are
         /// unlocked there): it wants each commit at once. One without them

@@ -893,6 +893,9 @@ fn members_without_readers_get_no_commit_notice_and_still_learn_commits() {
         heartbeat_ms: 1_000,
         idle_heartbeat_ms: 1_000,
         election_timeout_ms: 3_000,
+        // Every member accepts each slot here (the rule under test is the
+        // notice, not who hears the Accept).
+        thrifty_accept: false,
         ..fast()
     };
     let mut net = Net::new(5, 3, params);
@@ -1123,4 +1126,138 @@ fn an_op_known_from_the_log_waits_for_its_cut_off_origin() {
         );
         assert!(!net.reannounced.contains(&op), "seed {seed}: re-announced");
     }
+}
+
+/// The members an owner's Accepts for `slot` went to, from the queue.
+fn accept_receivers(net: &Net, owner: ReplicaId, slot: Slot) -> Vec<ReplicaId> {
+    let mut v: Vec<ReplicaId> = net
+        .queue
+        .iter()
+        .filter(|(_, from, _, m)| {
+            *from == owner && matches!(m, SeqMsg::Accept { slot: s, .. } if *s == slot)
+        })
+        .map(|(_, _, to, _)| *to)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Seven members, none with readers but `watchers`: the owner, elected, has
+/// learned who has readers and who answers fast from a first slot.
+fn thrifty_net(seed: u64, watchers: &[usize]) -> (Net, usize) {
+    let params = SeqParams {
+        heartbeat_ms: 100,
+        idle_heartbeat_ms: 300,
+        election_timeout_ms: 400,
+        forward_timeout_ms: 800,
+        ..fast()
+    };
+    let mut net = Net::new(7, seed, params);
+    net.run(3_000);
+    let owner = net.nodes[0].seq.owner().expect("an owner is elected");
+    let o = net.idx(owner);
+    for i in 0..7 {
+        if i != o && !watchers.contains(&i) {
+            net.nodes[i].seq.set_watching(false);
+        }
+    }
+    net.submit(o, 1);
+    net.run(200);
+    net.submit(o, 1);
+    net.run(200);
+    (net, o)
+}
+
+#[test]
+fn a_thrifty_accept_goes_to_a_majority_and_commits() {
+    let (mut net, o) = thrifty_net(11, &[]);
+    let owner = net.ids[o];
+    let slot = net.nodes[o].seq.commit_index() + 1;
+    net.submit(o, 1);
+    let to = accept_receivers(&net, owner, slot);
+    // A majority of 7 is 4: 3 acceptors besides the owner, and one spare.
+    assert_eq!(to.len(), 4, "Accept went to {to:?}");
+    net.run(60);
+    assert_eq!(net.nodes[o].seq.commit_index(), slot, "the slot committed");
+    // A member the Accept did not reach learns the commit from the next
+    // Heartbeat and a Pull.
+    let out = (0..7)
+        .find(|i| *i != o && !to.contains(&net.ids[*i]))
+        .expect("a member outside the quorum");
+    assert!(net.nodes[out].seq.commit_index() < slot);
+    net.run(250);
+    assert_eq!(net.nodes[out].seq.commit_index(), slot, "it caught up");
+    net.run(500);
+    net.assert_converged();
+    assert_eq!(net.reannounced.len(), 0);
+}
+
+#[test]
+fn a_thrifty_accept_reaches_the_watchers_and_the_origin() {
+    let (mut net, o) = thrifty_net(12, &[]);
+    let owner = net.ids[o];
+    let others: Vec<usize> = (0..7).filter(|i| *i != o).collect();
+    // One member gets readers: it tells the owner at once.
+    let w = others[0];
+    net.nodes[w].seq.set_watching(true);
+    net.flush(w);
+    net.run(40);
+    assert!(!net.nodes[o].seq.unwatched.contains(&net.ids[w]));
+    // Another member's op: its origin hears the Accept too.
+    let origin = others[5];
+    net.submit(origin, 1);
+    let slot = net.nodes[o].seq.commit_index() + 1;
+    while accept_receivers(&net, owner, slot).is_empty() {
+        net.run(1);
+    }
+    let to = accept_receivers(&net, owner, slot);
+    assert!(to.contains(&net.ids[w]), "the watcher: {to:?}");
+    assert!(to.contains(&net.ids[origin]), "the origin: {to:?}");
+    assert!(to.len() < 6, "not every member: {to:?}");
+    // Both learn the commit at once (the Accept, then the commit notice).
+    net.run(60);
+    assert_eq!(net.nodes[w].seq.commit_index(), slot);
+    assert_eq!(net.nodes[origin].seq.commit_index(), slot);
+    net.run(500);
+    net.assert_converged();
+}
+
+#[test]
+fn a_thrifty_accept_widens_when_its_quorum_crashed() {
+    let (mut net, o) = thrifty_net(13, &[]);
+    let owner = net.ids[o];
+    let slot = net.nodes[o].seq.commit_index() + 1;
+    let op = net.submit(o, 1);
+    let to = accept_receivers(&net, owner, slot);
+    assert_eq!(to.len(), 4);
+    // Two of the four crash before they answer: two acceptances and the
+    // owner's are not a majority of 7.
+    for r in &to[..2] {
+        let i = net.idx(*r);
+        net.crash(i);
+    }
+    net.run(60);
+    assert!(net.nodes[o].seq.commit_index() < slot, "no majority yet");
+    // A heartbeat later the Accept goes to every member, and commits.
+    net.run(300);
+    assert_eq!(
+        net.nodes[o].seq.commit_index(),
+        slot,
+        "widened and committed"
+    );
+    assert!(net.nodes[o].view.contains_key(&op));
+    // The next slots avoid the crashed members.
+    let next = net.nodes[o].seq.commit_index() + 1;
+    net.submit(o, 1);
+    let to = accept_receivers(&net, owner, next);
+    assert_eq!(to.len(), 4);
+    for r in &to {
+        assert!(net.nodes[net.idx(*r)].up, "{r:?} is down");
+    }
+    net.run(60);
+    assert_eq!(net.nodes[o].seq.commit_index(), next);
+    net.run(500);
+    net.assert_converged();
+    assert_eq!(net.reannounced.len(), 0);
 }
