@@ -19,7 +19,7 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/aerogramme/kad/1"
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often each connection is pinged, and how long an answer may take:
 /// a connection whose ping fails is closed (mod.rs), so that a route that
-/// died (packets dropped, no reset) is noticed within ~15 s instead of
+/// died (packets dropped, no reset) is noticed within 30 s instead of
 /// TCP's retransmission timeout (minutes), and what was sent on it takes
 /// another way (a detour, anti-entropy through other members).
 pub const PING_EVERY: Duration = Duration::from_secs(5);
