@@ -54,9 +54,9 @@ fn snapshot(node: &Node, count: usize) -> (String, Vec<(u32, String)>) {
     ))
 }
 
-/// Runs the partition scenario, checks S1, S3, L1, L2 and UIDVALIDITY as
-/// the clients see them, and returns how many messages were re-announced.
-fn partition_then_heal() -> usize {
+/// Three nodes on three hosts, all connected, a user, and 5 messages
+/// appended on node 1 and seen on node 3: (UIDVALIDITY, UID → Message-ID).
+fn three_nodes_with_mail() -> (Netns, Vec<Node>, String, Vec<(u32, String)>) {
     let net = Netns::new(3);
     let first = net.node(1, &[], None);
     let key = first.dir.path().join("network.key");
@@ -76,6 +76,30 @@ fn partition_then_heal() -> usize {
     );
     let (validity, before) = append(&nodes[0], 5, "before");
     assert_eq!(snapshot(&nodes[2], 5), (validity.clone(), before.clone()));
+    (net, nodes, validity, before)
+}
+
+/// Waits until every node shows the same `total` messages with the same
+/// UIDs (L2), at most 120 s; `what` names the wait in the failure.
+fn one_uid_map(nodes: &[Node], total: usize, what: &str) -> (String, Vec<(u32, String)>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let views: Vec<_> = nodes.iter().map(|n| snapshot(n, total)).collect();
+        if views.iter().all(|v| *v == views[0]) {
+            return views[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no single UID map 120 s {what}: {views:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Runs the partition scenario, checks S1, S3, L1, L2 and UIDVALIDITY as
+/// the clients see them, and returns how many messages were re-announced.
+fn partition_then_heal() -> usize {
+    let (net, nodes, validity, before) = three_nodes_with_mail();
 
     // Host 3 is cut off; both sides keep accepting mail (L1).
     net.cut(3, 1);
@@ -94,18 +118,7 @@ fn partition_then_heal() -> usize {
     net.heal(3, 2);
     let total = 5 + 2 * PER_SIDE;
     // L2: once activity stops, every node shows the same UID map.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let (v_end, end) = loop {
-        let views: Vec<_> = nodes.iter().map(|n| snapshot(n, total)).collect();
-        if views.iter().all(|v| *v == views[0]) {
-            break views[0].clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "L2: no single UID map 120 s after the heal: {views:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    };
+    let (v_end, end) = one_uid_map(&nodes, total, "after the heal");
     assert_eq!(v_end, validity, "no UIDVALIDITY change at the heal");
     // Every message exactly once, every UID given once.
     let mids: BTreeSet<&String> = end.iter().map(|(_, m)| m).collect();
@@ -152,25 +165,7 @@ fn a_real_partition_re_announces_at_most_one_side() {
 /// without the cut ever healing, and no UID a client was told changes.
 #[test]
 fn a_member_in_the_middle_carries_mail_between_two_that_cannot_reach_each_other() {
-    let net = Netns::new(3);
-    let first = net.node(1, &[], None);
-    let key = first.dir.path().join("network.key");
-    let join = [first.p2p_addr()];
-    let nodes = vec![
-        first,
-        net.node(2, &join, Some(&key)),
-        net.node(3, &join, Some(&key)),
-    ];
-    for n in &nodes {
-        n.wait_for_peers(2);
-    }
-    nodes[0].add_user(USER, PW);
-    nodes[2].python(
-        "repl.py",
-        &["login", &nodes[2].imap.to_string(), USER, PW, "60"],
-    );
-    let (validity, before) = append(&nodes[0], 5, "before");
-    assert_eq!(snapshot(&nodes[2], 5), (validity.clone(), before.clone()));
+    let (net, nodes, validity, before) = three_nodes_with_mail();
 
     // Cut the INBOX ledger's owner off from one of the others.
     let owner = (0..3)
@@ -192,18 +187,7 @@ fn a_member_in_the_middle_carries_mail_between_two_that_cannot_reach_each_other(
     let (v2, away) = append(&nodes[far], PER_SIDE, "far");
     assert_eq!((&v1, &v2), (&validity, &validity));
     let total = 5 + 2 * PER_SIDE;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let end = loop {
-        let views: Vec<_> = nodes.iter().map(|n| snapshot(n, total)).collect();
-        if views.iter().all(|v| *v == views[0]) {
-            break views[0].1.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no single UID map 120 s into the cut: {views:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    };
+    let (_, end) = one_uid_map(&nodes, total, "into the cut");
     let told: BTreeMap<&String, u32> = before
         .iter()
         .chain(&near)
