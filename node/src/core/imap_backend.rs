@@ -620,13 +620,13 @@ impl Mailboxes for UserMailboxes {
                     st.replica.mailbox(&user, &id).map(|v| {
                         // Most rows share a few flag sets: each set's flags
                         // are read once.
-                        let mut last: Option<(FlagBits, Vec<Flag>)> = None;
+                        let mut last: Option<(FlagBits, Arc<[Flag]>)> = None;
                         v.rows_of(&ok)
                             .map(|r| {
                                 let flags = match &last {
                                     Some((b, f)) if *b == r.flags => f.clone(),
                                     _ => {
-                                        let f = v.flags_of(r);
+                                        let f: Arc<[Flag]> = v.flags_of(r).into();
                                         if r.flags.is_complete() {
                                             last = Some((r.flags, f.clone()));
                                         }

@@ -107,8 +107,8 @@ pub struct MailboxStatus {
 pub struct MessageState {
     /// UID.
     pub uid: u32,
-    /// Flags, sorted.
-    pub flags: Vec<Flag>,
+    /// Flags, sorted (shared: most messages of a STORE share a few sets).
+    pub flags: Arc<[Flag]>,
     /// MODSEQ of its last change.
     pub modseq: u64,
 }

@@ -244,6 +244,40 @@ fn format_window(
     Ok(())
 }
 
+/// An untagged FETCH of a message's flags (and UID and MODSEQ as asked),
+/// at sequence number `seq`.
+fn write_flags_update(
+    out: &mut Vec<u8>,
+    seq: u32,
+    uid: u32,
+    flags: &[Flag],
+    modseq: u64,
+    with_uid: bool,
+    condstore: bool,
+) {
+    use MessageDataItemName as N;
+    let names = match (with_uid, condstore) {
+        (true, true) => &[N::Uid, N::Flags, N::ModSeq][..],
+        (true, false) => &[N::Uid, N::Flags][..],
+        (false, true) => &[N::Flags, N::ModSeq][..],
+        (false, false) => &[N::Flags][..],
+    };
+    if fetch::write_state_line(out, seq, names, uid, flags, modseq, 0) {
+        return;
+    }
+    let mut items = Vec::new();
+    if with_uid {
+        items.push(MessageDataItem::Uid(nz32(uid)));
+    }
+    items.push(MessageDataItem::Flags(convert::flags_fetch(flags)));
+    if condstore {
+        items.push(MessageDataItem::ModSeq(nz64(modseq)));
+    }
+    if let Ok(d) = Data::fetch(seq, items) {
+        encode_into(out, &Response::Data(d));
+    }
+}
+
 /// COPYUID sets: runs where both sides are consecutive become ranges.
 fn uid_sets(pairs: &[(u32, u32)]) -> Option<(UidSet, UidSet)> {
     let mut src = Vec::new();
@@ -321,30 +355,11 @@ impl<B: Backend> Session<B> {
 
     /// An untagged FETCH of a message's flags.
     fn flags_update(&mut self, m: &MessageMeta, with_uid: bool) {
-        use MessageDataItemName as N;
         let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
             return;
         };
-        let names = match (with_uid, self.condstore) {
-            (true, true) => &[N::Uid, N::Flags, N::ModSeq][..],
-            (true, false) => &[N::Uid, N::Flags][..],
-            (false, true) => &[N::Flags, N::ModSeq][..],
-            (false, false) => &[N::Flags][..],
-        };
-        if fetch::write_meta_line(self.output(), seq, names, m) {
-            return;
-        }
-        let mut items = Vec::new();
-        if with_uid {
-            items.push(MessageDataItem::Uid(nz32(m.uid)));
-        }
-        items.push(MessageDataItem::Flags(convert::flags_fetch(&m.flags)));
-        if self.condstore {
-            items.push(MessageDataItem::ModSeq(nz64(m.modseq)));
-        }
-        if let Ok(d) = Data::fetch(seq, items) {
-            self.data(d);
-        }
+        let condstore = self.condstore;
+        write_flags_update(self.output(), seq, m.uid, &m.flags, m.modseq, with_uid, condstore);
     }
 
     /// Whether `set` is the `$` of SEARCHRES (RFC 5182) in this command.
@@ -766,7 +781,7 @@ impl<B: Backend> Session<B> {
                         metas.iter().enumerate().map(|(i, m)| (m.uid, i)).collect();
                     for st in out.updated {
                         if let Some(m) = at.get(&st.uid).map(|&i| &mut metas[i]) {
-                            m.flags = st.flags;
+                            m.flags = st.flags.to_vec();
                             m.modseq = st.modseq;
                         }
                         if let Some(sel) = self.selected.as_mut() {
@@ -873,21 +888,27 @@ impl<B: Backend> Session<B> {
             Ok(o) => o,
             Err(e) => return backend_err(e),
         };
-        for st in out.updated {
-            if let Some(sel) = self.selected.as_mut() {
-                sel.note_modseq(st.uid, st.modseq);
-            }
-            if response == StoreResponse::Answer {
-                let m = MessageMeta {
-                    uid: st.uid,
-                    flags: st.flags,
-                    internal_date_ms: 0,
-                    size: 0,
-                    modseq: st.modseq,
-                };
-                self.flags_update(&m, uid || self.qresync);
-            }
+        // The answers (UIDs ascending) and the MODSEQs noted in one walk
+        // over the session's UIDs.
+        let (answer, with_uid, condstore) = (
+            response == StoreResponse::Answer,
+            uid || self.qresync,
+            self.condstore,
+        );
+        let mut buf = self.take_output();
+        if let Some(sel) = self.selected.as_mut() {
+            sel.note_modseqs(
+                out.updated,
+                |st| (st.uid, st.modseq),
+                |seq, st| {
+                    if answer && seq > 0 {
+                        let (u, f, m) = (st.uid, &st.flags, st.modseq);
+                        write_flags_update(&mut buf, seq, u, f, m, with_uid, condstore);
+                    }
+                },
+            );
         }
+        self.put_output(buf);
         if !out.modified.is_empty() {
             let ids: Vec<u32> = if uid {
                 out.modified.clone()

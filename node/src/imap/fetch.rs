@@ -179,6 +179,19 @@ pub fn write_meta_line(
     items: &[MessageDataItemName<'_>],
     meta: &MessageMeta,
 ) -> bool {
+    write_state_line(out, seq, items, meta.uid, &meta.flags, meta.modseq, meta.size)
+}
+
+/// [`write_meta_line`] from the message's fields.
+pub fn write_state_line(
+    out: &mut Vec<u8>,
+    seq: u32,
+    items: &[MessageDataItemName<'_>],
+    uid: u32,
+    flags: &[Flag],
+    modseq: u64,
+    size: u32,
+) -> bool {
     let simple = items.iter().all(|i| {
         matches!(
             i,
@@ -188,23 +201,23 @@ pub fn write_meta_line(
                 | MessageDataItemName::Rfc822Size
         )
     });
-    if !simple || meta.flags.iter().any(|f| matches!(f, Flag::Keyword(_))) {
+    if !simple || flags.iter().any(|f| matches!(f, Flag::Keyword(_))) {
         return false;
     }
     let _ = write!(out, "* {seq} FETCH (");
     let mut first = true;
     for name in items {
-        if name == &MessageDataItemName::Uid && meta.uid == 0 {
+        if name == &MessageDataItemName::Uid && uid == 0 {
             continue; // as `items`: no UID 0
         }
         if !std::mem::take(&mut first) {
             out.push(b' ');
         }
         let _ = match name {
-            MessageDataItemName::Uid => write!(out, "UID {}", meta.uid),
-            MessageDataItemName::ModSeq => write!(out, "MODSEQ ({})", meta.modseq.max(1)),
-            MessageDataItemName::Rfc822Size => write!(out, "RFC822.SIZE {}", meta.size),
-            _ => write_flags(out, &meta.flags),
+            MessageDataItemName::Uid => write!(out, "UID {}", uid),
+            MessageDataItemName::ModSeq => write!(out, "MODSEQ ({})", modseq.max(1)),
+            MessageDataItemName::Rfc822Size => write!(out, "RFC822.SIZE {}", size),
+            _ => write_flags(out, flags),
         };
     }
     out.extend_from_slice(b")\r\n");
