@@ -896,6 +896,10 @@ impl<B: Backend> Session<B> {
             self.condstore,
         );
         let mut buf = self.take_output();
+        if answer {
+            // ~40 bytes a line: no regrowth of a 4 MB answer.
+            buf.reserve(out.updated.len() * 48);
+        }
         if let Some(sel) = self.selected.as_mut() {
             sel.note_modseqs(
                 out.updated,
