@@ -223,12 +223,12 @@ impl Index {
             return;
         }
         self.changed(false);
-        changes.sort_by_key(|c| c.0);
-        // Ascending UIDs: each row is searched for after the previous one.
-        let mut from = 0;
+        changes.sort_unstable_by_key(|c| c.0);
+        // Each row is searched for in the whole index, not after the
+        // previous one: the searches then do not wait on each other's cache
+        // misses (on dense UIDs a search reads one far row).
         for &(uid, modseq, entry, flags) in changes.iter() {
-            let at = from + count_below(&self.rows[from..], uid);
-            from = at;
+            let at = count_below(&self.rows, uid);
             if let Some(r) = self
                 .rows
                 .get_mut(at)
