@@ -359,7 +359,15 @@ impl<B: Backend> Session<B> {
             return;
         };
         let condstore = self.condstore;
-        write_flags_update(self.output(), seq, m.uid, &m.flags, m.modseq, with_uid, condstore);
+        write_flags_update(
+            self.output(),
+            seq,
+            m.uid,
+            &m.flags,
+            m.modseq,
+            with_uid,
+            condstore,
+        );
     }
 
     /// Whether `set` is the `$` of SEARCHRES (RFC 5182) in this command.

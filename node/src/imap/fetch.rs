@@ -179,7 +179,15 @@ pub fn write_meta_line(
     items: &[MessageDataItemName<'_>],
     meta: &MessageMeta,
 ) -> bool {
-    write_state_line(out, seq, items, meta.uid, &meta.flags, meta.modseq, meta.size)
+    write_state_line(
+        out,
+        seq,
+        items,
+        meta.uid,
+        &meta.flags,
+        meta.modseq,
+        meta.size,
+    )
 }
 
 /// [`write_meta_line`] from the message's fields.
