@@ -38,6 +38,10 @@ fn nz64(n: u64) -> NonZeroU64 {
     NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN)
 }
 
+/// Messages whose STORE answers are written before the output is sent
+/// (~40 bytes each: a little over the session's flush threshold).
+const STORE_SLICE: usize = 8192;
+
 /// At most this many message reads of one FETCH or SEARCH are in flight
 /// (and at most [`WINDOW_BYTES`] of message sizes): the backend serves
 /// concurrent reads together, and parsing here overlaps its work.
@@ -779,10 +783,14 @@ impl<B: Backend> Session<B> {
                     Ok(u) => u,
                     Err(r) => return r,
                 };
-                if let Ok(out) = user
+                let stored = match user
                     .store(&id, &unseen, FlagMode::Add, &[Flag::Seen], None)
                     .await
                 {
+                    Ok((out, durable)) => durable.wait().await.map(|()| out),
+                    Err(e) => Err(e),
+                };
+                if let Ok(out) = stored {
                     // By UID: a FETCH BODY[] over a whole mailbox updates
                     // every message (a linear search each was quadratic).
                     let at: std::collections::HashMap<u32, usize> =
@@ -892,35 +900,45 @@ impl<B: Backend> Session<B> {
             Ok(u) => u,
             Err(r) => return r,
         };
-        let out = match user.store(&id, &uids, mode, &flags, unchanged_since).await {
+        let (out, durable) = match user.store(&id, &uids, mode, &flags, unchanged_since).await {
             Ok(o) => o,
             Err(e) => return backend_err(e),
         };
-        // The answers (UIDs ascending) and the MODSEQs noted in one walk
-        // over the session's UIDs.
+        // The answers (UIDs ascending) and the MODSEQs noted in walks over
+        // the session's UIDs, a slice at a time: each slice's lines go out
+        // while the next is formatted and the core makes the change durable
+        // (only the tagged OK waits for that).
         let (answer, with_uid, condstore) = (
             response == StoreResponse::Answer,
             uid || self.qresync,
             self.condstore,
         );
-        let mut buf = self.take_output();
-        if answer {
-            // ~40 bytes a line: no regrowth of a 4 MB answer.
-            buf.reserve(out.updated.len() * 48);
+        for part in out.updated.chunks(STORE_SLICE) {
+            let mut buf = self.take_output();
+            if answer {
+                // ~40 bytes a line: no regrowth while a slice is written.
+                buf.reserve(part.len() * 48);
+            }
+            if let Some(sel) = self.selected.as_mut() {
+                sel.note_modseqs(
+                    part,
+                    |st| (st.uid, st.modseq),
+                    |seq, st| {
+                        if answer && seq > 0 {
+                            let (u, f, m) = (st.uid, &st.flags, st.modseq);
+                            write_flags_update(&mut buf, seq, u, f, m, with_uid, condstore);
+                        }
+                    },
+                );
+            }
+            self.put_output(buf);
+            if self.maybe_flush().await.is_err() {
+                return Reply::no("Connection lost");
+            }
         }
-        if let Some(sel) = self.selected.as_mut() {
-            sel.note_modseqs(
-                out.updated,
-                |st| (st.uid, st.modseq),
-                |seq, st| {
-                    if answer && seq > 0 {
-                        let (u, f, m) = (st.uid, &st.flags, st.modseq);
-                        write_flags_update(&mut buf, seq, u, f, m, with_uid, condstore);
-                    }
-                },
-            );
+        if let Err(e) = durable.wait().await {
+            return backend_err(e);
         }
-        self.put_output(buf);
         if !out.modified.is_empty() {
             let ids: Vec<u32> = if uid {
                 out.modified.clone()
