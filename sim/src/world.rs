@@ -583,7 +583,10 @@ impl World {
                     if !touched.contains(&key) {
                         touched.push(key);
                     }
-                    self.on_event(i, key, &event);
+                    // A batch's flag changes are checked one by one.
+                    for ev in event.each() {
+                        self.on_event(i, key, &ev);
+                    }
                 }
                 Output::MailboxesChanged { .. } | Output::AccountChanged { .. } => {}
             }
@@ -634,6 +637,7 @@ impl World {
                     errs.extend(cl.on_message(i, key.1, uv, m));
                 }
                 Event::Expunged { uid } => cl.on_expunged(key.1, uv, uid),
+                Event::FlagsMany(_) => {} // given one by one
             }
         }
         if self.trace.is_some() {
@@ -647,6 +651,7 @@ impl World {
                 Event::Flags { uid, modseq } => {
                     format!("mailbox {:?} FETCH UID {uid} MODSEQ {modseq}", key.1)
                 }
+                Event::FlagsMany(_) => return, // given one by one
             };
             self.tr(Some(i), "event", || d);
         }

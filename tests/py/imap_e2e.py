@@ -159,6 +159,67 @@ elif phase == "two":
     assert any(b"Answered" in (x if isinstance(x, bytes) else x[0]) for x in fetches), fetches
     a.logout()
     b.logout()
+
+    # A STORE over many messages (one replica op and one event for the
+    # batch) reaches the other session whole, with the MODSEQs the storing
+    # session answered; .SILENT quiets only the storing session; a failed
+    # UNCHANGEDSINCE changes nothing anywhere.
+    def raw_session():
+        s = socket.create_connection(("127.0.0.1", iport))
+        f = s.makefile("rb")
+        f.readline()
+        n = [0]
+
+        def cmd(c):
+            n[0] += 1
+            tag = b"r%d" % n[0]
+            s.sendall(tag + b" " + c.encode() + b"\r\n")
+            lines = []
+            while True:
+                line = f.readline()
+                assert line, "connection closed"
+                if line.startswith(tag + b" "):
+                    assert b" OK" in line, (c, line)
+                    return lines, line
+                lines.append(line)
+
+        cmd("LOGIN %s %s" % (user, password))
+        return cmd
+
+    def fetched(lines):
+        out = {}
+        for line in lines:
+            m = re.match(rb"\* (\d+) FETCH \((.*)\)\r\n$", line)
+            if m:
+                flags = re.search(rb"FLAGS \(([^)]*)\)", m.group(2)).group(1).split()
+                modseq = int(re.search(rb"MODSEQ \((\d+)\)", m.group(2)).group(1))
+                assert int(m.group(1)) not in out, lines
+                out[int(m.group(1))] = (sorted(flags), modseq)
+        return out
+
+    m = connect()
+    ok(m.create("Many"))
+    for i in range(30):
+        ok(m.append("Many", "", None, (MSG % (user, i, i, i)).encode()))
+    m.logout()
+    ra, rb = raw_session(), raw_session()
+    ra("SELECT Many (CONDSTORE)")
+    rb("SELECT Many (CONDSTORE)")
+    mine = fetched(ra("UID STORE 1:* +FLAGS (\\Seen)")[0])
+    assert sorted(mine) == list(range(1, 31)), mine
+    assert all(f == [b"\\Seen"] for f, _ in mine.values()), mine
+    theirs = fetched(rb("NOOP")[0])
+    assert theirs == mine, (theirs, mine)
+    lines, _ = ra("STORE 1:* -FLAGS.SILENT (\\Seen)")
+    assert fetched(lines) == {}, lines
+    theirs = fetched(rb("NOOP")[0])
+    assert sorted(theirs) == list(range(1, 31)), theirs
+    assert all(f == [] and s > mine[k][1] for k, (f, s) in theirs.items()), theirs
+    assert fetched(ra("FETCH 1:* (FLAGS MODSEQ)")[0]) == theirs
+    low = min(s for _, s in theirs.values())
+    lines, tagged = ra("STORE 1:* (UNCHANGEDSINCE %d) +FLAGS (\\Flagged)" % (low - 1))
+    assert b"MODIFIED 1:30" in tagged, tagged
+    assert fetched(rb("NOOP")[0]) == {}
     print("two sessions see each other")
 
 elif phase == "summaries":

@@ -3,8 +3,8 @@
 use super::record_cache::{RecordCache, Weigh};
 use super::{CoreGone, CoreHandle, CoreState};
 use crate::imap::backend::{
-    AuthError, Backend, BackendError, BackendResult, CopyOutcome, MailboxInfo, MailboxStatus,
-    Mailboxes, MessageMeta, MessageState, NewMail, Selected, Snapshot, StoreOutcome,
+    AuthError, Backend, BackendError, BackendResult, CopyOutcome, Durable, MailboxInfo,
+    MailboxStatus, Mailboxes, MessageMeta, MessageState, NewMail, Selected, Snapshot, StoreOutcome,
 };
 use crate::imap::summary::{summarize, SearchFields, Summary, SUMMARY_VERSION};
 use crate::node::Node;
@@ -181,6 +181,31 @@ impl UserMailboxes {
         })?;
         rx.await.map_err(|_| BackendError::from(CoreGone))?
     }
+}
+
+/// The states of the UIDs `ok` (ascending) after a STORE: most rows share
+/// a few flag sets, each set's flags are read once.
+fn stored_states(v: &MailboxView, ok: &[u32]) -> Vec<MessageState> {
+    let mut last: Option<(FlagBits, Arc<[Flag]>)> = None;
+    v.rows_of(ok)
+        .map(|r| {
+            let flags = match &last {
+                Some((b, f)) if *b == r.flags => f.clone(),
+                _ => {
+                    let f: Arc<[Flag]> = v.flags_of(r).into();
+                    if r.flags.is_complete() {
+                        last = Some((r.flags, f.clone()));
+                    }
+                    f
+                }
+            };
+            MessageState {
+                uid: r.uid,
+                flags,
+                modseq: r.modseq,
+            }
+        })
+        .collect()
 }
 
 impl Mailboxes for UserMailboxes {
@@ -581,72 +606,55 @@ impl Mailboxes for UserMailboxes {
         mode: FlagMode,
         flags: &[Flag],
         unchanged_since: Option<u64>,
-    ) -> BackendResult<StoreOutcome> {
-        let (id, uids, flags) = (*mailbox, uids.to_vec(), flags.to_vec());
-        let (tx, rx) = tokio::sync::oneshot::channel::<Vec<u32>>();
-        // The UIDs the STORE applies to, shared with the answer's read-back:
-        // only their states are read, not the whole mailbox's.
-        let chosen = Arc::new(Mutex::new(Vec::new()));
-        let chosen2 = chosen.clone();
-        let outcome = self
-            .act(
-                move |st, user| {
-                    let v = st.replica.mailbox(&user, &id)?;
-                    let mut uids = uids;
-                    uids.sort_unstable();
-                    uids.dedup();
-                    let (mut ok, mut modified) = (Vec::new(), Vec::new());
-                    for r in v.rows_of(&uids) {
-                        match unchanged_since {
-                            Some(s) if r.modseq > s => modified.push(r.uid),
-                            _ => ok.push(r.uid),
-                        }
+    ) -> BackendResult<(StoreOutcome, Durable)> {
+        let (id, uids, flags, user) = (*mailbox, uids.to_vec(), flags.to_vec(), self.user);
+        // The answers go out as soon as the change is applied (the session
+        // formats them while the core flushes); `done` says when the
+        // change is durable.
+        let (tx, rx) = tokio::sync::oneshot::channel::<BackendResult<StoreOutcome>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<BackendResult<()>>();
+        self.core.run(move |st| {
+            let applied = (|| {
+                let v = st.replica.mailbox(&user, &id)?;
+                let mut uids = uids;
+                uids.sort_unstable();
+                uids.dedup();
+                let (mut ok, mut modified) = (Vec::new(), Vec::new());
+                for r in v.rows_of(&uids) {
+                    match unchanged_since {
+                        Some(s) if r.modseq > s => modified.push(r.uid),
+                        _ => ok.push(r.uid),
                     }
-                    let _ = tx.send(modified);
-                    let res = st.replica.store_flags(
-                        CoreState::now(),
-                        &mut st.rng,
-                        user,
-                        id,
-                        &ok,
-                        mode,
-                        &flags,
-                    );
-                    *chosen2.lock().unwrap_or_else(|e| e.into_inner()) = ok;
-                    res
-                },
-                move |st, user, _| {
-                    let ok = std::mem::take(&mut *chosen.lock().unwrap_or_else(|e| e.into_inner()));
-                    st.replica.mailbox(&user, &id).map(|v| {
-                        // Most rows share a few flag sets: each set's flags
-                        // are read once.
-                        let mut last: Option<(FlagBits, Vec<Flag>)> = None;
-                        v.rows_of(&ok)
-                            .map(|r| {
-                                let flags = match &last {
-                                    Some((b, f)) if *b == r.flags => f.clone(),
-                                    _ => {
-                                        let f = v.flags_of(r);
-                                        if r.flags.is_complete() {
-                                            last = Some((r.flags, f.clone()));
-                                        }
-                                        f
-                                    }
-                                };
-                                MessageState {
-                                    uid: r.uid,
-                                    flags,
-                                    modseq: r.modseq,
-                                }
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                },
-            )
-            .await?;
-        let modified = rx.await.map_err(|_| BackendError::from(CoreGone))?;
-        let updated = outcome.map_err(backend_error)?;
-        Ok(StoreOutcome { updated, modified })
+                }
+                let ticket = st.replica.store_flags(
+                    CoreState::now(),
+                    &mut st.rng,
+                    user,
+                    id,
+                    &ok,
+                    mode,
+                    &flags,
+                )?;
+                let updated = stored_states(st.replica.mailbox(&user, &id)?, &ok);
+                Ok((ticket, StoreOutcome { updated, modified }))
+            })();
+            match applied {
+                Ok((ticket, outcome)) => {
+                    let _ = tx.send(Ok(outcome));
+                    st.on_done(ticket, move |_, r| {
+                        let _ = done_tx.send(r.map(|_| ()).map_err(BackendError::Unavailable));
+                    });
+                }
+                Err(e) => {
+                    let e = backend_error(e);
+                    st.after_flush(move |_| {
+                        let _ = tx.send(Err(e));
+                    });
+                }
+            }
+        })?;
+        let outcome = rx.await.map_err(|_| BackendError::from(CoreGone))??;
+        Ok((outcome, Durable::after(done_rx)))
     }
 
     async fn expunge(&self, mailbox: &MailboxId, uids: &[u32]) -> BackendResult<Vec<u32>> {

@@ -107,8 +107,8 @@ pub struct MailboxStatus {
 pub struct MessageState {
     /// UID.
     pub uid: u32,
-    /// Flags, sorted.
-    pub flags: Vec<Flag>,
+    /// Flags, sorted (shared: most messages of a STORE share a few sets).
+    pub flags: Arc<[Flag]>,
     /// MODSEQ of its last change.
     pub modseq: u64,
 }
@@ -172,6 +172,34 @@ pub struct StoreOutcome {
     pub updated: Vec<MessageState>,
     /// UIDs that failed the UNCHANGEDSINCE test (`MODIFIED`).
     pub modified: Vec<u32>,
+}
+
+/// A change answered before it is durable (STORE: its answers may go out
+/// while the store flushes): [`Durable::wait`] ends once it is durable,
+/// with the flush's result. The tagged OK waits for it.
+#[derive(Debug, Default)]
+pub struct Durable(Option<tokio::sync::oneshot::Receiver<BackendResult<()>>>);
+
+impl Durable {
+    /// Already durable (or nothing to make durable).
+    pub fn now() -> Self {
+        Durable(None)
+    }
+
+    /// Durable once `rx` says so.
+    pub fn after(rx: tokio::sync::oneshot::Receiver<BackendResult<()>>) -> Self {
+        Durable(Some(rx))
+    }
+
+    /// Waits until the change is durable.
+    pub async fn wait(self) -> BackendResult<()> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(BackendError::Unavailable("store gone".into()))),
+        }
+    }
 }
 
 /// Outcome of COPY and MOVE (COPYUID).
@@ -337,6 +365,8 @@ pub trait Mailboxes: Send + Sync + 'static {
 
     /// STORE: changes the flags of the UIDs that exist, except those whose
     /// MODSEQ is above `unchanged_since` (CONDSTORE), which are reported.
+    /// The outcome comes as soon as the change is applied, before it is
+    /// durable: the second value says when it is.
     fn store(
         &self,
         mailbox: &MailboxId,
@@ -344,7 +374,7 @@ pub trait Mailboxes: Send + Sync + 'static {
         mode: FlagMode,
         flags: &[Flag],
         unchanged_since: Option<u64>,
-    ) -> impl Future<Output = BackendResult<StoreOutcome>> + Send;
+    ) -> impl Future<Output = BackendResult<(StoreOutcome, Durable)>> + Send;
 
     /// Expunges exactly these UIDs (the IMAP layer picks the `\Deleted`
     /// ones); returns those that were expunged.

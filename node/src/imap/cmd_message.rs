@@ -38,6 +38,10 @@ fn nz64(n: u64) -> NonZeroU64 {
     NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN)
 }
 
+/// Messages whose STORE answers are written before the output is sent
+/// (~40 bytes each: a little over the session's flush threshold).
+const STORE_SLICE: usize = 8192;
+
 /// At most this many message reads of one FETCH or SEARCH are in flight
 /// (and at most [`WINDOW_BYTES`] of message sizes): the backend serves
 /// concurrent reads together, and parsing here overlaps its work.
@@ -244,6 +248,40 @@ fn format_window(
     Ok(())
 }
 
+/// An untagged FETCH of a message's flags (and UID and MODSEQ as asked),
+/// at sequence number `seq`.
+fn write_flags_update(
+    out: &mut Vec<u8>,
+    seq: u32,
+    uid: u32,
+    flags: &[Flag],
+    modseq: u64,
+    with_uid: bool,
+    condstore: bool,
+) {
+    use MessageDataItemName as N;
+    let names = match (with_uid, condstore) {
+        (true, true) => &[N::Uid, N::Flags, N::ModSeq][..],
+        (true, false) => &[N::Uid, N::Flags][..],
+        (false, true) => &[N::Flags, N::ModSeq][..],
+        (false, false) => &[N::Flags][..],
+    };
+    if fetch::write_state_line(out, seq, names, uid, flags, modseq, 0) {
+        return;
+    }
+    let mut items = Vec::new();
+    if with_uid {
+        items.push(MessageDataItem::Uid(nz32(uid)));
+    }
+    items.push(MessageDataItem::Flags(convert::flags_fetch(flags)));
+    if condstore {
+        items.push(MessageDataItem::ModSeq(nz64(modseq)));
+    }
+    if let Ok(d) = Data::fetch(seq, items) {
+        encode_into(out, &Response::Data(d));
+    }
+}
+
 /// COPYUID sets: runs where both sides are consecutive become ranges.
 fn uid_sets(pairs: &[(u32, u32)]) -> Option<(UidSet, UidSet)> {
     let mut src = Vec::new();
@@ -321,30 +359,19 @@ impl<B: Backend> Session<B> {
 
     /// An untagged FETCH of a message's flags.
     fn flags_update(&mut self, m: &MessageMeta, with_uid: bool) {
-        use MessageDataItemName as N;
         let Some(seq) = self.selected.as_ref().and_then(|s| s.seq_of(m.uid)) else {
             return;
         };
-        let names = match (with_uid, self.condstore) {
-            (true, true) => &[N::Uid, N::Flags, N::ModSeq][..],
-            (true, false) => &[N::Uid, N::Flags][..],
-            (false, true) => &[N::Flags, N::ModSeq][..],
-            (false, false) => &[N::Flags][..],
-        };
-        if fetch::write_meta_line(self.output(), seq, names, m) {
-            return;
-        }
-        let mut items = Vec::new();
-        if with_uid {
-            items.push(MessageDataItem::Uid(nz32(m.uid)));
-        }
-        items.push(MessageDataItem::Flags(convert::flags_fetch(&m.flags)));
-        if self.condstore {
-            items.push(MessageDataItem::ModSeq(nz64(m.modseq)));
-        }
-        if let Ok(d) = Data::fetch(seq, items) {
-            self.data(d);
-        }
+        let condstore = self.condstore;
+        write_flags_update(
+            self.output(),
+            seq,
+            m.uid,
+            &m.flags,
+            m.modseq,
+            with_uid,
+            condstore,
+        );
     }
 
     /// Whether `set` is the `$` of SEARCHRES (RFC 5182) in this command.
@@ -756,17 +783,21 @@ impl<B: Backend> Session<B> {
                     Ok(u) => u,
                     Err(r) => return r,
                 };
-                if let Ok(out) = user
+                let stored = match user
                     .store(&id, &unseen, FlagMode::Add, &[Flag::Seen], None)
                     .await
                 {
+                    Ok((out, durable)) => durable.wait().await.map(|()| out),
+                    Err(e) => Err(e),
+                };
+                if let Ok(out) = stored {
                     // By UID: a FETCH BODY[] over a whole mailbox updates
                     // every message (a linear search each was quadratic).
                     let at: std::collections::HashMap<u32, usize> =
                         metas.iter().enumerate().map(|(i, m)| (m.uid, i)).collect();
                     for st in out.updated {
                         if let Some(m) = at.get(&st.uid).map(|&i| &mut metas[i]) {
-                            m.flags = st.flags;
+                            m.flags = st.flags.to_vec();
                             m.modseq = st.modseq;
                         }
                         if let Some(sel) = self.selected.as_mut() {
@@ -869,24 +900,44 @@ impl<B: Backend> Session<B> {
             Ok(u) => u,
             Err(r) => return r,
         };
-        let out = match user.store(&id, &uids, mode, &flags, unchanged_since).await {
+        let (out, durable) = match user.store(&id, &uids, mode, &flags, unchanged_since).await {
             Ok(o) => o,
             Err(e) => return backend_err(e),
         };
-        for st in out.updated {
+        // The answers (UIDs ascending) and the MODSEQs noted in walks over
+        // the session's UIDs, a slice at a time: each slice's lines go out
+        // while the next is formatted and the core makes the change durable
+        // (only the tagged OK waits for that).
+        let (answer, with_uid, condstore) = (
+            response == StoreResponse::Answer,
+            uid || self.qresync,
+            self.condstore,
+        );
+        for part in out.updated.chunks(STORE_SLICE) {
+            let mut buf = self.take_output();
+            if answer {
+                // ~40 bytes a line: no regrowth while a slice is written.
+                buf.reserve(part.len() * 48);
+            }
             if let Some(sel) = self.selected.as_mut() {
-                sel.note_modseq(st.uid, st.modseq);
+                sel.note_modseqs(
+                    part,
+                    |st| (st.uid, st.modseq),
+                    |seq, st| {
+                        if answer && seq > 0 {
+                            let (u, f, m) = (st.uid, &st.flags, st.modseq);
+                            write_flags_update(&mut buf, seq, u, f, m, with_uid, condstore);
+                        }
+                    },
+                );
             }
-            if response == StoreResponse::Answer {
-                let m = MessageMeta {
-                    uid: st.uid,
-                    flags: st.flags,
-                    internal_date_ms: 0,
-                    size: 0,
-                    modseq: st.modseq,
-                };
-                self.flags_update(&m, uid || self.qresync);
+            self.put_output(buf);
+            if self.maybe_flush().await.is_err() {
+                return Reply::no("Connection lost");
             }
+        }
+        if let Err(e) = durable.wait().await {
+            return backend_err(e);
         }
         if !out.modified.is_empty() {
             let ids: Vec<u32> = if uid {

@@ -12,7 +12,6 @@ use imap_codec::imap_types::{
     extensions::binary::Literal8,
     fetch::{MessageDataItem, MessageDataItemName, Section},
 };
-use std::io::Write;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::LazyLock;
 
@@ -179,6 +178,27 @@ pub fn write_meta_line(
     items: &[MessageDataItemName<'_>],
     meta: &MessageMeta,
 ) -> bool {
+    write_state_line(
+        out,
+        seq,
+        items,
+        meta.uid,
+        &meta.flags,
+        meta.modseq,
+        meta.size,
+    )
+}
+
+/// [`write_meta_line`] from the message's fields.
+pub fn write_state_line(
+    out: &mut Vec<u8>,
+    seq: u32,
+    items: &[MessageDataItemName<'_>],
+    uid: u32,
+    flags: &[Flag],
+    modseq: u64,
+    size: u32,
+) -> bool {
     let simple = items.iter().all(|i| {
         matches!(
             i,
@@ -188,31 +208,59 @@ pub fn write_meta_line(
                 | MessageDataItemName::Rfc822Size
         )
     });
-    if !simple || meta.flags.iter().any(|f| matches!(f, Flag::Keyword(_))) {
+    if !simple || flags.iter().any(|f| matches!(f, Flag::Keyword(_))) {
         return false;
     }
-    let _ = write!(out, "* {seq} FETCH (");
+    out.extend_from_slice(b"* ");
+    write_decimal(out, seq.into());
+    out.extend_from_slice(b" FETCH (");
     let mut first = true;
     for name in items {
-        if name == &MessageDataItemName::Uid && meta.uid == 0 {
+        if name == &MessageDataItemName::Uid && uid == 0 {
             continue; // as `items`: no UID 0
         }
         if !std::mem::take(&mut first) {
             out.push(b' ');
         }
-        let _ = match name {
-            MessageDataItemName::Uid => write!(out, "UID {}", meta.uid),
-            MessageDataItemName::ModSeq => write!(out, "MODSEQ ({})", meta.modseq.max(1)),
-            MessageDataItemName::Rfc822Size => write!(out, "RFC822.SIZE {}", meta.size),
-            _ => write_flags(out, &meta.flags),
-        };
+        match name {
+            MessageDataItemName::Uid => {
+                out.extend_from_slice(b"UID ");
+                write_decimal(out, uid.into());
+            }
+            MessageDataItemName::ModSeq => {
+                out.extend_from_slice(b"MODSEQ (");
+                write_decimal(out, modseq.max(1));
+                out.push(b')');
+            }
+            MessageDataItemName::Rfc822Size => {
+                out.extend_from_slice(b"RFC822.SIZE ");
+                write_decimal(out, size.into());
+            }
+            _ => write_flags(out, flags),
+        }
     }
     out.extend_from_slice(b")\r\n");
     true
 }
 
+/// `n` in decimal, without the formatting machinery (a STORE or FETCH
+/// over a large mailbox writes three numbers a line).
+fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// `FLAGS (\Seen ...)` of system flags.
-fn write_flags(out: &mut Vec<u8>, flags: &[Flag]) -> std::io::Result<()> {
+fn write_flags(out: &mut Vec<u8>, flags: &[Flag]) {
     out.extend_from_slice(b"FLAGS (");
     for (i, f) in flags.iter().enumerate() {
         if i > 0 {
@@ -228,7 +276,6 @@ fn write_flags(out: &mut Vec<u8>, flags: &[Flag]) -> std::io::Result<()> {
         });
     }
     out.push(b')');
-    Ok(())
 }
 
 /// Why a message's items could not all be given.

@@ -426,10 +426,12 @@ impl Mailboxes for MemoryMailboxes {
         mode: FlagMode,
         flags: &[Flag],
         unchanged_since: Option<u64>,
-    ) -> BackendResult<StoreOutcome> {
+    ) -> BackendResult<(StoreOutcome, Durable)> {
         let mut acc = self.acc();
         let b = acc.get(mailbox)?;
         let mut out = StoreOutcome::default();
+        // Like the replica's batches: one event for the command's changes.
+        let mut changed = Vec::new();
         for &uid in uids {
             let Some(m) = b.messages.get(&uid) else {
                 continue;
@@ -446,17 +448,27 @@ impl Mailboxes for MemoryMailboxes {
                     m.flags = new;
                     m.modseq = modseq;
                 }
-                let _ = b.tx.send(one(Event::Flags { uid, modseq }));
+                changed.push((uid, modseq));
             }
             if let Some(m) = b.messages.get(&uid) {
                 out.updated.push(MessageState {
                     uid,
-                    flags: m.flags.clone(),
+                    flags: m.flags.as_slice().into(),
                     modseq: m.modseq,
                 });
             }
         }
-        Ok(out)
+        changed.sort_unstable();
+        match changed[..] {
+            [] => {}
+            [(uid, modseq)] => {
+                let _ = b.tx.send(one(Event::Flags { uid, modseq }));
+            }
+            _ => {
+                let _ = b.tx.send(one(Event::FlagsMany(changed.into())));
+            }
+        }
+        Ok((out, Durable::now()))
     }
 
     async fn expunge(&self, mailbox: &MailboxId, uids: &[u32]) -> BackendResult<Vec<u32>> {

@@ -109,6 +109,35 @@ impl SelectedBox {
         }
     }
 
+    /// [`SelectedBox::note_modseq`] of many messages, UIDs ascending (a
+    /// STORE's answer): one walk over the session's UIDs; each message's
+    /// sequence number (0 for a UID the session does not know) is given
+    /// to `each` in turn.
+    pub fn note_modseqs<T>(
+        &mut self,
+        changes: impl IntoIterator<Item = T>,
+        uid_modseq: impl Fn(&T) -> (u32, u64),
+        mut each: impl FnMut(u32, T),
+    ) {
+        let mut from = 0;
+        let modseqs = Arc::make_mut(&mut self.modseqs);
+        for c in changes {
+            let (uid, modseq) = uid_modseq(&c);
+            if self.uids.get(from).is_some_and(|&u| u > uid) {
+                from = 0; // not ascending: search from the start
+            }
+            let i = position_from(&self.uids, from, uid);
+            from = i;
+            let seq = if self.uids.get(i) == Some(&uid) {
+                modseqs[i] = modseqs[i].max(modseq);
+                i as u32 + 1
+            } else {
+                0
+            };
+            each(seq, c);
+        }
+    }
+
     /// Adds events this session knows of before the stream tells them (its
     /// own EXPUNGE, MOVE, APPEND, COPY).
     pub fn push(&mut self, ev: Event) {
@@ -235,6 +264,18 @@ impl SelectedBox {
                         }
                     }
                 }
+                Event::FlagsMany(changes) => {
+                    // UIDs ascending: one walk over the session's UIDs.
+                    let mut from = 0;
+                    for &(uid, modseq) in changes.iter() {
+                        let i = position_from(&self.uids, from, uid);
+                        from = i;
+                        if self.uids.get(i) == Some(&uid) && modseq > self.modseqs[i] {
+                            Arc::make_mut(&mut self.modseqs)[i] = modseq;
+                            out.flags.push(uid);
+                        }
+                    }
+                }
             }
         }
         self.pending = keep;
@@ -299,6 +340,20 @@ impl SelectedBox {
         out.dedup();
         out
     }
+}
+
+/// The first position at or after `from` whose UID is not below `uid`
+/// (`uids` ascending): a galloping search, so that a walk over ascending
+/// UIDs costs the logarithm of each step rather than of the mailbox.
+fn position_from(uids: &[u32], from: usize, uid: u32) -> usize {
+    let rest = &uids[from.min(uids.len())..];
+    let mut end = 1;
+    while end < rest.len() && rest[end - 1] < uid {
+        end *= 2;
+    }
+    // Every UID before `start` is below `uid` (the doubling went past it).
+    let (start, end) = (if end > 1 { end / 2 } else { 0 }, end.min(rest.len()));
+    from.min(uids.len()) + start + rest[start..end].partition_point(|&u| u < uid)
 }
 
 /// Inclusive ranges of a set, `*` being `max`, each low ≤ high.
@@ -409,6 +464,53 @@ mod tests {
         assert_eq!(u.flags, vec![3, 9, 10]);
         assert_eq!(s.uids(), &[3, 9, 10]);
         assert!(!s.needs_resync());
+    }
+
+    #[test]
+    fn a_flag_batch_is_its_changes() {
+        let (tx, mut s) = sel(&[3, 5, 9, 12, 40]);
+        s.note_modseq(12, 6);
+        tx.send(Events::from([Event::FlagsMany(Arc::from(
+            &[(1, 6), (3, 6), (9, 6), (12, 6), (40, 6), (41, 6)][..],
+        ))]))
+        .unwrap();
+        let u = s.process(true);
+        // 1 and 41 are unknown, 12 was this session's own change.
+        assert_eq!(u.flags, vec![3, 9, 40]);
+        // Told once.
+        tx.send(Events::from([Event::FlagsMany(Arc::from(
+            &[(3, 6), (5, 7)][..],
+        ))]))
+        .unwrap();
+        assert_eq!(s.process(true).flags, vec![5]);
+    }
+
+    #[test]
+    fn note_modseqs_walks_and_numbers() {
+        let (tx, mut s) = sel(&[3, 5, 9, 12, 40]);
+        let mut seen = Vec::new();
+        let changes = [(3, 8), (9, 8), (10, 8), (40, 8), (5, 8)];
+        s.note_modseqs(changes, |c| *c, |seq, c| seen.push((seq, c.0)));
+        assert_eq!(seen, [(1, 3), (3, 9), (0, 10), (5, 40), (2, 5)]);
+        tx.send(Events::from([Event::FlagsMany(Arc::from(
+            &[(3, 8), (5, 8), (9, 8), (12, 8), (40, 8)][..],
+        ))]))
+        .unwrap();
+        assert_eq!(s.process(true).flags, vec![12]);
+    }
+
+    #[test]
+    fn position_from_gallops() {
+        let uids: Vec<u32> = (1..200).map(|u| u * 3).collect();
+        for from in [0, 1, 5, 50, 198, 199, 300] {
+            for uid in 0..620 {
+                let want = from.min(uids.len()).max(uids.partition_point(|&u| u < uid));
+                if uids[..from.min(uids.len())].iter().all(|&u| u < uid) {
+                    assert_eq!(position_from(&uids, from, uid), want, "{from} {uid}");
+                }
+            }
+        }
+        assert_eq!(position_from(&[], 0, 5), 0);
     }
 
     #[test]

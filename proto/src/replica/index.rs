@@ -54,7 +54,11 @@ impl Eq for Index {}
 /// dense, so the position is guessed from the UIDs at the ends of the range
 /// (one far row read where a binary search reads ~17 at 100k rows, most of
 /// them cache misses); a guess that does not halve the range is followed by
-/// a halving, so that the worst case stays logarithmic.
+/// a halving, so that the worst case stays logarithmic. UIDs strictly
+/// ascend, so a range's ends also bound the position by the distance in
+/// UIDs from either end: exact on a dense run next to an end, even with a
+/// large gap elsewhere (a mailbox's UIDs often jump once, where another
+/// replica's block of UIDs begins), which the guess from both ends misses.
 fn count_below(rows: &[Row], uid: u32) -> usize {
     // rows[..lo] lie below `uid`, rows[hi..] do not.
     let (mut lo, mut hi) = (0usize, rows.len());
@@ -66,6 +70,16 @@ fn count_below(rows: &[Row], uid: u32) -> usize {
         }
         if uid > b {
             return hi;
+        }
+        // At most one row per UID: rows[lo + (uid - a)] is not below `uid`,
+        // and every row more than `b - uid` before rows[hi - 1] is.
+        let near = (
+            lo.max((hi - 1).saturating_sub((b - uid) as usize)),
+            hi.min(lo.saturating_add((uid - a) as usize)),
+        );
+        if near != (lo, hi) {
+            (lo, hi) = near;
+            continue;
         }
         let mid = if guess {
             lo + ((uid - a) as u64 * (hi - 1 - lo) as u64 / (b - a) as u64) as usize
@@ -209,7 +223,10 @@ impl Index {
             return;
         }
         self.changed(false);
-        changes.sort_by_key(|c| c.0);
+        changes.sort_unstable_by_key(|c| c.0);
+        // Each row is searched for in the whole index, not after the
+        // previous one: the searches then do not wait on each other's cache
+        // misses (on dense UIDs a search reads one far row).
         for &(uid, modseq, entry, flags) in changes.iter() {
             let at = count_below(&self.rows, uid);
             if let Some(r) = self
@@ -308,6 +325,31 @@ mod tests {
     }
 
     #[test]
+    fn update_entries_finds_scattered_rows() {
+        let all: Vec<u32> = (1..=300).chain(262_445..=262_900).collect();
+        let mut ix = Index::from_rows(all.iter().map(|&u| row(u)).collect());
+        // Every 7th UID in a scrambled order, one UID not shown and one
+        // row named with another entry (neither changes).
+        let mut changes: Vec<(u32, u64, EntryId, Option<FlagBits>)> = all
+            .iter()
+            .rev()
+            .step_by(7)
+            .map(|&u| (u, 1_000, row(u).entry, Some(FlagBits::EMPTY)))
+            .collect();
+        changes.push((301, 1_000, row(301).entry, None));
+        changes.push((5, 1_000, EntryId([0xee; 16]), None));
+        let mut told = Vec::new();
+        ix.update_entries(&mut changes, |uid, modseq, _| told.push((uid, modseq)));
+        let mut want: Vec<u32> = all.iter().rev().step_by(7).copied().collect();
+        want.sort_unstable();
+        assert_eq!(told, want.iter().map(|&u| (u, 1_000)).collect::<Vec<_>>());
+        for r in ix.rows() {
+            let changed = want.binary_search(&r.uid).is_ok();
+            assert_eq!(r.modseq, if changed { 1_000 } else { r.uid as u64 });
+        }
+    }
+
+    #[test]
     fn update_in_any_order() {
         let mut ix = Index::default();
         (1..=10).for_each(|u| ix.insert(row(u)));
@@ -397,6 +439,8 @@ mod tests {
             (1..=60)
                 .chain([1_000, 1_001, 50_000, 400_000_000])
                 .collect(),
+            // Dense but for one large jump.
+            (1..=300).chain(262_445..=262_900).collect(),
             (0..40)
                 .map(|i| 1u32 << (i % 28))
                 .collect::<std::collections::BTreeSet<_>>()

@@ -424,14 +424,14 @@ impl StoreFlags {
     /// change observes no tag (a flag added that it lacks, removed that it
     /// lacks, or a replacement that removes nothing), so that the entry is
     /// not looked up.
-    fn change(&self, st: &MailboxState, row: &Row) -> MailboxOp {
-        if row.flags.is_complete() {
+    fn change(&self, st: &MailboxState, entry: EntryId, bits: FlagBits) -> MailboxOp {
+        if bits.is_complete() {
             let flags = &self.flags;
             let quick = match self.mode {
-                FlagMode::Add | FlagMode::Remove if self.any_in(row.flags) => None,
+                FlagMode::Add | FlagMode::Remove if self.any_in(bits) => None,
                 FlagMode::Add => Some(flags.clone()),
                 FlagMode::Remove => Some(Vec::new()),
-                FlagMode::Replace => st.flags_in(row.flags).and_then(|current| {
+                FlagMode::Replace => st.flags_in(bits).and_then(|current| {
                     current.iter().all(|f| flags.contains(f)).then(|| {
                         flags
                             .iter()
@@ -443,16 +443,16 @@ impl StoreFlags {
             };
             if let Some(add) = quick {
                 return MailboxOp::Flags {
-                    entry: row.entry,
+                    entry,
                     add,
                     remove: Vec::new(),
                 };
             }
         }
         match self.mode {
-            FlagMode::Add => st.add_flags(row.entry, &self.flags),
-            FlagMode::Remove => st.remove_flags(row.entry, &self.flags),
-            FlagMode::Replace => st.replace_flags(row.entry, &self.flags),
+            FlagMode::Add => st.add_flags(entry, &self.flags),
+            FlagMode::Remove => st.remove_flags(entry, &self.flags),
+            FlagMode::Replace => st.replace_flags(entry, &self.flags),
         }
     }
 }
@@ -1811,15 +1811,21 @@ impl<S: Store> Replica<S> {
         let ops = {
             let v = self.mailbox(&user, &mailbox)?;
             let plan = StoreFlags::new(v.state(), mode, flags);
-            let mut rows = rows_named(v, uids)?;
             // In entry order, so that each op's entries are one run of the
             // CRDT's map, which applying it walks instead of searching it
             // per entry (`MailboxState::apply`); which messages share an op
-            // (and its MODSEQ) does not matter: all are this command's.
-            rows.sort_by_cached_key(|r| u128::from_be_bytes(r.entry.0));
-            let changes = rows
+            // (and its MODSEQ) does not matter: all are this command's. What
+            // a change needs of a row is copied out in UID order (one pass
+            // over the rows) and sorted, instead of reading the rows in
+            // entry order (a cache miss each).
+            let mut keys: Vec<(u128, FlagBits)> = rows_named(v, uids)?
                 .into_iter()
-                .map(|r| plan.change(v.state(), r))
+                .map(|r| (u128::from_be_bytes(r.entry.0), r.flags))
+                .collect();
+            keys.sort_unstable_by_key(|k| k.0);
+            let changes = keys
+                .into_iter()
+                .map(|(e, bits)| plan.change(v.state(), EntryId(e.to_be_bytes()), bits))
                 .collect::<Vec<_>>();
             batch_flags(changes, self.cfg.flag_batch)
         };
