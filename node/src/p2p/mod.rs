@@ -601,19 +601,8 @@ impl Task {
                 }
             }
             NetOut::ToEach { bytes, detour } => {
-                if detour && self.some_member_unconnected() {
-                    let unconnected: Vec<ReplicaId> = self
-                        .members
-                        .iter()
-                        .map(replica_of)
-                        .filter(|r| !self.by_replica.contains_key(r))
-                        .collect();
-                    if self
-                        .reach
-                        .any_reachable(unconnected.into_iter(), Instant::now())
-                    {
-                        self.publish_detour(None, &bytes);
-                    }
+                if detour && self.reach.any_reachable(self.unconnected(), Instant::now()) {
+                    self.publish_detour(None, &bytes);
                 }
                 let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
                 for p in peers {
@@ -632,12 +621,7 @@ impl Task {
     /// member is connected).
     fn all_members_connected(&self, user: &UserId) -> Option<Vec<PeerId>> {
         let peers: Vec<PeerId> = self.by_replica.values().copied().collect();
-        if peers.is_empty()
-            || !self
-                .members
-                .iter()
-                .all(|m| self.by_replica.get(&replica_of(m)) == Some(m))
-        {
+        if peers.is_empty() || self.some_member_unconnected() {
             return None;
         }
         let hash = topic(user).hash();
@@ -650,11 +634,17 @@ impl Task {
         (!others).then_some(peers)
     }
 
+    /// The members this node knows that are not connected to it.
+    fn unconnected(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        self.members.iter().filter_map(|m| {
+            let r = replica_of(m);
+            (self.by_replica.get(&r) != Some(m)).then_some(r)
+        })
+    }
+
     /// Whether some member this node knows is not connected to it.
     fn some_member_unconnected(&self) -> bool {
-        self.members
-            .iter()
-            .any(|m| self.by_replica.get(&replica_of(m)) != Some(m))
+        self.unconnected().next().is_some()
     }
 
     /// Publishes `msg` on the detour topic for `to` (`None`: every member
@@ -695,20 +685,26 @@ impl Task {
                     // A member connected to the origin got it directly.
                     None => !direct && !env.msg.is_empty(),
                 };
-                let known = self.members.iter().any(|m| replica_of(m) == env.from);
-                let seq = env.msg.is_empty()
-                    || matches!(PeerMsg::decode(env.msg), Ok(PeerMsg::Seq { .. }));
-                if !seq {
-                    // Only sequencing messages take detours.
-                    gossipsub::MessageAcceptance::Reject
-                } else {
-                    if for_me && known {
-                        self.deliver_from(source, env.from, env.msg);
-                    }
-                    if env.to == Some(self.me) {
-                        gossipsub::MessageAcceptance::Ignore
-                    } else {
-                        gossipsub::MessageAcceptance::Accept
+                // Only sequencing messages take detours (and beacons).
+                let msg = match env.msg {
+                    [] => Ok(None),
+                    bytes => match PeerMsg::decode(bytes) {
+                        Ok(m @ PeerMsg::Seq { .. }) => Ok(Some(m)),
+                        _ => Err(()),
+                    },
+                };
+                match msg {
+                    Err(()) => gossipsub::MessageAcceptance::Reject,
+                    Ok(msg) => {
+                        let known = self.members.iter().any(|m| replica_of(m) == env.from);
+                        if let (true, true, Some(m)) = (for_me, known, msg) {
+                            self.hand_over(source, env.from, m);
+                        }
+                        if env.to == Some(self.me) {
+                            gossipsub::MessageAcceptance::Ignore
+                        } else {
+                            gossipsub::MessageAcceptance::Accept
+                        }
                     }
                 }
             }
@@ -781,19 +777,21 @@ impl Task {
     /// Hands a message from `source` to the core; `false` when it is
     /// malformed.
     fn deliver(&mut self, source: PeerId, bytes: &[u8]) -> bool {
-        self.deliver_from(source, replica_of(&source), bytes)
+        match PeerMsg::decode(bytes) {
+            Ok(msg) => {
+                self.hand_over(source, replica_of(&source), msg);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(peer = %source, "malformed message: {e}");
+                false
+            }
+        }
     }
 
     /// Hands a message written by replica `from` (`source`'s own, or one
-    /// that `source` passed on) to the core; `false` when it is malformed.
-    fn deliver_from(&mut self, source: PeerId, from: ReplicaId, bytes: &[u8]) -> bool {
-        let msg = match PeerMsg::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(peer = %source, "malformed message: {e}");
-                return false;
-            }
-        };
+    /// that `source` passed on in a detour) to the core.
+    fn hand_over(&mut self, source: PeerId, from: ReplicaId, msg: PeerMsg) {
         let user = match &msg {
             PeerMsg::Seq { user, .. } => Some(*user),
             PeerMsg::Sync(m) => m.user(),
@@ -812,7 +810,6 @@ impl Task {
         let _ = self
             .core
             .run(move |st| st.replica.handle(crate::core::CoreState::now(), from, msg));
-        true
     }
 
     fn misbehaved(&mut self, peer: PeerId, why: &str) {
