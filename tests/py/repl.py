@@ -17,12 +17,20 @@ Usage:
       one client APPENDs N messages; prints UIDVALIDITY, then "UID MESSAGE-ID"
       per APPENDUID answer in order
   repl.py body IMAP_PORT USER PASSWORD UID
-  (IMAP_PORT and LMTP_PORT may be HOST:PORT)
       prints the message of UID (BODY.PEEK[]) as hex
+  repl.py evicted IMAP_PORT USER PASSWORD SECONDS COMMAND...
+      opens three sessions (one idling on INBOX, one with INBOX selected,
+      one with none), runs COMMAND (which removes USER), then checks that
+      each session ends with "BYE Account removed": the idling one
+      unprompted, the others at their next command
+  repl.py refused IMAP_PORT USER PASSWORD SECONDS
+      waits until the server refuses the login (the user was removed)
+  (IMAP_PORT and LMTP_PORT may be HOST:PORT)
 """
 import imaplib
 import re
 import smtplib
+import subprocess
 import sys
 import threading
 import time
@@ -198,6 +206,58 @@ def refused(port, user, password, seconds):
         time.sleep(0.2)
 
 
+def evicted(port, user, password, seconds, command):
+    """A removed user's open sessions end with BYE."""
+    idler = login(port, user, password, 30)
+    idler.select("INBOX")
+    selected = login(port, user, password, 30)
+    selected.select("INBOX")
+    bare = login(port, user, password, 30)
+    tag = idler._new_tag()
+    idler.send(tag + b" IDLE\r\n")
+    line = idler.readline()
+    if not line.startswith(b"+"):
+        raise SystemExit("IDLE: %r" % line)
+    removed = subprocess.run(command, capture_output=True)
+    if removed.returncode != 0:
+        raise SystemExit("%s: %r" % (command, removed.stderr))
+    # The idling session is told without asking.
+    idler.sock.settimeout(seconds)
+    while True:
+        line = idler.readline()
+        if not line:
+            raise SystemExit("IDLE: connection closed without BYE")
+        if line.startswith(b"* BYE"):
+            if b"Account removed" not in line:
+                raise SystemExit("IDLE: %r" % line)
+            break
+    if idler.readline() != b"":
+        raise SystemExit("IDLE: the connection stayed open after BYE")
+    # The others at their next command (NOOP may come before the removal
+    # reached this node when COMMAND ran on another one: poll).
+    deadline = time.time() + seconds
+    for name, m, ask in [("selected", selected, m_noop), ("bare", bare, m_list)]:
+        while True:
+            try:
+                typ, data = ask(m)
+            except imaplib.IMAP4.abort as e:
+                if "Account removed" not in str(e):
+                    raise SystemExit("%s: %r" % (name, e))
+                break
+            if time.time() > deadline:
+                raise SystemExit("%s: still served after %ss: %s %r" % (name, seconds, typ, data))
+            time.sleep(0.2)
+    print("evicted")
+
+
+def m_noop(m):
+    return m.noop()
+
+
+def m_list(m):
+    return m.list()
+
+
 cmd, args = sys.argv[1], sys.argv[2:]
 if cmd == "login":
     login(args[0], args[1], args[2], float(args[3])).logout()
@@ -211,6 +271,8 @@ elif cmd == "append1":
     append_one(args[0], args[1], args[2], int(args[3]), args[4])
 elif cmd == "body":
     body(args[0], args[1], args[2], args[3])
+elif cmd == "evicted":
+    evicted(args[0], args[1], args[2], float(args[3]), args[4:])
 elif cmd == "refused":
     refused(args[0], args[1], args[2], float(args[3]))
 else:

@@ -102,17 +102,27 @@ fn a_user_removed_on_one_node_is_removed_on_every_node() {
     let mut nodes = community_with_user();
     deliver(&nodes[0], 3, 1, "farewell");
     snapshot(&nodes[2], 3);
-    // Node 3 is away when the user is removed on node 2.
+    // Node 3 is away when the user is removed on node 2; the user's open
+    // sessions on node 1, where the removal arrives from node 2, end with
+    // BYE.
     nodes[2].stop();
-    let out = std::process::Command::new(aerogramme_tests::binary())
-        .args(["user", "remove", USER, "--data"])
-        .arg(nodes[1].dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let binary = aerogramme_tests::binary();
+    let data = nodes[1].dir.path().to_str().expect("utf-8 path").to_owned();
+    nodes[0].python(
+        "repl.py",
+        &[
+            "evicted",
+            &port(nodes[0].imap),
+            USER,
+            PW,
+            "30",
+            binary.to_str().expect("utf-8 path"),
+            "user",
+            "remove",
+            USER,
+            "--data",
+            &data,
+        ],
     );
     for n in &nodes[..2] {
         n.python("repl.py", &["refused", &port(n.imap), USER, PW, "60"]);

@@ -27,6 +27,7 @@ impl From<CoreGone> for BackendError {
 fn backend_error(e: ReplicaError) -> BackendError {
     match e {
         ReplicaError::NoSuchMailbox => BackendError::NoSuchMailbox,
+        ReplicaError::NoSuchUser => BackendError::AccountGone,
         ReplicaError::AlreadyExists => BackendError::AlreadyExists,
         ReplicaError::Name(n) => BackendError::InvalidName(n.to_string()),
         ReplicaError::TooLarge => BackendError::TooLarge,

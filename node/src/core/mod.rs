@@ -224,9 +224,12 @@ impl CoreState {
         self.forget_user(&user);
     }
 
-    /// Drops what the core keeps of a removed user; its sessions get `NO`
-    /// from now on (the replica no longer holds its keys).
+    /// Drops what the core keeps of a removed user. Its sessions end with
+    /// `BYE`: at their next command (the replica answers that the user is
+    /// gone), or at once when a mailbox is selected (its event stream
+    /// closes, which wakes IDLE).
     fn forget_user(&mut self, user: &UserId) {
+        self.events.retain(|(u, _), _| u != user);
         self.idle_since.remove(user);
         self.fields_cache.forget(user);
         self.summary_cache.forget(user);

@@ -49,6 +49,9 @@ pub enum BackendError {
     /// A special-use attribute the store does not take (`USEATTR`).
     #[error("special-use attribute not supported")]
     UseAttr,
+    /// The user's account was removed: the session ends with `BYE`.
+    #[error("account removed")]
+    AccountGone,
     /// The store cannot answer now (`UNAVAILABLE`); the session goes on.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),

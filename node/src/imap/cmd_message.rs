@@ -319,10 +319,17 @@ impl<B: Backend> Session<B> {
             return;
         };
         sel.drain();
-        if sel.needs_resync() {
+        // A closed event stream: the user's account was removed (or the
+        // node is stopping); the snapshot tells which.
+        if sel.needs_resync() || sel.is_closed() {
             match user.snapshot(&sel.id).await {
-                Ok(s) => sel.resync_from(&s),
+                Ok(s) if sel.needs_resync() => sel.resync_from(&s),
+                Ok(_) => {}
                 Err(BackendError::NoSuchMailbox) => sel.expunge_all(),
+                Err(BackendError::AccountGone) => {
+                    self.gone = true;
+                    return;
+                }
                 Err(_) => {}
             }
         }

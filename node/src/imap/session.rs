@@ -30,6 +30,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The `BYE` a removed user's sessions get.
+const ACCOUNT_GONE: &str = "Account removed";
+
 /// Output buffered before it is sent in the middle of a long answer.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -48,6 +51,8 @@ pub(crate) enum Reply {
     Pending,
     /// Tagged OK sent by the handler; close the connection.
     Close,
+    /// No tagged response: an untagged `BYE` with this text, then close.
+    Bye(&'static str),
     /// Tagged OK sent by the handler; start TLS.
     StartTls,
 }
@@ -69,9 +74,11 @@ pub(crate) fn code(s: &'static str) -> Code<'static> {
     Code::Other(CodeOther::unvalidated(s.as_bytes()))
 }
 
-/// A backend failure as a tagged NO.
+/// A backend failure as a tagged NO (or the session's end, for a removed
+/// account).
 pub(crate) fn backend_err(e: BackendError) -> Reply {
     let (c, text) = match &e {
+        BackendError::AccountGone => return Reply::Bye(ACCOUNT_GONE),
         BackendError::NoSuchMailbox => (code("NONEXISTENT"), "No such mailbox".to_string()),
         BackendError::AlreadyExists => (code("ALREADYEXISTS"), "Mailbox already exists".into()),
         BackendError::InvalidName(m) => (code("CANNOT"), format!("Invalid name: {m}")),
@@ -127,6 +134,8 @@ pub(crate) struct Session<B: Backend> {
     /// The tag of the command being run.
     pub(crate) current_tag: String,
     mode: Mode,
+    /// The user's account was removed: the session says `BYE` and ends.
+    pub(crate) gone: bool,
 }
 
 impl<B: Backend> Session<B> {
@@ -160,6 +169,7 @@ impl<B: Backend> Session<B> {
             dollar: false,
             current_tag: String::new(),
             mode: Mode::Command,
+            gone: false,
         }
     }
 
@@ -167,6 +177,13 @@ impl<B: Backend> Session<B> {
 
     pub(crate) fn write(&mut self, r: &Response<'_>) {
         encode_into(&mut self.out, r);
+    }
+
+    /// Writes an untagged `BYE` (the connection closes after it).
+    fn bye(&mut self, text: &str) {
+        if let Ok(bye) = Status::bye(None, text) {
+            self.write(&Response::Status(bye));
+        }
     }
 
     /// Takes the output buffer, to be written to while the session is
@@ -381,14 +398,15 @@ impl<B: Backend> Session<B> {
             match read {
                 None => {
                     self.announce(true).await;
-                    if self.flush().await.is_err() {
+                    if self.gone {
+                        self.bye(ACCOUNT_GONE);
+                    }
+                    if self.flush().await.is_err() || self.gone {
                         return;
                     }
                 }
                 Some(Err(_)) => {
-                    if let Ok(bye) = Status::bye(None, "Autologout: idle for too long") {
-                        self.write(&Response::Status(bye));
-                    }
+                    self.bye("Autologout: idle for too long");
                     let _ = self.flush().await;
                     return;
                 }
@@ -563,9 +581,17 @@ impl<B: Backend> Session<B> {
             Reply::Pending => return After::Continue,
             Reply::Close => return After::Close,
             Reply::StartTls => return After::StartTls,
+            Reply::Bye(text) => {
+                self.bye(text);
+                return After::Close;
+            }
             _ => {}
         }
         self.announce(allow_expunge).await;
+        if self.gone {
+            self.bye(ACCOUNT_GONE);
+            return After::Close;
+        }
         match reply {
             Reply::Ok(c, t) => self.tagged(tag, StatusKind::Ok, c, &t),
             Reply::No(c, t) => self.tagged(tag, StatusKind::No, c, &t),
@@ -587,9 +613,7 @@ impl<B: Backend> Session<B> {
             }
             CommandBody::Noop => Reply::ok("NOOP completed"),
             CommandBody::Logout => {
-                if let Ok(bye) = Status::bye(None, "Logging out") {
-                    self.write(&Response::Status(bye));
-                }
+                self.bye("Logging out");
                 self.tagged(tag, StatusKind::Ok, None, "LOGOUT completed");
                 Reply::Close
             }

@@ -95,7 +95,7 @@ impl Config {
 /// in it is dropped and counted.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
-    /// No such user on this replica.
+    /// No such user on this replica (never heard of, or removed).
     #[error("unknown user")]
     NoSuchUser,
     /// The user's keys are not unlocked here.
@@ -325,6 +325,16 @@ impl User {
             seqs: BTreeMap::new(),
             marks: FastMap::default(),
             unlocked: None,
+        }
+    }
+
+    /// Why the user's keys are not here: removed (no such user any more)
+    /// or only locked.
+    fn not_unlocked(&self) -> ReplicaError {
+        if self.logs.is_removed() {
+            ReplicaError::NoSuchUser
+        } else {
+            ReplicaError::Locked
         }
     }
 }
@@ -1215,7 +1225,8 @@ impl<S: Store> Replica<S> {
             Some(l) => (l.version().clone(), l.beyond().collect()),
             None => (crdts::VClock::new(), Vec::new()),
         };
-        let un = u.unlocked.as_mut().ok_or(ReplicaError::Locked)?;
+        let gone = u.not_unlocked();
+        let un = u.unlocked.as_mut().ok_or(gone)?;
         let view = un
             .boxes
             .get(&mb)
@@ -1406,12 +1417,8 @@ impl<S: Store> Replica<S> {
     }
 
     fn unlocked(&self, user: &UserId) -> Result<&Unlocked, ReplicaError> {
-        self.users
-            .get(user)
-            .ok_or(ReplicaError::NoSuchUser)?
-            .unlocked
-            .as_ref()
-            .ok_or(ReplicaError::Locked)
+        let u = self.users.get(user).ok_or(ReplicaError::NoSuchUser)?;
+        u.unlocked.as_ref().ok_or_else(|| u.not_unlocked())
     }
 
     fn view_mut(&mut self, user: &UserId, mb: &MailboxId) -> Option<&mut MailboxView> {
@@ -1526,11 +1533,9 @@ impl<S: Store> Replica<S> {
         let bytes =
             postcard::to_allocvec(&t).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
         let op = self.write_op(now, rng, user, LogId::Mailboxes, 0, &bytes)?;
-        let un = self
-            .users
-            .get_mut(&user)
-            .and_then(|u| u.unlocked.as_mut())
-            .ok_or(ReplicaError::Locked)?;
+        let u = self.users.get_mut(&user).ok_or(ReplicaError::NoSuchUser)?;
+        let gone = u.not_unlocked();
+        let un = u.unlocked.as_mut().ok_or(gone)?;
         apply_tree(un, &op, &t);
         self.out.push(Output::MailboxesChanged { user });
         Ok(())

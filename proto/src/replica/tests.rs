@@ -1269,7 +1269,11 @@ fn a_removed_user_is_removed_everywhere_and_stays_removed() {
             r.log_versions(&user).is_empty(),
             "replica {i} dropped the ops"
         );
-        assert!(r.mailbox(&user, &inbox).is_err());
+        // Its sessions are told the user is gone, not to try again later.
+        assert!(matches!(
+            r.mailbox(&user, &inbox),
+            Err(ReplicaError::NoSuchUser)
+        ));
     }
     // The cut-off replica still has the user, and writes.
     assert!(!w.nodes[2].as_ref().unwrap().is_removed(&user));
