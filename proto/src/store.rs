@@ -18,6 +18,7 @@
 use crate::ids::{BlobId, LogId, OpId, ReplicaId, UserId};
 use crate::oplog::{BlobChunk, Op, Seqs};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// A storage failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +43,12 @@ pub type MetaRecords = Vec<(Vec<u8>, Vec<u8>)>;
 pub trait Store {
     /// Stores an op under (user, log, id).
     fn put_op(&mut self, op: &Op) -> Result<(), StoreError>;
+
+    /// [`Store::put_op`] for an op the caller shares: a store that keeps
+    /// ops in memory may keep this one instead of a copy.
+    fn put_shared_op(&mut self, op: &Arc<Op>) -> Result<(), StoreError> {
+        self.put_op(op)
+    }
 
     /// All stored ops of one log, in (origin, seq) order.
     fn ops(&self, user: &UserId, log: &LogId) -> Result<Vec<Op>, StoreError>;
@@ -129,8 +136,8 @@ pub trait Store {
 /// that a crash can take the write back.
 #[derive(Clone, Debug)]
 enum Undo {
-    Op(UserId, LogId, OpId, Option<Op>),
-    Chunk((UserId, BlobId, u32), Option<Vec<u8>>),
+    Op(UserId, LogId, OpId, Option<Arc<Op>>),
+    Chunk((UserId, BlobId, u32), Option<Arc<[u8]>>),
     Checkpoint((UserId, LogId), Option<(u64, Vec<u8>)>),
     Meta(Vec<u8>, Option<Vec<u8>>),
     Account(UserId, Option<(u64, Vec<u8>)>),
@@ -322,7 +329,7 @@ struct Tables {
     /// keys showed in the simulator's profile. Never iterated in an order
     /// that matters. (Blob ids come from peers: fine for a store the
     /// tests and the simulator use.)
-    chunks: HashMap<(UserId, BlobId, u32), Vec<u8>, BuildPrefixHasher>,
+    chunks: HashMap<(UserId, BlobId, u32), Arc<[u8]>, BuildPrefixHasher>,
     checkpoints: BTreeMap<(UserId, LogId), (u64, Vec<u8>)>,
     meta: MetaMap,
     accounts: BTreeMap<UserId, (u64, Vec<u8>)>,
@@ -437,6 +444,10 @@ impl MemStore {
 
 impl Store for MemStore {
     fn put_op(&mut self, op: &Op) -> Result<(), StoreError> {
+        self.put_shared_op(&Arc::new(op.clone()))
+    }
+
+    fn put_shared_op(&mut self, op: &Arc<Op>) -> Result<(), StoreError> {
         self.check()?;
         let old = self
             .live
@@ -457,7 +468,7 @@ impl Store for MemStore {
             .get(&(*user, *log))
             .map(|m| {
                 m.values()
-                    .flat_map(|s| s.since(0).map(|(_, op)| op.clone()))
+                    .flat_map(|s| s.since(0).map(|(_, op)| Op::clone(op)))
                     .collect()
             })
             .unwrap_or_default())
@@ -587,7 +598,7 @@ mod tests {
             user: user(),
             blob: BlobId([2; 16]),
             index: i,
-            bytes: vec![i as u8; 5],
+            bytes: vec![i as u8; 5].into(),
         }
     }
 
