@@ -279,13 +279,13 @@ const DENSE_SLACK: u64 = MAX_BEYOND as u64;
 /// carried the op (and, in the simulator, every replica that received
 /// the same message) hold one copy.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Seqs {
+struct Seqs {
     dense: Vec<Option<Arc<Op>>>,
     far: BTreeMap<u64, Arc<Op>>,
 }
 
 impl Seqs {
-    pub(crate) fn get(&self, seq: u64) -> Option<&Arc<Op>> {
+    fn get(&self, seq: u64) -> Option<&Arc<Op>> {
         let i = usize::try_from(seq.checked_sub(1)?).ok()?;
         match self.dense.get(i) {
             Some(slot) => slot.as_ref(),
@@ -294,7 +294,7 @@ impl Seqs {
     }
 
     /// Places an op, returning the one it replaces.
-    pub(crate) fn insert(&mut self, seq: u64, op: Arc<Op>) -> Option<Arc<Op>> {
+    fn insert(&mut self, seq: u64, op: Arc<Op>) -> Option<Arc<Op>> {
         let len = self.dense.len() as u64;
         if seq == 0 || seq > len.saturating_add(DENSE_SLACK) {
             return self.far.insert(seq, op);
@@ -313,28 +313,8 @@ impl Seqs {
         self.dense[seq as usize - 1].replace(op)
     }
 
-    /// Removes an op.
-    pub(crate) fn remove(&mut self, seq: u64) {
-        match seq.checked_sub(1).and_then(|i| usize::try_from(i).ok()) {
-            Some(i) if i < self.dense.len() => {
-                self.dense[i] = None;
-                while self.dense.last().is_some_and(|o| o.is_none()) {
-                    self.dense.pop();
-                }
-            }
-            _ => {
-                self.far.remove(&seq);
-            }
-        }
-    }
-
-    /// Whether no op is held.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.dense.is_empty() && self.far.is_empty()
-    }
-
     /// The ops above `seq`, ascending.
-    pub(crate) fn since(&self, seq: u64) -> impl Iterator<Item = (u64, &Arc<Op>)> + '_ {
+    fn since(&self, seq: u64) -> impl Iterator<Item = (u64, &Arc<Op>)> + '_ {
         let start = usize::try_from(seq)
             .unwrap_or(usize::MAX)
             .min(self.dense.len());
