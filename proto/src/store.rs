@@ -229,7 +229,7 @@ impl PartialOrd for Suffix {
 
 /// A small multiplicative hash for the meta map's prefixes (keys chosen by
 /// the replica, not by peers; the map is never iterated in an order that
-/// matters) and the chunk table's keys.
+/// matters) and the chunk and op tables' keys.
 #[derive(Clone, Copy, Debug, Default)]
 struct BuildPrefixHasher;
 
