@@ -43,7 +43,7 @@ fn item_chunk(run: u64, writer: u64, seq: u64) -> Option<BlobChunk> {
         user: user(run),
         blob: BlobId([writer as u8; 16]),
         index: seq as u32,
-        bytes: vec![(seq ^ writer) as u8; 64 * 1024],
+        bytes: vec![(seq ^ writer) as u8; 64 * 1024].into(),
     })
 }
 

@@ -176,9 +176,11 @@ pub struct BlobChunk {
     pub blob: BlobId,
     /// Index of the chunk in the blob, from 0.
     pub index: u32,
-    /// The chunk's bytes (ciphertext), at most [`CHUNK_BYTES`].
-    #[serde(with = "crate::bytes")]
-    pub bytes: Vec<u8>,
+    /// The chunk's bytes (ciphertext), at most [`CHUNK_BYTES`]. Shared: the
+    /// store and the messages that carry a chunk hold one copy (encoded
+    /// like a `Vec<u8>`).
+    #[serde(with = "crate::bytes::shared")]
+    pub bytes: Arc<[u8]>,
 }
 
 /// Why an op was not inserted.
@@ -251,7 +253,7 @@ impl From<VClock<ReplicaId>> for LogVersion {
 pub struct Page {
     /// The ops, origin by origin (ascending [`ReplicaId`]), each origin's in
     /// ascending sequence.
-    pub ops: Vec<Op>,
+    pub ops: Vec<Arc<Op>>,
     /// Whether the peer lacks more ops than this page holds.
     pub more: bool,
 }
@@ -259,7 +261,7 @@ pub struct Page {
 impl Page {
     /// Sum of the ops' encoded lengths.
     pub fn encoded_len(&self) -> usize {
-        self.ops.iter().map(Op::encoded_len).sum()
+        self.ops.iter().map(|o| o.encoded_len()).sum()
     }
 }
 
@@ -272,15 +274,18 @@ const DENSE_SLACK: u64 = MAX_BEYOND as u64;
 /// order, so they sit in a vector indexed by `seq - 1` (an ordered map
 /// filled in ascending order leaves its nodes half empty, and this is the
 /// largest structure of a replica); the few far beyond its end sit in a
-/// map, every key of which is above the vector's length.
+/// map, every key of which is above the vector's length. Each slot is a
+/// pointer to a shared op: the log, the store and the messages that
+/// carried the op (and, in the simulator, every replica that received
+/// the same message) hold one copy.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Seqs {
-    dense: Vec<Option<Op>>,
-    far: BTreeMap<u64, Op>,
+struct Seqs {
+    dense: Vec<Option<Arc<Op>>>,
+    far: BTreeMap<u64, Arc<Op>>,
 }
 
 impl Seqs {
-    pub(crate) fn get(&self, seq: u64) -> Option<&Op> {
+    fn get(&self, seq: u64) -> Option<&Arc<Op>> {
         let i = usize::try_from(seq.checked_sub(1)?).ok()?;
         match self.dense.get(i) {
             Some(slot) => slot.as_ref(),
@@ -289,7 +294,7 @@ impl Seqs {
     }
 
     /// Places an op, returning the one it replaces.
-    pub(crate) fn insert(&mut self, seq: u64, op: Op) -> Option<Op> {
+    fn insert(&mut self, seq: u64, op: Arc<Op>) -> Option<Arc<Op>> {
         let len = self.dense.len() as u64;
         if seq == 0 || seq > len.saturating_add(DENSE_SLACK) {
             return self.far.insert(seq, op);
@@ -308,28 +313,8 @@ impl Seqs {
         self.dense[seq as usize - 1].replace(op)
     }
 
-    /// Removes an op.
-    pub(crate) fn remove(&mut self, seq: u64) {
-        match seq.checked_sub(1).and_then(|i| usize::try_from(i).ok()) {
-            Some(i) if i < self.dense.len() => {
-                self.dense[i] = None;
-                while self.dense.last().is_some_and(|o| o.is_none()) {
-                    self.dense.pop();
-                }
-            }
-            _ => {
-                self.far.remove(&seq);
-            }
-        }
-    }
-
-    /// Whether no op is held.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.dense.is_empty() && self.far.is_empty()
-    }
-
     /// The ops above `seq`, ascending.
-    pub(crate) fn since(&self, seq: u64) -> impl Iterator<Item = (u64, &Op)> + '_ {
+    fn since(&self, seq: u64) -> impl Iterator<Item = (u64, &Arc<Op>)> + '_ {
         let start = usize::try_from(seq)
             .unwrap_or(usize::MAX)
             .min(self.dense.len());
@@ -417,13 +402,14 @@ impl OpLog {
     }
 
     /// Inserts an op. Idempotent; ops may arrive in any order.
-    pub fn insert(&mut self, op: Op) -> Result<Inserted, OpLogError> {
+    pub fn insert(&mut self, op: impl Into<Arc<Op>>) -> Result<Inserted, OpLogError> {
+        let op = op.into();
         self.check(&op)?;
         let origin = op.id.origin;
         let seq = op.id.seq;
         let per_origin = self.ops.entry(origin).or_default();
         if let Some(existing) = per_origin.get(seq) {
-            return if *existing == op {
+            return if Arc::ptr_eq(existing, &op) || **existing == *op {
                 Ok(Inserted::Duplicate)
             } else {
                 Err(OpLogError::Conflict(op.id))
@@ -485,17 +471,24 @@ impl OpLog {
 
     /// The op `id`, if held.
     pub fn get(&self, id: &OpId) -> Option<&Op> {
-        self.ops.get(&id.origin)?.get(id.seq)
+        self.ops.get(&id.origin)?.get(id.seq).map(|o| &**o)
     }
 
     /// All ops, origin by origin, each origin's in ascending sequence.
     pub fn iter(&self) -> impl Iterator<Item = &Op> + '_ {
-        self.ops.values().flat_map(|p| p.since(0).map(|(_, op)| op))
+        self.ops
+            .values()
+            .flat_map(|p| p.since(0).map(|(_, op)| &**op))
     }
 
     /// The ops of `origin` with a sequence number above `seq`, ascending
     /// (those beyond a gap included).
     pub fn ops_since(&self, origin: ReplicaId, seq: u64) -> impl Iterator<Item = &Op> + '_ {
+        self.shared_since(origin, seq).map(|op| &**op)
+    }
+
+    /// [`OpLog::ops_since`], as the shared ops.
+    fn shared_since(&self, origin: ReplicaId, seq: u64) -> impl Iterator<Item = &Arc<Op>> + '_ {
         self.ops
             .get(&origin)
             .into_iter()
@@ -503,11 +496,11 @@ impl OpLog {
     }
 
     /// The ops a peer that holds `peer` lacks, in order.
-    fn lacking<'a>(&'a self, peer: &'a LogVersion) -> impl Iterator<Item = &'a Op> + 'a {
+    fn lacking<'a>(&'a self, peer: &'a LogVersion) -> impl Iterator<Item = &'a Arc<Op>> + 'a {
         let beyond: BTreeSet<OpId> = peer.beyond.iter().copied().collect();
         self.ops.keys().flat_map(move |origin| {
             let beyond = beyond.clone();
-            self.ops_since(*origin, peer.prefix.get(origin))
+            self.shared_since(*origin, peer.prefix.get(origin))
                 .filter(move |op| !beyond.contains(&op.id))
         })
     }

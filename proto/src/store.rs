@@ -15,9 +15,10 @@
 //! key replaces it. The store does no merging or validation; callers (the op
 //! log, the account logic) decide what to write.
 
-use crate::ids::{BlobId, LogId, OpId, ReplicaId, UserId};
-use crate::oplog::{BlobChunk, Op, Seqs};
+use crate::ids::{BlobId, LogId, UserId};
+use crate::oplog::{BlobChunk, Op};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// A storage failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +43,12 @@ pub type MetaRecords = Vec<(Vec<u8>, Vec<u8>)>;
 pub trait Store {
     /// Stores an op under (user, log, id).
     fn put_op(&mut self, op: &Op) -> Result<(), StoreError>;
+
+    /// [`Store::put_op`] for an op the caller shares: a store that keeps
+    /// ops in memory may keep this one instead of a copy.
+    fn put_shared_op(&mut self, op: &Arc<Op>) -> Result<(), StoreError> {
+        self.put_op(op)
+    }
 
     /// All stored ops of one log, in (origin, seq) order.
     fn ops(&self, user: &UserId, log: &LogId) -> Result<Vec<Op>, StoreError>;
@@ -129,8 +136,9 @@ pub trait Store {
 /// that a crash can take the write back.
 #[derive(Clone, Debug)]
 enum Undo {
-    Op(UserId, LogId, OpId, Option<Op>),
-    Chunk((UserId, BlobId, u32), Option<Vec<u8>>),
+    /// The last op written to this log goes.
+    Op((UserId, LogId)),
+    Chunk((UserId, BlobId, u32), Option<Arc<[u8]>>),
     Checkpoint((UserId, LogId), Option<(u64, Vec<u8>)>),
     Meta(Vec<u8>, Option<Vec<u8>>),
     Account(UserId, Option<(u64, Vec<u8>)>),
@@ -221,7 +229,7 @@ impl PartialOrd for Suffix {
 
 /// A small multiplicative hash for the meta map's prefixes (keys chosen by
 /// the replica, not by peers; the map is never iterated in an order that
-/// matters) and the chunk table's keys.
+/// matters) and the chunk and op tables' keys.
 #[derive(Clone, Copy, Debug, Default)]
 struct BuildPrefixHasher;
 
@@ -316,13 +324,18 @@ impl MetaMap {
 
 #[derive(Clone, Debug, Default)]
 struct Tables {
-    ops: BTreeMap<(UserId, LogId), BTreeMap<ReplicaId, Seqs>>,
+    /// Each log's ops in the order they were written, a write of an op
+    /// already held included: most writes are new ops, so a write is a
+    /// push (the ordered per-origin tables it replaces were a visible
+    /// share of the simulator's time), and [`Store::ops`], read only when
+    /// a replica starts, sorts them and keeps the last write of each id.
+    ops: HashMap<(UserId, LogId), Vec<Arc<Op>>, BuildPrefixHasher>,
     /// A hash map: every replica asks [`Store::has_chunk`] for each chunk
     /// of each incomplete blob, and an ordered map's search on the 36-byte
     /// keys showed in the simulator's profile. Never iterated in an order
     /// that matters. (Blob ids come from peers: fine for a store the
     /// tests and the simulator use.)
-    chunks: HashMap<(UserId, BlobId, u32), Vec<u8>, BuildPrefixHasher>,
+    chunks: HashMap<(UserId, BlobId, u32), Arc<[u8]>, BuildPrefixHasher>,
     checkpoints: BTreeMap<(UserId, LogId), (u64, Vec<u8>)>,
     meta: MetaMap,
     accounts: BTreeMap<UserId, (u64, Vec<u8>)>,
@@ -331,21 +344,11 @@ struct Tables {
 impl Tables {
     fn undo(&mut self, u: Undo) {
         match u {
-            Undo::Op(user, log, id, old) => {
-                let m = self.ops.entry((user, log)).or_default();
-                let seqs = m.entry(id.origin).or_default();
-                match old {
-                    Some(op) => {
-                        seqs.insert(id.seq, op);
-                    }
-                    None => {
-                        seqs.remove(id.seq);
-                        if seqs.is_empty() {
-                            m.remove(&id.origin);
-                        }
-                        if m.is_empty() {
-                            self.ops.remove(&(user, log));
-                        }
+            Undo::Op(key) => {
+                if let Some(v) = self.ops.get_mut(&key) {
+                    v.pop();
+                    if v.is_empty() {
+                        self.ops.remove(&key);
                     }
                 }
             }
@@ -437,40 +440,45 @@ impl MemStore {
 
 impl Store for MemStore {
     fn put_op(&mut self, op: &Op) -> Result<(), StoreError> {
+        self.put_shared_op(&Arc::new(op.clone()))
+    }
+
+    fn put_shared_op(&mut self, op: &Arc<Op>) -> Result<(), StoreError> {
         self.check()?;
-        let old = self
-            .live
-            .ops
-            .entry((op.user, op.log))
-            .or_default()
-            .entry(op.id.origin)
-            .or_default()
-            .insert(op.id.seq, op.clone());
-        self.journal.push(Undo::Op(op.user, op.log, op.id, old));
+        let key = (op.user, op.log);
+        self.live.ops.entry(key).or_default().push(op.clone());
+        self.journal.push(Undo::Op(key));
         Ok(())
     }
 
     fn ops(&self, user: &UserId, log: &LogId) -> Result<Vec<Op>, StoreError> {
-        Ok(self
-            .live
-            .ops
-            .get(&(*user, *log))
-            .map(|m| {
-                m.values()
-                    .flat_map(|s| s.since(0).map(|(_, op)| op.clone()))
-                    .collect()
-            })
-            .unwrap_or_default())
+        let Some(written) = self.live.ops.get(&(*user, *log)) else {
+            return Ok(Vec::new());
+        };
+        // In (origin, seq) order, the last write of an id winning (a stable
+        // sort keeps the writes of one id in the order they were made).
+        let mut all: Vec<&Arc<Op>> = written.iter().collect();
+        all.sort_by_key(|o| (o.id.origin, o.id.seq));
+        let mut out: Vec<Op> = Vec::with_capacity(all.len());
+        for op in all {
+            match out.last_mut() {
+                Some(last) if last.id == op.id => *last = Op::clone(op),
+                _ => out.push(Op::clone(op)),
+            }
+        }
+        Ok(out)
     }
 
     fn logs(&self, user: &UserId) -> Result<Vec<LogId>, StoreError> {
-        Ok(self
+        let mut logs: Vec<LogId> = self
             .live
             .ops
             .iter()
-            .filter(|((u, _), m)| u == user && !m.is_empty())
+            .filter(|((u, _), v)| u == user && !v.is_empty())
             .map(|((_, l), _)| *l)
-            .collect())
+            .collect();
+        logs.sort_unstable();
+        Ok(logs)
     }
 
     fn put_chunk(&mut self, chunk: &BlobChunk) -> Result<(), StoreError> {
@@ -579,7 +587,7 @@ impl Store for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{MailboxId, ReplicaId};
+    use crate::ids::{MailboxId, OpId, ReplicaId};
     use crate::oplog::tests::{mk, user};
 
     fn chunk(i: u32) -> BlobChunk {
@@ -587,7 +595,7 @@ mod tests {
             user: user(),
             blob: BlobId([2; 16]),
             index: i,
-            bytes: vec![i as u8; 5],
+            bytes: vec![i as u8; 5].into(),
         }
     }
 

@@ -38,7 +38,7 @@ use crate::oplog::{
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Largest encoded sync message.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -62,8 +62,8 @@ const OPS_OVERHEAD: usize = 64;
 pub enum SyncMsg {
     /// Push of new ops (of any logs).
     Gossip {
-        /// The ops.
-        ops: Vec<Op>,
+        /// The ops (shared with the logs and stores that hold them).
+        ops: Vec<Arc<Op>>,
     },
     /// "Here is what I have of this user, send me what I miss."
     Have {
@@ -82,7 +82,7 @@ pub enum SyncMsg {
         /// The log.
         log: LogId,
         /// The ops, every one of (user, log).
-        ops: Vec<Op>,
+        ops: Vec<Arc<Op>>,
         /// The sender has more the receiver lacks (send `Have` again).
         more: bool,
     },
@@ -197,7 +197,7 @@ impl SyncMsg {
     /// Checks the bounds and rules [`SyncMsg::decode`] enforces.
     pub fn validate(&self) -> Result<(), SyncError> {
         match self {
-            SyncMsg::Gossip { ops } => ops.iter().try_for_each(op_in_bounds),
+            SyncMsg::Gossip { ops } => ops.iter().try_for_each(|o| op_in_bounds(o)),
             SyncMsg::Have { logs, .. } => {
                 if logs.len() > MAX_HAVE_LOGS {
                     return Err(SyncError::Invalid("too many logs in Have"));
@@ -257,7 +257,7 @@ impl SyncMsg {
 
     /// Splits ops into `Gossip` messages whose ops encode to at most
     /// [`PAGE_BYTES`] each (one op per message at least).
-    pub fn gossip(ops: Vec<Op>) -> Vec<SyncMsg> {
+    pub fn gossip(ops: Vec<Arc<Op>>) -> Vec<SyncMsg> {
         let mut out = Vec::new();
         let mut batch = Vec::new();
         let mut used = 0usize;
@@ -284,7 +284,7 @@ impl SyncMsg {
 pub struct Received {
     /// Ops that were new, in arrival order: persist them and feed them to
     /// the CRDTs.
-    pub new_ops: Vec<Op>,
+    pub new_ops: Vec<Arc<Op>>,
     /// Ops that were already held.
     pub duplicates: usize,
     /// Ops refused, with why.
@@ -366,7 +366,8 @@ impl UserLogs {
     }
 
     /// Inserts one op into its log (created on first use).
-    pub fn insert(&mut self, op: Op) -> Result<Inserted, OpLogError> {
+    pub fn insert(&mut self, op: impl Into<Arc<Op>>) -> Result<Inserted, OpLogError> {
+        let op: Arc<Op> = op.into();
         let announce = op.blob_announce();
         let log = self
             .logs
@@ -544,7 +545,7 @@ impl UserLogs {
                 break;
             }
             first = false;
-            let used: usize = ops.iter().map(Op::encoded_len).sum();
+            let used: usize = ops.iter().map(|o| o.encoded_len()).sum();
             remaining = remaining.saturating_sub(used);
             cut = more || remaining == 0;
             out.push(SyncMsg::Ops {
@@ -602,7 +603,7 @@ impl UserLogs {
     }
 
     /// Inserts, recording the outcome; true when the op was new.
-    fn insert_into(&mut self, op: Op, rx: &mut Received) -> bool {
+    fn insert_into(&mut self, op: Arc<Op>, rx: &mut Received) -> bool {
         if self.is_removed() {
             return false;
         }
@@ -726,7 +727,7 @@ mod tests {
         });
         vec![
             SyncMsg::Gossip {
-                ops: vec![mk(mb, 1, 1, 5), mk(LogId::Blobs, 2, 3, 0)],
+                ops: vec![mk(mb, 1, 1, 5).into(), mk(LogId::Blobs, 2, 3, 0).into()],
             },
             SyncMsg::Gossip { ops: vec![] },
             SyncMsg::Have {
@@ -737,7 +738,7 @@ mod tests {
             SyncMsg::Ops {
                 user: user(),
                 log: mb,
-                ops: vec![mk(mb, 1, 2, 7)],
+                ops: vec![mk(mb, 1, 2, 7).into()],
                 more: true,
             },
             SyncMsg::WantChunks {
@@ -748,7 +749,7 @@ mod tests {
                 user: user(),
                 blob: BlobId([1; 16]),
                 index: 2,
-                bytes: vec![9; 100],
+                bytes: vec![9; 100].into(),
             }),
             SyncMsg::Account {
                 user: user(),
@@ -803,7 +804,7 @@ mod tests {
             user: user(),
             blob: BlobId([0; 16]),
             index: 0,
-            bytes: vec![0; CHUNK_BYTES + 1],
+            bytes: vec![0; CHUNK_BYTES + 1].into(),
         });
         assert!(matches!(
             SyncMsg::decode(&m.encode()),
@@ -821,7 +822,7 @@ mod tests {
         let m = SyncMsg::Ops {
             user: user(),
             log: LogId::Blobs,
-            ops: vec![mk(LogId::Mailboxes, 1, 1, 1)],
+            ops: vec![mk(LogId::Mailboxes, 1, 1, 1).into()],
             more: false,
         };
         assert!(matches!(
@@ -829,7 +830,7 @@ mod tests {
             Err(SyncError::Invalid(_))
         ));
         let m = SyncMsg::Gossip {
-            ops: vec![mk(LogId::Mailboxes, 1, 0, 1)],
+            ops: vec![mk(LogId::Mailboxes, 1, 0, 1).into()],
         };
         assert!(matches!(
             SyncMsg::decode(&m.encode()),
@@ -858,12 +859,14 @@ mod tests {
 
     #[test]
     fn gossip_split_stays_under_page() {
-        let ops: Vec<Op> = (1..=5)
-            .map(|s| mk(LogId::Mailboxes, 1, s, PAGE_BYTES / 2))
+        let ops: Vec<Arc<Op>> = (1..=5)
+            .map(|s| mk(LogId::Mailboxes, 1, s, PAGE_BYTES / 2).into())
             .collect();
         let msgs = SyncMsg::gossip(ops);
         assert_eq!(msgs.len(), 5);
-        let ops: Vec<Op> = (1..=50).map(|s| mk(LogId::Mailboxes, 1, s, 100)).collect();
+        let ops: Vec<Arc<Op>> = (1..=50)
+            .map(|s| mk(LogId::Mailboxes, 1, s, 100).into())
+            .collect();
         let msgs = SyncMsg::gossip(ops);
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0].user(), Some(user()));
@@ -876,7 +879,7 @@ mod tests {
         foreign.user = UserId([1; 16]);
         let rx = u
             .receive(SyncMsg::Gossip {
-                ops: vec![mk(LogId::Mailboxes, 1, 1, 1), foreign],
+                ops: vec![mk(LogId::Mailboxes, 1, 1, 1).into(), foreign.into()],
             })
             .unwrap();
         assert_eq!(rx.new_ops.len(), 1);
@@ -884,7 +887,10 @@ mod tests {
         assert!(!rx.send_have);
         let rx = u
             .receive(SyncMsg::Gossip {
-                ops: vec![mk(LogId::Mailboxes, 1, 1, 1), mk(LogId::Mailboxes, 1, 3, 1)],
+                ops: vec![
+                    mk(LogId::Mailboxes, 1, 1, 1).into(),
+                    mk(LogId::Mailboxes, 1, 3, 1).into(),
+                ],
             })
             .unwrap();
         assert_eq!(rx.duplicates, 1);
@@ -966,11 +972,11 @@ mod tests {
             user: user(),
             blob,
             index: 0,
-            bytes: vec![1; CHUNK_BYTES],
+            bytes: vec![1; CHUNK_BYTES].into(),
         };
         assert!(u.chunk_fits(&c0));
         assert!(!u.chunk_fits(&BlobChunk {
-            bytes: vec![1; 3],
+            bytes: vec![1; 3].into(),
             ..c0.clone()
         }));
         store.put_chunk(&c0).unwrap();
@@ -1007,7 +1013,7 @@ mod tests {
             let op_bytes: Vec<usize> = answer
                 .iter()
                 .flat_map(|m| match m {
-                    SyncMsg::Ops { ops, .. } => ops.iter().map(Op::encoded_len).collect(),
+                    SyncMsg::Ops { ops, .. } => ops.iter().map(|o| o.encoded_len()).collect(),
                     _ => vec![],
                 })
                 .collect();

@@ -6,6 +6,11 @@ use aerogramme_sim::scenario::Overrides;
 use aerogramme_sim::{run, RunSpec};
 use std::time::Instant;
 
+/// mimalloc, as the node uses: the run allocates and frees many small
+/// objects (messages, log and ledger entries) across 50 replicas' tables.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

@@ -15,6 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// mimalloc, as the node uses: a run allocates and frees many small objects
+/// (messages, log and ledger entries) across many replicas' tables.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Deterministic simulator of Aerogramme's replication and UID protocols.
 #[derive(Parser, Debug)]
 #[command(name = "aerogramme-sim", version)]

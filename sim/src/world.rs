@@ -25,6 +25,7 @@ use aerogramme_proto::seq::Spaces;
 use aerogramme_proto::store::{MemStore, Store};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
+use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet, VecDeque};
 use std::rc::Rc;
@@ -195,11 +196,36 @@ struct PartitionRec {
     open: bool,
 }
 
+/// One encoded message on the wire, shared by every delivery of it (a
+/// broadcast, a duplicate, a held link's queue). It is decoded at its first
+/// delivery to a running node and each receiver gets a clone of that
+/// decoding: the same message as decoding the bytes again, whose shared
+/// parts (op payloads, ops, chunk bytes) every receiver then holds once
+/// instead of a copy each.
+struct Wire {
+    bytes: Vec<u8>,
+    decoded: OnceCell<Result<PeerMsg, String>>,
+}
+
+impl Wire {
+    fn new(bytes: Vec<u8>) -> Rc<Wire> {
+        Rc::new(Wire {
+            bytes,
+            decoded: OnceCell::new(),
+        })
+    }
+
+    fn decode(&self) -> &Result<PeerMsg, String> {
+        self.decoded
+            .get_or_init(|| PeerMsg::decode(&self.bytes).map_err(|e| e.to_string()))
+    }
+}
+
 enum Ev {
     Deliver {
         from: usize,
         to: usize,
-        bytes: Rc<[u8]>,
+        wire: Rc<Wire>,
     },
     Tick(usize),
     Sched(usize),
@@ -287,7 +313,7 @@ pub struct World {
     expunged: HashSet<EntryId>,
     faults: Vec<Fault>,
     /// Messages held by cut links, per directed link `from * n + to`.
-    held: Vec<VecDeque<Rc<[u8]>>>,
+    held: Vec<VecDeque<Rc<Wire>>>,
     partitions: Vec<PartitionRec>,
     stats: Stats,
     flags: Vec<Flag>,
@@ -466,12 +492,12 @@ impl World {
 
     // ----- network ---------------------------------------------------------
 
-    fn send(&mut self, from: usize, to: usize, bytes: Rc<[u8]>) {
+    fn send(&mut self, from: usize, to: usize, wire: Rc<Wire>) {
         self.stats.net_sent += 1;
         if self.net.is_cut(from, to) {
             let q = &mut self.held[from * self.nodes.len() + to];
             if self.net.holds(from, to) && q.len() < MAX_HELD {
-                q.push_back(bytes);
+                q.push_back(wire);
             } else {
                 self.stats.net_dropped += 1;
             }
@@ -494,19 +520,19 @@ impl World {
                 Ev::Deliver {
                     from,
                     to,
-                    bytes: bytes.clone(),
+                    wire: wire.clone(),
                 },
             );
         }
     }
 
-    fn deliver(&mut self, from: usize, to: usize, bytes: &[u8]) {
+    fn deliver(&mut self, from: usize, to: usize, wire: &Wire) {
         if !self.up(to) {
             self.stats.net_dropped += 1;
             return;
         }
-        let msg = match PeerMsg::decode(bytes) {
-            Ok(m) => m,
+        let msg = match wire.decode() {
+            Ok(m) => m.clone(),
             Err(e) => {
                 self.fail(
                     "wire_roundtrip",
@@ -557,16 +583,16 @@ impl World {
                         continue;
                     };
                     *self.stats.net_by_kind.entry(msg.kind()).or_insert(0) += 1;
-                    let bytes: Rc<[u8]> = msg.encode().into();
-                    self.send(i, to, bytes);
+                    let wire = Wire::new(msg.encode());
+                    self.send(i, to, wire);
                 }
                 Output::Broadcast { msg, .. } => {
                     *self.stats.net_by_kind.entry(msg.kind()).or_insert(0) +=
                         self.nodes.len() as u64 - 1;
-                    let bytes: Rc<[u8]> = msg.encode().into();
+                    let wire = Wire::new(msg.encode());
                     for to in 0..self.nodes.len() {
                         if to != i {
-                            self.send(i, to, bytes.clone());
+                            self.send(i, to, wire.clone());
                         }
                     }
                 }
@@ -836,7 +862,7 @@ impl World {
         while let Some(item) = self.heap.pop() {
             self.now_us = item.at;
             match item.ev {
-                Ev::Deliver { from, to, bytes } => self.deliver(from, to, &bytes),
+                Ev::Deliver { from, to, wire } => self.deliver(from, to, &wire),
                 Ev::Tick(i) => {
                     if self.up(i) {
                         let now = self.node_now(i);
@@ -1091,10 +1117,10 @@ impl World {
             return;
         }
         let mut at = self.now_us;
-        for bytes in q {
+        for wire in q {
             self.stats.net_held += 1;
             at = at.max(self.now_us + self.net.latency_us(&mut self.rng, from, to));
-            self.push(at, Ev::Deliver { from, to, bytes });
+            self.push(at, Ev::Deliver { from, to, wire });
         }
     }
 

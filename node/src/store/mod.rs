@@ -230,7 +230,7 @@ impl SledStore {
     pub fn put_chunk(&self, chunk: &BlobChunk) -> Result<(), StoreError> {
         let key = keys::chunk_key(&chunk.user, &chunk.blob, chunk.index);
         self.chunks
-            .insert(key, chunk.bytes.as_slice())
+            .insert(key, &chunk.bytes[..])
             .map(|_| ())
             .map_err(store_err)
     }
@@ -247,7 +247,7 @@ impl SledStore {
             user: *user,
             blob: *blob,
             index,
-            bytes: v.to_vec(),
+            bytes: v.as_ref().into(),
         }))
     }
 

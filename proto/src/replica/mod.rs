@@ -41,6 +41,7 @@ use crate::sync::{
 use crate::{CryptoRng, FastMap, FastSet, RngCore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use view::{Effect, Persisted};
 
 /// Plaintext bytes per blob chunk, so that every stored chunk but the last
@@ -757,7 +758,7 @@ impl<S: Store> Replica<S> {
         // Each user's gossiped ops, in output order, go where that user's
         // first Gossip was (one pass: the outputs are moved once, and a
         // STORE over many messages has one event each).
-        let mut ops: BTreeMap<UserId, Vec<Op>> = BTreeMap::new();
+        let mut ops: BTreeMap<UserId, Vec<Arc<Op>>> = BTreeMap::new();
         let mut merged = Vec::with_capacity(out.len());
         let mut firsts: Vec<(usize, UserId)> = Vec::new();
         for o in out {
@@ -939,7 +940,7 @@ impl<S: Store> Replica<S> {
                 user,
                 blob,
                 index: i as u32,
-                bytes: piece.to_vec(),
+                bytes: piece.into(),
             };
             self.push_chunk(c)?;
         }
@@ -1477,7 +1478,7 @@ impl<S: Store> Replica<S> {
         log: LogId,
         uids: u32,
         plaintext: &[u8],
-    ) -> Result<Op, ReplicaError> {
+    ) -> Result<Arc<Op>, ReplicaError> {
         let master = self.unlocked(&user)?.secrets.master.clone();
         self.log_op(now, user, log, uids, |place| {
             Ok(master.encrypt(rng, place, plaintext)?)
@@ -1493,7 +1494,7 @@ impl<S: Store> Replica<S> {
         log: LogId,
         uids: u32,
         payload: impl FnOnce(&Place) -> Result<Vec<u8>, ReplicaError>,
-    ) -> Result<Op, ReplicaError> {
+    ) -> Result<Arc<Op>, ReplicaError> {
         let me = self.cfg.me;
         let hlc = self.hlc.now(now);
         let seq = self
@@ -1504,15 +1505,15 @@ impl<S: Store> Replica<S> {
             + 1;
         let id = OpId { origin: me, seq };
         let payload = payload(&Place::Op { user, log, op: id })?;
-        let op = Op {
+        let op = Arc::new(Op {
             user,
             log,
             id,
             hlc,
             uids,
             payload: payload.into(),
-        };
-        self.store.put_op(&op)?;
+        });
+        self.store.put_shared_op(&op)?;
         self.user_mut(&user).logs.insert(op.clone())?;
         for msg in SyncMsg::gossip(vec![op.clone()]) {
             self.out.push(Output::Broadcast {
@@ -1740,7 +1741,7 @@ impl<S: Store> Replica<S> {
                 user,
                 blob,
                 index: i as u32,
-                bytes,
+                bytes: bytes.into(),
             });
         }
         let sealed = master.encrypt(
@@ -2053,7 +2054,7 @@ impl<S: Store> Replica<S> {
                 }
                 let mut blobs = false;
                 for op in received.new_ops {
-                    self.store.put_op(&op)?;
+                    self.store.put_shared_op(&op)?;
                     if let Err(_e) = self.hlc.observe(op.hlc, now) {
                         // A peer clock far ahead: the op is kept (it is data),
                         // our clock is not dragged forward.

@@ -9,6 +9,7 @@ use crate::store::MemStore;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 struct World {
     nodes: Vec<Option<Replica<MemStore>>>,
@@ -1314,7 +1315,12 @@ fn chunks_are_asked_of_another_member_when_the_one_asked_stays_silent() {
     let logs = &w.nodes[2].as_ref().unwrap().users[&user].logs;
     let ops: Vec<_> = [LogId::Blobs, LogId::Mailbox(inbox)]
         .iter()
-        .flat_map(|l| logs.log(l).expect("node 2 holds the log").iter().cloned())
+        .flat_map(|l| {
+            logs.log(l)
+                .expect("node 2 holds the log")
+                .iter()
+                .map(|o| Arc::new(o.clone()))
+        })
         .collect();
     w.cut.remove(&(w.ids[2], w.ids[1]));
     // Node 1's next anti-entropy round is with node 0.
