@@ -1706,4 +1706,53 @@ mod tests {
             }
         }
     }
+
+    /// The builders along a walk give what they give alone, whatever the
+    /// order the entries are asked in (ascending, sparse, descending, with
+    /// entries the state lacks).
+    #[test]
+    fn builders_along_a_walk_match_the_lookups() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut s = MailboxState::new();
+        let mut ids = Vec::new();
+        for n in 0..300u64 {
+            let mut e = [0u8; 16];
+            rng.fill_bytes(&mut e);
+            let flags = match n % 4 {
+                0 => vec![],
+                1 => vec![Flag::Seen],
+                2 => vec![Flag::Seen, kw("$A")],
+                _ => vec![Flag::Flagged],
+            };
+            s.apply(op(1, n + 1), &add(EntryId(e), bid(n as u8), &flags));
+            if n % 3 == 0 {
+                s.apply(op(2, n + 1), &s.add_flags(EntryId(e), &[Flag::Seen]));
+            }
+            ids.push(EntryId(e));
+        }
+        for _ in 0..20 {
+            let mut e = [0u8; 16];
+            rng.fill_bytes(&mut e);
+            ids.push(EntryId(e)); // not in the state
+        }
+        ids.sort_unstable();
+        let sparse: Vec<EntryId> = ids.iter().step_by(13).copied().collect();
+        let every_other: Vec<EntryId> = ids.iter().step_by(2).copied().collect();
+        let backwards: Vec<EntryId> = ids.iter().rev().copied().collect();
+        let flags = [Flag::Seen, kw("$A")];
+        for asked in [&ids, &sparse, &every_other, &backwards] {
+            let mut w = (s.walk(), s.walk(), s.walk());
+            for &e in asked.iter() {
+                assert_eq!(s.add_flags_in(&mut w.0, e, &flags), s.add_flags(e, &flags));
+                assert_eq!(
+                    s.remove_flags_in(&mut w.1, e, &flags),
+                    s.remove_flags(e, &flags)
+                );
+                assert_eq!(
+                    s.replace_flags_in(&mut w.2, e, &flags),
+                    s.replace_flags(e, &flags)
+                );
+            }
+        }
+    }
 }
