@@ -128,7 +128,7 @@ pub const MAX_FLAG_BATCH_BYTES: usize = 256 * 1024;
 /// stays a [`MailboxOp::Flags`]. Other ops pass through alone.
 pub fn batch_flags(ops: impl IntoIterator<Item = MailboxOp>, max: usize) -> Vec<MailboxOp> {
     let max = max.max(1);
-    let ops = ops.into_iter();
+    let mut ops = ops.into_iter();
     // Room for a whole batch at once (or what is left of the input, when
     // it says): no regrowth of the batch being filled.
     let room = |left: usize| max.min(left.max(1));
@@ -154,7 +154,6 @@ pub fn batch_flags(ops: impl IntoIterator<Item = MailboxOp>, max: usize) -> Vec<
             changes: std::mem::replace(cur, Vec::with_capacity(next)),
         }),
     };
-    let mut ops = ops;
     while let Some(op) = ops.next() {
         if op.is_noop() {
             continue;
