@@ -28,8 +28,8 @@ use crate::crypto::{
 use crate::hlc::{Hlc, Timestamp};
 use crate::ids::{BlobId, EntryId, LogId, MailboxId, OpId, ReplicaId, UserId};
 use crate::mailbox::{
-    batch_flags, Flag, FlagBits, MailboxOp, MailboxState, MailboxTree, NameError, SpecialUse,
-    TreeOp, MAX_FLAG_BATCH,
+    batch_flags, EntryWalk, Flag, FlagBits, MailboxOp, MailboxState, MailboxTree, NameError,
+    SpecialUse, TreeOp, MAX_FLAG_BATCH,
 };
 use crate::oplog::{BlobAnnounce, BlobChunk, Op, OpLogError, CHUNK_BYTES};
 use crate::seq::{Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
@@ -435,7 +435,13 @@ impl StoreFlags {
     /// change observes no tag (a flag added that it lacks, removed that it
     /// lacks, or a replacement that removes nothing), so that the entry is
     /// not looked up.
-    fn change(&self, st: &MailboxState, entry: EntryId, bits: FlagBits) -> MailboxOp {
+    fn change(
+        &self,
+        st: &MailboxState,
+        walk: &mut EntryWalk<'_>,
+        entry: EntryId,
+        bits: FlagBits,
+    ) -> MailboxOp {
         if bits.is_complete() {
             let flags = &self.flags;
             let quick = match self.mode {
@@ -461,9 +467,9 @@ impl StoreFlags {
             }
         }
         match self.mode {
-            FlagMode::Add => st.add_flags(entry, &self.flags),
-            FlagMode::Remove => st.remove_flags(entry, &self.flags),
-            FlagMode::Replace => st.replace_flags(entry, &self.flags),
+            FlagMode::Add => st.add_flags_in(walk, entry, &self.flags),
+            FlagMode::Remove => st.remove_flags_in(walk, entry, &self.flags),
+            FlagMode::Replace => st.replace_flags_in(walk, entry, &self.flags),
         }
     }
 }
@@ -1553,8 +1559,8 @@ impl<S: Store> Replica<S> {
         pending: Option<Pending>,
     ) -> Result<OpId, ReplicaError> {
         let uids = matches!(m, MailboxOp::Add { .. }) as u32;
-        let bytes =
-            postcard::to_allocvec(&m).map_err(|e| ReplicaError::Malformed(e.to_string()))?;
+        let bytes = postcard::to_extend(&m, Vec::with_capacity(m.approx_bytes()))
+            .map_err(|e| ReplicaError::Malformed(e.to_string()))?;
         let op = self.write_op(now, rng, user, LogId::Mailbox(mb), uids, &bytes)?;
         if let Some(p) = pending {
             self.waiting.insert((user, mb, op.id), p);
@@ -1829,10 +1835,12 @@ impl<S: Store> Replica<S> {
                 .map(|r| (u128::from_be_bytes(r.entry.0), r.flags))
                 .collect();
             keys.sort_unstable_by_key(|k| k.0);
+            // Built as they are batched (no list of 100k changes between),
+            // the entries that need the state looked up along one walk.
+            let mut walk = v.state().walk();
             let changes = keys
                 .into_iter()
-                .map(|(e, bits)| plan.change(v.state(), EntryId(e.to_be_bytes()), bits))
-                .collect::<Vec<_>>();
+                .map(|(e, bits)| plan.change(v.state(), &mut walk, EntryId(e.to_be_bytes()), bits));
             batch_flags(changes, self.cfg.flag_batch)
         };
         let ticket = self.new_ticket(ops.len());
