@@ -228,3 +228,14 @@ mod tests {
         assert_eq!(back, f);
     }
 }
+
+/// How STORE changes flags.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FlagMode {
+    /// +FLAGS
+    Add,
+    /// -FLAGS
+    Remove,
+    /// FLAGS
+    Replace,
+}

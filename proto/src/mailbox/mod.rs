@@ -16,7 +16,7 @@ mod intern;
 pub mod state;
 pub mod tree;
 
-pub use flag::{Flag, FlagError, Keyword};
+pub use flag::{Flag, FlagError, FlagMode, Keyword};
 pub use state::{
     batch_flags, EntryView, EntryWalk, FlagBits, FlagChange, MailboxOp, MailboxState,
     MAX_FLAG_BATCH, MAX_FLAG_BATCH_BYTES,

@@ -42,7 +42,7 @@
 //! An expunged entry keeps ~97 bytes (a tombstone must stay so that a late
 //! `Add` does not resurrect it).
 
-use super::flag::Flag;
+use super::flag::{Flag, FlagMode};
 use super::intern::Interner;
 use crate::ids::{BlobId, EntryId, OpId};
 use serde::{Deserialize, Serialize};
@@ -708,35 +708,23 @@ impl MailboxState {
         }
     }
 
-    /// [`MailboxState::add_flags`], the entry looked up along `walk`
-    /// (entries asked in ascending order: most lookups are a step).
-    pub fn add_flags_in(
+    /// The op of a STORE of `mode` on `entry` ([`MailboxState::add_flags`],
+    /// [`MailboxState::remove_flags`] or [`MailboxState::replace_flags`]),
+    /// the entry looked up along `walk` (entries asked in ascending order:
+    /// most lookups are a step).
+    pub fn store_op_in(
         &self,
         walk: &mut EntryWalk<'_>,
+        mode: FlagMode,
         entry: EntryId,
         flags: &[Flag],
     ) -> MailboxOp {
-        self.add_flags_of(entry, walk.get(&entry), flags)
-    }
-
-    /// [`MailboxState::remove_flags`] along `walk`.
-    pub fn remove_flags_in(
-        &self,
-        walk: &mut EntryWalk<'_>,
-        entry: EntryId,
-        flags: &[Flag],
-    ) -> MailboxOp {
-        self.remove_flags_of(entry, walk.get(&entry), flags)
-    }
-
-    /// [`MailboxState::replace_flags`] along `walk`.
-    pub fn replace_flags_in(
-        &self,
-        walk: &mut EntryWalk<'_>,
-        entry: EntryId,
-        flags: &[Flag],
-    ) -> MailboxOp {
-        self.replace_flags_of(entry, walk.get(&entry), flags)
+        let e = walk.get(&entry);
+        match mode {
+            FlagMode::Add => self.add_flags_of(entry, e, flags),
+            FlagMode::Remove => self.remove_flags_of(entry, e, flags),
+            FlagMode::Replace => self.replace_flags_of(entry, e, flags),
+        }
     }
 
     fn add_flags_of(&self, entry: EntryId, e: Option<&Entry>, flags: &[Flag]) -> MailboxOp {
@@ -1740,17 +1728,16 @@ mod tests {
         let backwards: Vec<EntryId> = ids.iter().rev().copied().collect();
         let flags = [Flag::Seen, kw("$A")];
         for asked in [&ids, &sparse, &every_other, &backwards] {
-            let mut w = (s.walk(), s.walk(), s.walk());
-            for &e in asked.iter() {
-                assert_eq!(s.add_flags_in(&mut w.0, e, &flags), s.add_flags(e, &flags));
-                assert_eq!(
-                    s.remove_flags_in(&mut w.1, e, &flags),
-                    s.remove_flags(e, &flags)
-                );
-                assert_eq!(
-                    s.replace_flags_in(&mut w.2, e, &flags),
-                    s.replace_flags(e, &flags)
-                );
+            for mode in [FlagMode::Add, FlagMode::Remove, FlagMode::Replace] {
+                let mut w = s.walk();
+                for &e in asked.iter() {
+                    let plain = match mode {
+                        FlagMode::Add => s.add_flags(e, &flags),
+                        FlagMode::Remove => s.remove_flags(e, &flags),
+                        FlagMode::Replace => s.replace_flags(e, &flags),
+                    };
+                    assert_eq!(s.store_op_in(&mut w, mode, e, &flags), plain);
+                }
             }
         }
     }

@@ -17,6 +17,7 @@
 mod index;
 mod view;
 
+pub use crate::mailbox::FlagMode;
 pub use index::Row;
 pub use view::{Event, MailboxView, Message};
 
@@ -466,11 +467,7 @@ impl StoreFlags {
                 };
             }
         }
-        match self.mode {
-            FlagMode::Add => st.add_flags_in(walk, entry, &self.flags),
-            FlagMode::Remove => st.remove_flags_in(walk, entry, &self.flags),
-            FlagMode::Replace => st.replace_flags_in(walk, entry, &self.flags),
-        }
+        st.store_op_in(walk, self.mode, entry, &self.flags)
     }
 }
 
@@ -2375,17 +2372,6 @@ pub struct NewMessage<'a> {
     pub flags: Vec<Flag>,
     /// INTERNALDATE, ms since the Unix epoch.
     pub internal_date_ms: i64,
-}
-
-/// How STORE changes flags.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum FlagMode {
-    /// +FLAGS
-    Add,
-    /// -FLAGS
-    Remove,
-    /// FLAGS
-    Replace,
 }
 
 fn record_no(key: &[u8]) -> u64 {
