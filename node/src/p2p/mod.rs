@@ -142,7 +142,12 @@ impl NetOut {
         }
         let bulk = matches!(
             msg,
-            PeerMsg::Sync(SyncMsg::Ops { .. } | SyncMsg::Chunk(_) | SyncMsg::WantChunks { .. })
+            PeerMsg::Sync(
+                SyncMsg::Ops { .. }
+                    | SyncMsg::Chunk(_)
+                    | SyncMsg::Push { .. }
+                    | SyncMsg::WantChunks { .. }
+            )
         );
         NetOut::Send {
             to,
