@@ -44,9 +44,6 @@ use std::sync::{Arc, Mutex};
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Default byte budget of an anti-entropy answer, and of one gossip message.
 pub const PAGE_BYTES: usize = 1024 * 1024;
-/// Most chunks one `Push` may carry (4 × 256 KiB = 1 MiB).
-pub const MAX_PUSH_CHUNKS: usize = 4;
-
 /// Most chunks one `WantChunks` may ask for (16 × 256 KiB = 4 MiB).
 pub const MAX_WANT_CHUNKS: usize = 16;
 /// Most logs one `Have` may list.
@@ -98,17 +95,6 @@ pub enum SyncMsg {
     },
     /// One blob chunk.
     Chunk(BlobChunk),
-    /// New ops pushed together with the blob chunks that came with them
-    /// (an APPEND's message and its announcement and entry): one message
-    /// per receiver instead of a `Gossip` and a `Chunk` each. Handled as the
-    /// `Gossip` of `ops` followed by a `Chunk` message per chunk. At most
-    /// [`MAX_PUSH_CHUNKS`] chunks; the others go as `Chunk` messages.
-    Push {
-        /// The ops, as in `Gossip`.
-        ops: Vec<Arc<Op>>,
-        /// Chunks of the user's blobs.
-        chunks: Vec<BlobChunk>,
-    },
     /// A user's account record.
     Account {
         /// The user.
@@ -185,12 +171,6 @@ impl SyncMsg {
                 .map(|o| o.payload.len() + OP_OVERHEAD)
                 .sum::<usize>(),
             SyncMsg::Chunk(c) => c.bytes.len(),
-            SyncMsg::Push { ops, chunks } => {
-                ops.iter()
-                    .map(|o| o.payload.len() + OP_OVERHEAD)
-                    .sum::<usize>()
-                    + chunks.iter().map(|c| c.bytes.len() + 64).sum::<usize>()
-            }
             _ => 0,
         }
     }
@@ -254,22 +234,6 @@ impl SyncMsg {
                 }
                 Ok(())
             }
-            SyncMsg::Push { ops, chunks } => {
-                ops.iter().try_for_each(|o| op_in_bounds(o))?;
-                if chunks.len() > MAX_PUSH_CHUNKS {
-                    return Err(SyncError::Invalid("too many chunks in Push"));
-                }
-                let user = ops.first().map(|o| o.user);
-                for c in chunks {
-                    if c.bytes.len() > CHUNK_BYTES {
-                        return Err(SyncError::Invalid("chunk too large"));
-                    }
-                    if user.is_some_and(|u| u != c.user) || c.user != chunks[0].user {
-                        return Err(SyncError::Invalid("chunk of another user in Push"));
-                    }
-                }
-                Ok(())
-            }
             SyncMsg::Account { record, .. } => {
                 if record.len() > MAX_ACCOUNT_BYTES {
                     return Err(SyncError::Invalid("account record too large"));
@@ -283,10 +247,6 @@ impl SyncMsg {
     pub fn user(&self) -> Option<UserId> {
         match self {
             SyncMsg::Gossip { ops } => ops.first().map(|o| o.user),
-            SyncMsg::Push { ops, chunks } => ops
-                .first()
-                .map(|o| o.user)
-                .or_else(|| chunks.first().map(|c| c.user)),
             SyncMsg::Have { user, .. }
             | SyncMsg::Ops { user, .. }
             | SyncMsg::WantChunks { user, .. }
@@ -791,48 +751,12 @@ mod tests {
                 index: 2,
                 bytes: vec![9; 100].into(),
             }),
-            SyncMsg::Push {
-                ops: vec![mk(LogId::Blobs, 2, 4, 0).into(), mk(mb, 2, 5, 1).into()],
-                chunks: vec![BlobChunk {
-                    user: user(),
-                    blob: BlobId([1; 16]),
-                    index: 0,
-                    bytes: vec![7; 50].into(),
-                }],
-            },
             SyncMsg::Account {
                 user: user(),
                 version: 2,
                 record: b"wrapped".to_vec(),
             },
         ]
-    }
-
-    #[test]
-    fn a_push_carries_few_chunks_of_its_user() {
-        let chunk = |u: UserId| BlobChunk {
-            user: u,
-            blob: BlobId([1; 16]),
-            index: 0,
-            bytes: vec![7; 10].into(),
-        };
-        let mb = LogId::Mailbox(MailboxId([3; 16]));
-        let many = SyncMsg::Push {
-            ops: vec![mk(mb, 2, 5, 1).into()],
-            chunks: vec![chunk(user()); MAX_PUSH_CHUNKS + 1],
-        };
-        assert!(SyncMsg::decode(&many.encode()).is_err());
-        let other = SyncMsg::Push {
-            ops: vec![mk(mb, 2, 5, 1).into()],
-            chunks: vec![chunk(UserId([9; 16]))],
-        };
-        assert!(SyncMsg::decode(&other.encode()).is_err());
-        let ok = SyncMsg::Push {
-            ops: vec![mk(mb, 2, 5, 1).into()],
-            chunks: vec![chunk(user()); MAX_PUSH_CHUNKS],
-        };
-        assert_eq!(SyncMsg::decode(&ok.encode()), Ok(ok.clone()));
-        assert_eq!(ok.user(), Some(user()));
     }
 
     #[test]

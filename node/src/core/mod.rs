@@ -487,14 +487,11 @@ fn finish_batch(st: &mut CoreState) {
                 }
                 sends.push(NetOut::send(to, &msg))
             }
-            // Message chunks (alone or pushed with their ops), and the
-            // sequencing protocol's messages to every member, go directly to
-            // each connected member: gossipsub would also forward them
-            // between the receivers.
+            // Message chunks, and the sequencing protocol's messages to
+            // every member, go directly to each connected member: gossipsub
+            // would also forward them between the receivers.
             Output::Broadcast {
-                msg:
-                    msg
-                    @ (PeerMsg::Sync(SyncMsg::Chunk(_) | SyncMsg::Push { .. }) | PeerMsg::Seq { .. }),
+                msg: msg @ (PeerMsg::Sync(SyncMsg::Chunk(_)) | PeerMsg::Seq { .. }),
                 ..
             } => {
                 if let PeerMsg::Seq { .. } = &msg {

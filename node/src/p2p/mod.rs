@@ -142,12 +142,7 @@ impl NetOut {
         }
         let bulk = matches!(
             msg,
-            PeerMsg::Sync(
-                SyncMsg::Ops { .. }
-                    | SyncMsg::Chunk(_)
-                    | SyncMsg::Push { .. }
-                    | SyncMsg::WantChunks { .. }
-            )
+            PeerMsg::Sync(SyncMsg::Ops { .. } | SyncMsg::Chunk(_) | SyncMsg::WantChunks { .. })
         );
         NetOut::Send {
             to,

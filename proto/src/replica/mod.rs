@@ -36,8 +36,8 @@ use crate::oplog::{BlobAnnounce, BlobChunk, Op, OpLogError, CHUNK_BYTES};
 use crate::seq::{Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
 use crate::store::{Store, StoreError};
 use crate::sync::{
-    answer_want_chunks, BlobInfo, SyncError, SyncMsg, UserLogs, MAX_MESSAGE_BYTES, MAX_PUSH_CHUNKS,
-    MAX_WANT_CHUNKS, PAGE_BYTES,
+    answer_want_chunks, BlobInfo, SyncError, SyncMsg, UserLogs, MAX_MESSAGE_BYTES, MAX_WANT_CHUNKS,
+    PAGE_BYTES,
 };
 use crate::{CryptoRng, FastMap, FastSet, RngCore};
 use serde::{Deserialize, Serialize};
@@ -175,7 +175,6 @@ impl PeerMsg {
                 SyncMsg::Ops { .. } => "sync_ops",
                 SyncMsg::WantChunks { .. } => "sync_want_chunks",
                 SyncMsg::Chunk(_) => "sync_chunk",
-                SyncMsg::Push { .. } => "sync_push",
                 SyncMsg::Account { .. } => "sync_account",
             },
             PeerMsg::Seq { msg, .. } => match msg {
@@ -741,53 +740,28 @@ impl<S: Store> Replica<S> {
     /// STORE or EXPUNGE over several messages makes an op per message):
     /// one message instead of one per op, and a receiver never sees them
     /// out of order, which it would take for a gap and ask about with a
-    /// `Have`. The blob chunks the batch pushes for a user it gossips ops
-    /// of (an APPEND's message) ride in the first page, as one `Push` (up
-    /// to [`MAX_PUSH_CHUNKS`]; more follow as `Chunk` messages): one
-    /// message per receiver instead of two.
+    /// `Have`.
     pub fn drain(&mut self) -> Vec<Output> {
         let out = std::mem::take(&mut self.out);
-        let mut gossips = 0;
-        let mut chunks = 0;
-        for o in &out {
-            match o {
-                Output::Broadcast {
-                    msg: PeerMsg::Sync(SyncMsg::Gossip { .. }),
-                    ..
-                } => gossips += 1,
-                Output::Broadcast {
-                    msg: PeerMsg::Sync(SyncMsg::Chunk(_)),
-                    ..
-                } => chunks += 1,
-                _ => {}
-            }
-        }
-        if gossips == 0 || (gossips == 1 && chunks == 0) {
+        let gossips = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Broadcast {
+                        msg: PeerMsg::Sync(SyncMsg::Gossip { .. }),
+                        ..
+                    }
+                )
+            })
+            .count();
+        if gossips < 2 {
             return out;
         }
-        let gossiped: Vec<UserId> = if chunks == 0 {
-            Vec::new()
-        } else {
-            let mut us: Vec<UserId> = out
-                .iter()
-                .filter_map(|o| match o {
-                    Output::Broadcast {
-                        user,
-                        msg: PeerMsg::Sync(SyncMsg::Gossip { .. }),
-                    } => Some(*user),
-                    _ => None,
-                })
-                .collect();
-            us.sort_unstable();
-            us.dedup();
-            us
-        };
         // Each user's gossiped ops, in output order, go where that user's
         // first Gossip was (one pass: the outputs are moved once, and a
-        // STORE over many messages has one event each), with the chunks
-        // pushed for that user.
+        // STORE over many messages has one event each).
         let mut ops: BTreeMap<UserId, Vec<Arc<Op>>> = BTreeMap::new();
-        let mut pushed: BTreeMap<UserId, Vec<BlobChunk>> = BTreeMap::new();
         let mut merged = Vec::with_capacity(out.len());
         let mut firsts: Vec<(usize, UserId)> = Vec::new();
         for o in out {
@@ -806,37 +780,22 @@ impl<S: Store> Replica<S> {
                         });
                     }
                 }
-                Output::Broadcast {
-                    user,
-                    msg: PeerMsg::Sync(SyncMsg::Chunk(c)),
-                } if gossiped.binary_search(&user).is_ok() => {
-                    pushed.entry(user).or_default().push(c);
-                }
                 o => merged.push(o),
             }
         }
         // Last first, so that pages inserted do not move the places before.
         for (at, user) in firsts.into_iter().rev() {
             let mine = ops.remove(&user).unwrap_or_default();
-            let mut msgs = SyncMsg::gossip(mine);
-            let mut cs = pushed.remove(&user).unwrap_or_default();
-            if !cs.is_empty() {
-                if let Some(SyncMsg::Gossip { ops }) = msgs.first_mut() {
-                    let ops = std::mem::take(ops);
-                    let n = cs.len().min(MAX_PUSH_CHUNKS);
-                    let chunks: Vec<BlobChunk> = cs.drain(..n).collect();
-                    msgs[0] = SyncMsg::Push { ops, chunks };
-                }
-            }
-            msgs.extend(cs.into_iter().map(SyncMsg::Chunk));
-            let mut outs = msgs.into_iter().map(|msg| Output::Broadcast {
-                user,
-                msg: PeerMsg::Sync(msg),
-            });
-            match outs.next() {
+            let mut pages = SyncMsg::gossip(mine)
+                .into_iter()
+                .map(|msg| Output::Broadcast {
+                    user,
+                    msg: PeerMsg::Sync(msg),
+                });
+            match pages.next() {
                 Some(first) => {
                     merged[at] = first;
-                    let rest: Vec<Output> = outs.collect();
+                    let rest: Vec<Output> = pages.collect();
                     if !rest.is_empty() {
                         merged.splice(at + 1..at + 1, rest);
                     }
@@ -2002,23 +1961,6 @@ impl<S: Store> Replica<S> {
             PeerMsg::Seq { user, mailbox, msg } => {
                 self.seq_mut(&user, mailbox).handle(now, from, msg);
                 self.pump(now, user, mailbox);
-            }
-            // A `Push` is its ops' `Gossip`, then a `Chunk` per chunk.
-            PeerMsg::Sync(m @ SyncMsg::Push { .. }) => {
-                if m.validate().is_err() {
-                    self.dropped += 1;
-                    return;
-                }
-                let SyncMsg::Push { ops, chunks } = m else {
-                    return;
-                };
-                let parts = std::iter::once(SyncMsg::Gossip { ops })
-                    .chain(chunks.into_iter().map(SyncMsg::Chunk));
-                for m in parts {
-                    if self.on_sync(now, from, m).is_err() {
-                        self.dropped += 1;
-                    }
-                }
             }
             PeerMsg::Sync(m) => {
                 // Peer input is untrusted: what fails is dropped and counted.

@@ -245,66 +245,6 @@ fn append_is_acknowledged_with_a_uid_and_replicates() {
     assert_eq!(body, b"Subject: m9\r\n\r\nm9\r\n");
 }
 
-/// An APPEND's message chunk leaves with its ops, as one `Push` per
-/// receiver, and the receivers read the message without asking for chunks.
-#[test]
-fn an_append_pushes_its_chunk_with_its_ops() {
-    let mut w = World::new(3);
-    let (user, inbox) = w.user();
-    let now = w.now;
-    let mut rng = ChaCha20Rng::seed_from_u64(11);
-    let raw = b"Subject: pushed\r\n\r\npushed\r\n";
-    w.node(1)
-        .append(
-            now,
-            &mut rng,
-            user,
-            inbox,
-            NewMessage {
-                raw,
-                flags: vec![],
-                internal_date_ms: 0,
-            },
-        )
-        .unwrap();
-    w.node(1).store_mut().flush().unwrap();
-    let outs = w.node(1).drain();
-    let kinds: Vec<&str> = outs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Broadcast {
-                msg: msg @ PeerMsg::Sync(_),
-                ..
-            } => Some(msg.kind()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(kinds, vec!["sync_push"], "one message per receiver");
-    let me = w.ids[1];
-    for o in outs {
-        match o {
-            Output::Broadcast { msg, .. } => {
-                for to in [w.ids[0], w.ids[2]] {
-                    w.queue.push_back((me, to, msg.clone()));
-                }
-            }
-            Output::Send { to, msg } => w.queue.push_back((me, to, msg)),
-            _ => {}
-        }
-    }
-    w.run(300);
-    w.assert_converged(user, inbox);
-    for i in [0, 2] {
-        let r = w.nodes[i].as_ref().unwrap();
-        let v = r.mailbox(&user, &inbox).unwrap();
-        let uid = v.uids().last().unwrap();
-        let body = r
-            .read_blob(&user, &v.message(uid).unwrap().view.blob)
-            .unwrap();
-        assert_eq!(body, raw);
-    }
-}
-
 /// Mail text is stored (and replicated) compressed, and reads back whole on
 /// every replica; a short message is stored as it is.
 #[test]
