@@ -282,9 +282,6 @@ const DENSE_SLACK: u64 = MAX_BEYOND as u64;
 struct Seqs {
     dense: Vec<Option<Arc<Op>>>,
     far: BTreeMap<u64, Arc<Op>>,
-    /// The contiguous prefix held (the origin's entry of the version
-    /// vector), kept here so that an insert looks one table up, not three.
-    top: u64,
 }
 
 impl Seqs {
@@ -343,6 +340,7 @@ pub struct OpLog {
     user: UserId,
     log: LogId,
     ops: BTreeMap<ReplicaId, Seqs>,
+    prefix: VClock<ReplicaId>,
     len: usize,
     /// Sum of the prefixes: `len - in_prefix` ops are held beyond a gap
     /// (usually none, and then [`OpLog::beyond`] looks at no origin).
@@ -356,6 +354,7 @@ impl OpLog {
             user,
             log,
             ops: BTreeMap::new(),
+            prefix: VClock::new(),
             len: 0,
             in_prefix: 0,
         }
@@ -418,33 +417,21 @@ impl OpLog {
         }
         per_origin.insert(seq, op);
         self.len += 1;
-        let old = per_origin.top;
+        let old = self.prefix.get(&origin);
         let mut top = old;
         while per_origin.get(top + 1).is_some() {
             top += 1;
         }
         if top > old {
-            per_origin.top = top;
+            self.prefix.dots.insert(origin, top);
             self.in_prefix += (top - old) as usize;
         }
         Ok(Inserted::New)
     }
 
     /// The version vector: per origin, the contiguous prefix held.
-    pub fn version(&self) -> VClock<ReplicaId> {
-        let mut v = VClock::new();
-        for (origin, per) in &self.ops {
-            if per.top > 0 {
-                v.dots.insert(*origin, per.top);
-            }
-        }
-        v
-    }
-
-    /// The contiguous prefix held of `origin`'s ops (its entry of
-    /// [`OpLog::version`]).
-    pub fn top(&self, origin: ReplicaId) -> u64 {
-        self.ops.get(&origin).map_or(0, |p| p.top)
+    pub fn version(&self) -> &VClock<ReplicaId> {
+        &self.prefix
     }
 
     /// Ids of ops held beyond a gap, ascending.
@@ -454,7 +441,8 @@ impl OpLog {
             .iter()
             .take_while(move |_| any)
             .flat_map(move |(origin, per)| {
-                per.since(per.top).map(|(seq, _)| OpId {
+                let p = self.prefix.get(origin);
+                per.since(p).map(|(seq, _)| OpId {
                     origin: *origin,
                     seq,
                 })
@@ -469,7 +457,7 @@ impl OpLog {
     /// What this log holds, to send in a `Have`.
     pub fn summary(&self) -> LogVersion {
         LogVersion {
-            prefix: self.version(),
+            prefix: self.prefix.clone(),
             beyond: self.beyond().take(MAX_BEYOND).collect(),
         }
     }

@@ -459,7 +459,7 @@ impl UserLogs {
                 return !peer.prefix.is_empty() || !peer.beyond.is_empty();
             };
             let prefix_lacking = peer.prefix.dots.iter().any(|(origin, &top)| {
-                let from = ours.top(*origin);
+                let from = ours.version().get(origin);
                 if top <= from {
                     return false;
                 }
@@ -568,7 +568,7 @@ impl UserLogs {
                 for op in ops {
                     let (origin, log) = (op.id.origin, op.log);
                     if self.insert_into(op, &mut rx) {
-                        let prefix = self.logs.get(&log).map_or(0, |l| l.top(origin));
+                        let prefix = self.logs.get(&log).map_or(0, |l| l.version().get(&origin));
                         let seq = rx.new_ops.last().map_or(0, |o| o.id.seq);
                         rx.send_have |= seq > prefix;
                     }
@@ -1079,7 +1079,7 @@ mod tests {
             prop_assert_eq!(to_a.len(), b0.difference(&a0).count());
             prop_assert_eq!(to_b.len(), a0.difference(&b0).count());
             for l in logs {
-                prop_assert_eq!(a.log(&l).map(|x| x.version()), b.log(&l).map(|x| x.version()));
+                prop_assert_eq!(a.log(&l).map(|x| x.version().clone()), b.log(&l).map(|x| x.version().clone()));
             }
             // Nothing left to exchange.
             let SyncMsg::Have { logs: hl, account_version, .. } = a.have() else { unreachable!() };

@@ -1226,7 +1226,7 @@ impl<S: Store> Replica<S> {
         self.record_no += 1;
         let u = self.users.get_mut(&user).ok_or(ReplicaError::NoSuchUser)?;
         let (prefix, beyond) = match u.logs.log(&log) {
-            Some(l) => (l.version(), l.beyond().collect()),
+            Some(l) => (l.version().clone(), l.beyond().collect()),
             None => (crdts::VClock::new(), Vec::new()),
         };
         let gone = u.not_unlocked();
@@ -1500,7 +1500,12 @@ impl<S: Store> Replica<S> {
     ) -> Result<Arc<Op>, ReplicaError> {
         let me = self.cfg.me;
         let hlc = self.hlc.now(now);
-        let seq = self.user_mut(&user).logs.log(&log).map_or(0, |l| l.top(me)) + 1;
+        let seq = self
+            .user_mut(&user)
+            .logs
+            .log(&log)
+            .map_or(0, |l| l.version().get(&me))
+            + 1;
         let id = OpId { origin: me, seq };
         let payload = payload(&Place::Op { user, log, op: id })?;
         let op = Arc::new(Op {
