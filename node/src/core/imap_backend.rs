@@ -5,6 +5,7 @@ use super::{CoreGone, CoreHandle, CoreState};
 use crate::imap::backend::{
     AuthError, Backend, BackendError, BackendResult, CopyOutcome, Durable, MailboxInfo,
     MailboxStatus, Mailboxes, MessageMeta, MessageState, NewMail, Selected, Snapshot, StoreOutcome,
+    StoreParts,
 };
 use crate::imap::summary::{summarize, SearchFields, Summary, SUMMARY_VERSION};
 use crate::node::Node;
@@ -184,29 +185,32 @@ impl UserMailboxes {
     }
 }
 
-/// The states of the UIDs `ok` (ascending) after a STORE: most rows share
-/// a few flag sets, each set's flags are read once.
-fn stored_states(v: &MailboxView, ok: &[u32]) -> Vec<MessageState> {
-    let mut last: Option<(FlagBits, Arc<[Flag]>)> = None;
-    v.rows_of(ok)
-        .map(|r| {
-            let flags = match &last {
-                Some((b, f)) if *b == r.flags => f.clone(),
-                _ => {
-                    let f: Arc<[Flag]> = v.flags_of(r).into();
-                    if r.flags.is_complete() {
-                        last = Some((r.flags, f.clone()));
-                    }
-                    f
+/// The states of `rows` after a STORE: most rows share a few flag sets,
+/// each set's flags are read once (`last` keeps the last one across calls).
+fn stored_states<'a>(
+    v: &MailboxView,
+    rows: impl Iterator<Item = &'a Row>,
+    last: &mut Option<(FlagBits, Arc<[Flag]>)>,
+) -> Vec<MessageState> {
+    let mut out = Vec::with_capacity(rows.size_hint().0);
+    for r in rows {
+        let flags = match &*last {
+            Some((b, f)) if *b == r.flags => f.clone(),
+            _ => {
+                let f: Arc<[Flag]> = v.flags_of(r).into();
+                if r.flags.is_complete() {
+                    *last = Some((r.flags, f.clone()));
                 }
-            };
-            MessageState {
-                uid: r.uid,
-                flags,
-                modseq: r.modseq,
+                f
             }
-        })
-        .collect()
+        };
+        out.push(MessageState {
+            uid: r.uid,
+            flags,
+            modseq: r.modseq,
+        });
+    }
+    out
 }
 
 impl Mailboxes for UserMailboxes {
@@ -607,15 +611,17 @@ impl Mailboxes for UserMailboxes {
         mode: FlagMode,
         flags: &[Flag],
         unchanged_since: Option<u64>,
-    ) -> BackendResult<(StoreOutcome, Durable)> {
+    ) -> BackendResult<(StoreOutcome, StoreParts, Durable)> {
         let (id, uids, flags, user) = (*mailbox, uids.to_vec(), flags.to_vec(), self.user);
-        // The answers go out as soon as the change is applied (the session
-        // formats them while the core flushes); `done` says when the
-        // change is durable.
+        // The outcome (what UNCHANGEDSINCE refused) goes out before the
+        // change is made, then each op's answers as soon as that op is
+        // applied (the session formats them while the core makes the next
+        // ops and flushes); `done` says when the change is durable.
         let (tx, rx) = tokio::sync::oneshot::channel::<BackendResult<StoreOutcome>>();
+        let (part_tx, part_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<MessageState>>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<BackendResult<()>>();
         self.core.run(move |st| {
-            let applied = (|| {
+            let named = (|| {
                 let v = st.replica.mailbox(&user, &id)?;
                 let mut uids = uids;
                 uids.sort_unstable();
@@ -627,35 +633,54 @@ impl Mailboxes for UserMailboxes {
                         _ => ok.push(r.uid),
                     }
                 }
-                let ticket = st.replica.store_flags(
-                    CoreState::now(),
-                    &mut st.rng,
-                    user,
-                    id,
-                    &ok,
-                    mode,
-                    &flags,
-                )?;
-                let updated = stored_states(st.replica.mailbox(&user, &id)?, &ok);
-                Ok((ticket, StoreOutcome { updated, modified }))
+                Ok((ok, modified))
             })();
-            match applied {
-                Ok((ticket, outcome)) => {
-                    let _ = tx.send(Ok(outcome));
-                    st.on_done(ticket, move |_, r| {
-                        let _ = done_tx.send(r.map(|_| ()).map_err(BackendError::Unavailable));
-                    });
+            let ok = match named {
+                Ok((ok, modified)) => {
+                    let _ = tx.send(Ok(StoreOutcome {
+                        updated: Vec::new(),
+                        modified,
+                    }));
+                    ok
                 }
                 Err(e) => {
                     let e = backend_error(e);
                     st.after_flush(move |_| {
                         let _ = tx.send(Err(e));
                     });
+                    return;
+                }
+            };
+            let mut last = None;
+            let ticket = st.replica.store_flags_with(
+                CoreState::now(),
+                &mut st.rng,
+                user,
+                id,
+                &ok,
+                mode,
+                &flags,
+                |v, uids| {
+                    let part =
+                        stored_states(v, uids.iter().filter_map(|u| v.row_of(*u)), &mut last);
+                    let _ = part_tx.send(part);
+                },
+            );
+            drop(part_tx);
+            match ticket {
+                Ok(ticket) => st.on_done(ticket, move |_, r| {
+                    let _ = done_tx.send(r.map(|_| ()).map_err(BackendError::Unavailable));
+                }),
+                Err(e) => {
+                    let e = backend_error(e);
+                    st.after_flush(move |_| {
+                        let _ = done_tx.send(Err(e));
+                    });
                 }
             }
         })?;
         let outcome = rx.await.map_err(|_| BackendError::from(CoreGone))??;
-        Ok((outcome, Durable::after(done_rx)))
+        Ok((outcome, StoreParts::from(part_rx), Durable::after(done_rx)))
     }
 
     async fn expunge(&self, mailbox: &MailboxId, uids: &[u32]) -> BackendResult<Vec<u32>> {

@@ -177,6 +177,30 @@ pub struct StoreOutcome {
     pub modified: Vec<u32>,
 }
 
+/// The rest of a STORE's answers, in parts, as the backend applies the
+/// change (each part's UIDs ascending, the parts in no order: IMAP lets
+/// untagged FETCH answers come in any order), so that a session formats
+/// and sends them while the next parts are made.
+#[derive(Debug, Default)]
+pub struct StoreParts(Option<tokio::sync::mpsc::UnboundedReceiver<Vec<MessageState>>>);
+
+impl StoreParts {
+    /// No further parts.
+    pub fn none() -> Self {
+        StoreParts(None)
+    }
+
+    /// The parts `rx` gives until its sender is dropped.
+    pub fn from(rx: tokio::sync::mpsc::UnboundedReceiver<Vec<MessageState>>) -> Self {
+        StoreParts(Some(rx))
+    }
+
+    /// The next part, or `None` once all were given.
+    pub async fn next(&mut self) -> Option<Vec<MessageState>> {
+        self.0.as_mut()?.recv().await
+    }
+}
+
 /// A change answered before it is durable (STORE: its answers may go out
 /// while the store flushes): [`Durable::wait`] ends once it is durable,
 /// with the flush's result. The tagged OK waits for it.
@@ -368,8 +392,9 @@ pub trait Mailboxes: Send + Sync + 'static {
 
     /// STORE: changes the flags of the UIDs that exist, except those whose
     /// MODSEQ is above `unchanged_since` (CONDSTORE), which are reported.
-    /// The outcome comes as soon as the change is applied, before it is
-    /// durable: the second value says when it is.
+    /// The outcome comes as soon as the change is started, before it is
+    /// durable: the second value gives further answers as the change is
+    /// applied, the third says when it is durable.
     fn store(
         &self,
         mailbox: &MailboxId,
@@ -377,7 +402,7 @@ pub trait Mailboxes: Send + Sync + 'static {
         mode: FlagMode,
         flags: &[Flag],
         unchanged_since: Option<u64>,
-    ) -> impl Future<Output = BackendResult<(StoreOutcome, Durable)>> + Send;
+    ) -> impl Future<Output = BackendResult<(StoreOutcome, StoreParts, Durable)>> + Send;
 
     /// Expunges exactly these UIDs (the IMAP layer picks the `\Deleted`
     /// ones); returns those that were expunged.

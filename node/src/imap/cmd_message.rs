@@ -794,7 +794,12 @@ impl<B: Backend> Session<B> {
                     .store(&id, &unseen, FlagMode::Add, &[Flag::Seen], None)
                     .await
                 {
-                    Ok((out, durable)) => durable.wait().await.map(|()| out),
+                    Ok((mut out, mut parts, durable)) => {
+                        while let Some(p) = parts.next().await {
+                            out.updated.extend(p);
+                        }
+                        durable.wait().await.map(|()| out)
+                    }
                     Err(e) => Err(e),
                 };
                 if let Ok(out) = stored {
@@ -907,40 +912,48 @@ impl<B: Backend> Session<B> {
             Ok(u) => u,
             Err(r) => return r,
         };
-        let (out, durable) = match user.store(&id, &uids, mode, &flags, unchanged_since).await {
-            Ok(o) => o,
-            Err(e) => return backend_err(e),
-        };
-        // The answers (UIDs ascending) and the MODSEQs noted in walks over
-        // the session's UIDs, a slice at a time: each slice's lines go out
-        // while the next is formatted and the core makes the change durable
-        // (only the tagged OK waits for that).
+        let (out, mut parts, durable) =
+            match user.store(&id, &uids, mode, &flags, unchanged_since).await {
+                Ok(o) => o,
+                Err(e) => return backend_err(e),
+            };
+        // The answers (UIDs ascending within a part) and the MODSEQs noted
+        // in walks over the session's UIDs, a part (or slice) at a time:
+        // each part's lines go out while the backend makes the next parts
+        // and the change durable (only the tagged OK waits for that).
         let (answer, with_uid, condstore) = (
             response == StoreResponse::Answer,
             uid || self.qresync,
             self.condstore,
         );
-        for part in out.updated.chunks(STORE_SLICE) {
-            let mut buf = self.take_output();
-            if answer {
-                // ~40 bytes a line: no regrowth while a slice is written.
-                buf.reserve(part.len() * 48);
+        let mut part = out.updated;
+        loop {
+            for slice in part.chunks(STORE_SLICE) {
+                let mut buf = self.take_output();
+                if answer {
+                    // ~40 bytes a line: no regrowth while a slice is written.
+                    buf.reserve(slice.len() * 48);
+                }
+                if let Some(sel) = self.selected.as_mut() {
+                    sel.note_modseqs(
+                        slice,
+                        |st| (st.uid, st.modseq),
+                        |seq, st| {
+                            if answer && seq > 0 {
+                                let (u, f, m) = (st.uid, &st.flags, st.modseq);
+                                write_flags_update(&mut buf, seq, u, f, m, with_uid, condstore);
+                            }
+                        },
+                    );
+                }
+                self.put_output(buf);
+                if self.maybe_flush().await.is_err() {
+                    return Reply::no("Connection lost");
+                }
             }
-            if let Some(sel) = self.selected.as_mut() {
-                sel.note_modseqs(
-                    part,
-                    |st| (st.uid, st.modseq),
-                    |seq, st| {
-                        if answer && seq > 0 {
-                            let (u, f, m) = (st.uid, &st.flags, st.modseq);
-                            write_flags_update(&mut buf, seq, u, f, m, with_uid, condstore);
-                        }
-                    },
-                );
-            }
-            self.put_output(buf);
-            if self.maybe_flush().await.is_err() {
-                return Reply::no("Connection lost");
+            match parts.next().await {
+                Some(p) => part = p,
+                None => break,
             }
         }
         if let Err(e) = durable.wait().await {

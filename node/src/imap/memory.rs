@@ -426,7 +426,7 @@ impl Mailboxes for MemoryMailboxes {
         mode: FlagMode,
         flags: &[Flag],
         unchanged_since: Option<u64>,
-    ) -> BackendResult<(StoreOutcome, Durable)> {
+    ) -> BackendResult<(StoreOutcome, StoreParts, Durable)> {
         let mut acc = self.acc();
         let b = acc.get(mailbox)?;
         let mut out = StoreOutcome::default();
@@ -468,7 +468,7 @@ impl Mailboxes for MemoryMailboxes {
                 let _ = b.tx.send(one(Event::FlagsMany(changed.into())));
             }
         }
-        Ok((out, Durable::now()))
+        Ok((out, StoreParts::none(), Durable::now()))
     }
 
     async fn expunge(&self, mailbox: &MailboxId, uids: &[u32]) -> BackendResult<Vec<u32>> {

@@ -344,16 +344,31 @@ impl SelectedBox {
 
 /// The first position at or after `from` whose UID is not below `uid`
 /// (`uids` ascending): a galloping search, so that a walk over ascending
-/// UIDs costs the logarithm of each step rather than of the mailbox.
+/// UIDs costs the logarithm of each step rather than of the mailbox. UIDs
+/// strictly ascend, so the answer is at most `uid - uids[from]` positions
+/// on: on dense UIDs one read finds it (a STORE's answers and events come
+/// op by op, each op's UIDs a sparse ascending run).
 fn position_from(uids: &[u32], from: usize, uid: u32) -> usize {
-    let rest = &uids[from.min(uids.len())..];
+    let from = from.min(uids.len());
+    let rest = &uids[from..];
+    let Some(&first) = rest.first() else {
+        return from;
+    };
+    if first >= uid {
+        return from;
+    }
+    let d = ((uid - first) as usize).min(rest.len());
+    if rest[d - 1] < uid {
+        return from + d;
+    }
+    let rest = &rest[..d];
     let mut end = 1;
     while end < rest.len() && rest[end - 1] < uid {
         end *= 2;
     }
     // Every UID before `start` is below `uid` (the doubling went past it).
     let (start, end) = (if end > 1 { end / 2 } else { 0 }, end.min(rest.len()));
-    from.min(uids.len()) + start + rest[start..end].partition_point(|&u| u < uid)
+    from + start + rest[start..end].partition_point(|&u| u < uid)
 }
 
 /// Inclusive ranges of a set, `*` being `max`, each low ≤ high.
@@ -511,6 +526,23 @@ mod tests {
             }
         }
         assert_eq!(position_from(&[], 0, 5), 0);
+        // Dense, with a jump, and sparse: against a plain search.
+        let sets: [Vec<u32>; 3] = [
+            (1..=300).collect(),
+            (1..=100).chain(262_245..=262_400).collect(),
+            (1..80).map(|u| u * u).collect(),
+        ];
+        for uids in sets {
+            let max = *uids.last().unwrap() + 3;
+            for from in (0..uids.len() + 2).step_by(7) {
+                for uid in (0..max).step_by(13).chain([max, 262_300]) {
+                    let want = from.min(uids.len()).max(uids.partition_point(|&u| u < uid));
+                    if uids[..from.min(uids.len())].iter().all(|&u| u < uid) {
+                        assert_eq!(position_from(&uids, from, uid), want, "{from} {uid}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

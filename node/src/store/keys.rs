@@ -78,8 +78,15 @@ pub fn op_key(user: &UserId, log: &LogId, id: &OpId) -> Vec<u8> {
 pub struct OpValue<'a> {
     hlc: u64,
     uids: u32,
-    #[serde(borrow)]
+    /// Written as bytes: serde sees a slice as a sequence, which postcard
+    /// wrote one byte at a time through the serializer; as bytes it writes
+    /// the same thing (a varint length, then the raw bytes) in one copy.
+    #[serde(borrow, serialize_with = "as_bytes")]
     payload: &'a [u8],
+}
+
+fn as_bytes<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(v)
 }
 
 /// Value stored for an op.
@@ -175,6 +182,40 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The op value as written before its payload was written as bytes.
+    #[derive(Serialize)]
+    struct SeqOpValue<'a> {
+        hlc: u64,
+        uids: u32,
+        payload: &'a [u8],
+    }
+
+    #[test]
+    fn op_value_encoding_is_unchanged() {
+        let payload: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let op = Op {
+            user: UserId([1; 16]),
+            log: LogId::Blobs,
+            id: OpId {
+                origin: ReplicaId(9),
+                seq: 4,
+            },
+            hlc: Timestamp(123_456_789),
+            uids: 2,
+            payload: payload.clone().into(),
+        };
+        let old = postcard::to_allocvec(&SeqOpValue {
+            hlc: op.hlc.0,
+            uids: op.uids,
+            payload: &payload,
+        })
+        .unwrap();
+        let new = op_value(&op).unwrap();
+        assert_eq!(new, old);
+        let key = op_key(&op.user, &op.log, &op.id);
+        assert_eq!(decode_op(&key, &new).unwrap(), op);
+    }
 
     #[test]
     fn log_encoding_orders_like_log_id() {

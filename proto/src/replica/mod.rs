@@ -1817,7 +1817,28 @@ impl<S: Store> Replica<S> {
         mode: FlagMode,
         flags: &[Flag],
     ) -> Result<Ticket, ReplicaError> {
-        let ops = {
+        self.store_flags_with(now, rng, user, mailbox, uids, mode, flags, |_, _| {})
+    }
+
+    /// [`Replica::store_flags`], telling `written` each op's UIDs (ascending)
+    /// with the view just after that op was written and applied, then the
+    /// named UIDs that no op changes: a driver can answer a STORE over many
+    /// messages op by op while the next ops are made (IMAP lets a server
+    /// send its untagged FETCH answers in any order). Every named UID is
+    /// told once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_flags_with<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+        user: UserId,
+        mailbox: MailboxId,
+        uids: &[u32],
+        mode: FlagMode,
+        flags: &[Flag],
+        mut written: impl FnMut(&MailboxView, &[u32]),
+    ) -> Result<Ticket, ReplicaError> {
+        let (ops, keys) = {
             let v = self.mailbox(&user, &mailbox)?;
             let plan = StoreFlags::new(v.state(), mode, flags);
             // In entry order, so that each op's entries are one run of the
@@ -1827,22 +1848,44 @@ impl<S: Store> Replica<S> {
             // a change needs of a row is copied out in UID order (one pass
             // over the rows) and sorted, instead of reading the rows in
             // entry order (a cache miss each).
-            let mut keys: Vec<(u128, FlagBits)> = rows_named(v, uids)?
+            let mut keys: Vec<(u128, FlagBits, u32)> = rows_named(v, uids)?
                 .into_iter()
-                .map(|r| (u128::from_be_bytes(r.entry.0), r.flags))
+                .map(|r| (u128::from_be_bytes(r.entry.0), r.flags, r.uid))
                 .collect();
             keys.sort_unstable_by_key(|k| k.0);
             // Built as they are batched (no list of 100k changes between),
             // the entries that need the state looked up along one walk.
             let mut walk = v.state().walk();
-            let changes = keys
-                .into_iter()
-                .map(|(e, bits)| plan.change(v.state(), &mut walk, EntryId(e.to_be_bytes()), bits));
-            batch_flags(changes, self.cfg.flag_batch)
+            let changes = keys.iter().map(|&(e, bits, _)| {
+                plan.change(v.state(), &mut walk, EntryId(e.to_be_bytes()), bits)
+            });
+            (batch_flags(changes, self.cfg.flag_batch), keys)
         };
         let ticket = self.new_ticket(ops.len());
+        // The ops' entries ascend like `keys` (batching keeps the order):
+        // one merge gives each op's UIDs and those no op changes.
+        let (mut next, mut unchanged, mut op_uids) = (0usize, Vec::new(), Vec::new());
         for m in ops {
+            op_uids.clear();
+            for e in m.targets() {
+                let e = u128::from_be_bytes(e.0);
+                while let Some(&(k, _, uid)) = keys.get(next) {
+                    next += 1;
+                    if k == e {
+                        op_uids.push(uid);
+                        break;
+                    }
+                    unchanged.push(uid);
+                }
+            }
             self.write_mailbox_op(now, rng, user, mailbox, m, Some(Pending::Change { ticket }))?;
+            op_uids.sort_unstable();
+            written(self.mailbox(&user, &mailbox)?, &op_uids);
+        }
+        unchanged.extend(keys.get(next..).unwrap_or_default().iter().map(|k| k.2));
+        if !unchanged.is_empty() {
+            unchanged.sort_unstable();
+            written(self.mailbox(&user, &mailbox)?, &unchanged);
         }
         Ok(ticket)
     }

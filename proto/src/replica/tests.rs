@@ -384,6 +384,98 @@ fn store_over_many_uids_is_a_few_ops_sharing_modseqs() {
     }
 }
 
+/// `store_flags_with` tells each named UID once: each op's UIDs (ascending)
+/// as the op is written, with the view showing that op's change, then
+/// those no op changes.
+#[test]
+fn store_flags_with_tells_each_op_its_uids() {
+    let mut w = World::new(1);
+    let (user, inbox) = w.user();
+    let tickets: Vec<Ticket> = (0..7)
+        .map(|i| w.append(0, user, inbox, &format!("m{i}")))
+        .collect();
+    w.run(300);
+    let uids: Vec<u32> = tickets.iter().map(|t| w.appended_uid(0, *t)).collect();
+    let now = w.now;
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    // Two of the seven get \Seen first: removing it changes only those.
+    w.node(0)
+        .store_flags(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &uids[2..4],
+            FlagMode::Add,
+            &[Flag::Seen],
+        )
+        .unwrap();
+    w.flush(0);
+    w.run(300);
+    let mut told: Vec<(Vec<u32>, Vec<Vec<Flag>>)> = Vec::new();
+    w.node(0)
+        .store_flags_with(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &uids,
+            FlagMode::Remove,
+            &[Flag::Seen],
+            |v, us| {
+                told.push((
+                    us.to_vec(),
+                    us.iter()
+                        .map(|u| v.message(*u).unwrap().view.flags.clone())
+                        .collect(),
+                ));
+            },
+        )
+        .unwrap();
+    // One op over the two (batches of 3), then the five unchanged.
+    assert_eq!(told.len(), 2, "{told:?}");
+    let mut changed = uids[2..4].to_vec();
+    changed.sort_unstable();
+    assert_eq!(told[0].0, changed);
+    assert!(told[0].1.iter().all(|f| f.is_empty()));
+    let mut rest: Vec<u32> = uids
+        .iter()
+        .filter(|u| !changed.contains(u))
+        .copied()
+        .collect();
+    rest.sort_unstable();
+    assert_eq!(told[1].0, rest);
+    // Over all seven, adding: three ops of 3, 3 and 1 UIDs, ascending each.
+    told.clear();
+    w.node(0)
+        .store_flags_with(
+            now,
+            &mut rng,
+            user,
+            inbox,
+            &uids,
+            FlagMode::Add,
+            &[Flag::Flagged],
+            |v, us| {
+                assert!(us
+                    .iter()
+                    .all(|u| v.message(*u).unwrap().view.flags == [Flag::Flagged]));
+                told.push((us.to_vec(), Vec::new()));
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        told.iter().map(|t| t.0.len()).collect::<Vec<_>>(),
+        [3, 3, 1]
+    );
+    assert!(told.iter().all(|t| t.0.windows(2).all(|p| p[0] < p[1])));
+    let mut all: Vec<u32> = told.iter().flat_map(|t| t.0.clone()).collect();
+    all.sort_unstable();
+    let mut want = uids.clone();
+    want.sort_unstable();
+    assert_eq!(all, want);
+}
+
 #[test]
 fn add_flag_vs_remove_flag_add_wins_across_replicas() {
     let mut w = World::new(3);
