@@ -1291,13 +1291,13 @@ impl World {
         let behind = |e: &EntryId| {
             nodes.iter().enumerate().any(|(j, n)| {
                 j != node
-                    && n.replica
-                        .as_ref()
-                        .and_then(|r| r.mailbox(&user, &mb).ok())
-                        .is_some_and(|v| {
-                            v.shown_ops()
-                                .any(|(op, _)| !view.is_shown(op) && v.touched(op, e))
+                    && n.replica.as_ref().is_some_and(|r| {
+                        r.mailbox(&user, &mb).is_ok_and(|v| {
+                            v.shown_ops().any(|(op, _)| {
+                                !view.is_shown(op) && r.op_touches(&user, &mb, op, e)
+                            })
                         })
+                    })
             })
         };
         let b = self.clients[c].boxes.entry(mb).or_default();

@@ -33,7 +33,7 @@ use crate::mailbox::{
     SpecialUse, TreeOp, MAX_FLAG_BATCH,
 };
 use crate::oplog::{BlobAnnounce, BlobChunk, Op, OpLogError, CHUNK_BYTES};
-use crate::seq::{Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
+use crate::seq::{Assign, Fate, SeqMsg, SeqOutput, SeqParams, SeqRecord, Sequencer};
 use crate::store::{Store, StoreError};
 use crate::sync::{
     answer_want_chunks, BlobInfo, SyncError, SyncMsg, UserLogs, MAX_MESSAGE_BYTES, MAX_WANT_CHUNKS,
@@ -1160,9 +1160,15 @@ impl<S: Store> Replica<S> {
             let Some(un) = u.unlocked.as_mut() else {
                 continue;
             };
-            let view = view_for(un, *mb);
+            view_for(un, *mb);
+            let Some(view) = un.boxes.get_mut(mb) else {
+                continue;
+            };
             let shown = view.restore(recs);
             for (op, a) in shown {
+                if view.lacks_targets(&op, &a) {
+                    give_targets(&u.logs, &un.secrets, view, *mb, op);
+                }
                 view.reshow(op, a);
             }
         }
@@ -1423,6 +1429,50 @@ impl<S: Store> Replica<S> {
     fn unlocked(&self, user: &UserId) -> Result<&Unlocked, ReplicaError> {
         let u = self.users.get(user).ok_or(ReplicaError::NoSuchUser)?;
         u.unlocked.as_ref().ok_or_else(|| u.not_unlocked())
+    }
+
+    /// A mailbox's view about to be fed a decision of `op`: if the op is a
+    /// settled flag change or expunge that `assign` would give new values
+    /// (a re-decision), its entries are given back from its log first.
+    fn view_deciding(
+        &mut self,
+        user: &UserId,
+        mb: &MailboxId,
+        op: &OpId,
+        assign: &Assign,
+    ) -> Option<&mut MailboxView> {
+        let u = self.users.get_mut(user)?;
+        let un = u.unlocked.as_mut()?;
+        let view = un.boxes.get_mut(mb)?;
+        if view.lacks_targets(op, assign) {
+            give_targets(&u.logs, &un.secrets, view, *mb, *op);
+        }
+        Some(view)
+    }
+
+    /// Whether `op`, in this replica's log of the mailbox, adds `entry`,
+    /// changes its flags or expunges it (for the simulator's checks: it
+    /// decrypts the op).
+    pub fn op_touches(
+        &self,
+        user: &UserId,
+        mailbox: &MailboxId,
+        op: &OpId,
+        entry: &EntryId,
+    ) -> bool {
+        let (Some(u), Ok(un)) = (self.users.get(user), self.unlocked(user)) else {
+            return false;
+        };
+        let payload = u
+            .logs
+            .log(&LogId::Mailbox(*mailbox))
+            .and_then(|l| l.get(op))
+            .and_then(|o| decrypt_mailbox_op(&un.secrets, o).ok());
+        match payload {
+            Some(MailboxOp::Add { entry: added, .. }) => added == *entry,
+            Some(p) => p.targets().contains(entry),
+            None => false,
+        }
     }
 
     fn view_mut(&mut self, user: &UserId, mb: &MailboxId) -> Option<&mut MailboxView> {
@@ -2191,11 +2241,15 @@ impl<S: Store> Replica<S> {
             return;
         };
         for (op, a, fate) in assigns {
-            let fx = match self.view_mut(&user, &mb) {
+            let fx = match self.view_deciding(&user, &mb, &op, &a) {
                 Some(v) => v.on_decided(op, a, fate),
                 None => return,
             };
             self.effects(now, user, mb, fx);
+        }
+        // Every decision is fed again: what is settled now keeps no entries.
+        if let Some(v) = self.view_mut(&user, &mb) {
+            v.forget_settled_targets();
         }
         self.pump(now, user, mb);
     }
@@ -2324,7 +2378,7 @@ impl<S: Store> Replica<S> {
                         },
                     }),
                     SeqOutput::Decided { op, assign, fate } => {
-                        let fx = match self.view_mut(&user, &mb) {
+                        let fx = match self.view_deciding(&user, &mb, &op, &assign) {
                             Some(v) => v.on_decided(op, assign, fate),
                             None => match self.sealed_waiting.remove(&(user, mb, op)) {
                                 true => vec![Effect::Shown { op, assign }],
@@ -2480,6 +2534,24 @@ fn uidvalidity_for(un: &Unlocked, mb: MailboxId) -> u32 {
         return (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff) | 1;
     }
     un.created.get(&mb).map_or(0, |t| uidvalidity_of(*t))
+}
+
+/// Gives a view back the entries of a shown op it dropped when the op
+/// settled, from the op's payload in its log.
+fn give_targets(
+    logs: &UserLogs,
+    secrets: &UserSecrets,
+    view: &mut MailboxView,
+    mb: MailboxId,
+    op: OpId,
+) {
+    let payload = logs
+        .log(&LogId::Mailbox(mb))
+        .and_then(|l| l.get(&op))
+        .and_then(|o| decrypt_mailbox_op(secrets, o).ok());
+    if let Some(p) = payload {
+        view.set_targets(op, p.targets());
+    }
 }
 
 fn view_for(un: &mut Unlocked, mb: MailboxId) -> &mut MailboxView {

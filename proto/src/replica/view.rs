@@ -118,8 +118,12 @@ pub struct MailboxView {
     held: FastMap<OpId, MailboxOp>,
     /// Ops shown, with their values (and the entry of an `Add`).
     shown: FastMap<OpId, Shown>,
-    /// The entries a flag change or expunge targets (its MODSEQ may be
-    /// replaced later).
+    /// The entries a shown flag change or expunge names, while its values
+    /// may still change here (shown at a provisional value, or at one a
+    /// final value not shown yet supersedes). Dropped once the op is shown
+    /// at its final value, so that they do not pile up over STOREs; a later
+    /// re-decision of the op (a `Resequence` asked elsewhere) gets them
+    /// back from the op's log first ([`MailboxView::lacks_targets`]).
     targets: FastMap<OpId, Vec<EntryId>>,
     /// UID and MODSEQ of each entry that has a UID (shown, or shown and
     /// expunged: an entry not expunged is shown under its UID here).
@@ -481,6 +485,7 @@ impl MailboxView {
             self.todo.remove(&op);
             self.order_of.remove(&op);
             self.unsettled.remove(&op);
+            self.targets.remove(&op);
             return;
         }
         if self.shown.contains_key(&op) {
@@ -539,6 +544,8 @@ impl MailboxView {
             self.asked.remove(op);
             self.unsettled.remove(op);
             self.expose(*op, a, fx);
+            // Shown at its final value: settled.
+            self.targets.remove(op);
         }
         // What lies below the marks needs new values (whether its op has
         // arrived or not): ask once per decision.
@@ -783,11 +790,33 @@ impl MailboxView {
         self.vanished.values().any(|v| v.contains(&uid))
     }
 
-    /// Whether `op`, shown here, added `entry`, changed its flags or
-    /// expunged it (for the simulator's checks).
-    pub fn touched(&self, op: &OpId, entry: &EntryId) -> bool {
-        self.shown.get(op).and_then(|s| s.added.as_ref()) == Some(entry)
-            || self.targets.get(op).is_some_and(|t| t.contains(entry))
+    /// Whether `op` is a flag change or expunge shown here whose entries
+    /// were dropped when it settled: before it gets new values, the caller
+    /// gives them back ([`MailboxView::set_targets`]) from its payload.
+    /// (Only when `assign` would change its values.)
+    pub(crate) fn lacks_targets(&self, op: &OpId, assign: &Assign) -> bool {
+        self.shown
+            .get(op)
+            .is_some_and(|s| s.added.is_none() && s.assign != *assign)
+            && !self.targets.contains_key(op)
+    }
+
+    /// The entries a shown op names, read again from its payload.
+    pub(crate) fn set_targets(&mut self, op: OpId, entries: Vec<EntryId>) {
+        self.targets.insert(op, entries);
+    }
+
+    /// Drops the entries of every op that is settled (shown at its final
+    /// value, nothing left to show of it): after the decisions were fed
+    /// again (an unlock's replay), and for checkpoints that kept them all.
+    pub(crate) fn forget_settled_targets(&mut self) {
+        self.targets
+            .retain(|op, _| self.unsettled.contains(op) || self.todo.contains_key(op));
+    }
+
+    /// How many ops' entries the view keeps (for tests).
+    pub fn kept_targets(&self) -> usize {
+        self.targets.len()
     }
 
     /// Ops shown (for tests and the simulator's checks).
@@ -1065,9 +1094,10 @@ mod tests {
                 },
             })
             .collect();
+        let batch = MailboxOp::FlagsBatch { changes };
         let fx = v.on_op(
             b,
-            MailboxOp::FlagsBatch { changes },
+            batch.clone(),
             fin(10, 0).map(|(mut a, f)| {
                 a.uids.clear();
                 (a, f)
@@ -1091,15 +1121,18 @@ mod tests {
         spaces.note_final(&[3], 12);
         assert_eq!(v.changed_since(3, &spaces).0, vec![1, 2, 3]);
         assert!(v.changed_since(10, &spaces).0.is_empty());
-        // New values for the op (re-sequenced): every entry follows.
-        v.on_decided(
-            b,
-            Assign {
-                modseq: 12,
-                uids: smallvec::SmallVec::new(),
-            },
-            Fate::Final,
-        );
+        // Shown at its final value: settled, its entries are not kept.
+        assert_eq!(v.kept_targets(), 0);
+        // New values for the op (re-sequenced): the replica gives the
+        // entries back from the op's payload, and every entry follows.
+        let again = Assign {
+            modseq: 12,
+            uids: smallvec::SmallVec::new(),
+        };
+        assert!(v.lacks_targets(&b, &again));
+        v.set_targets(b, batch.targets());
+        v.on_decided(b, again, Fate::Final);
+        assert_eq!(v.kept_targets(), 0);
         for uid in 1..=3 {
             assert_eq!(v.message(uid).unwrap().modseq, 12, "uid {uid}");
         }
