@@ -1463,12 +1463,7 @@ impl<S: Store> Replica<S> {
         let (Some(u), Ok(un)) = (self.users.get(user), self.unlocked(user)) else {
             return false;
         };
-        let payload = u
-            .logs
-            .log(&LogId::Mailbox(*mailbox))
-            .and_then(|l| l.get(op))
-            .and_then(|o| decrypt_mailbox_op(&un.secrets, o).ok());
-        match payload {
+        match logged_payload(&u.logs, &un.secrets, *mailbox, op) {
             Some(MailboxOp::Add { entry: added, .. }) => added == *entry,
             Some(p) => p.targets().contains(entry),
             None => false,
@@ -2545,13 +2540,20 @@ fn give_targets(
     mb: MailboxId,
     op: OpId,
 ) {
-    let payload = logs
-        .log(&LogId::Mailbox(mb))
-        .and_then(|l| l.get(&op))
-        .and_then(|o| decrypt_mailbox_op(secrets, o).ok());
-    if let Some(p) = payload {
+    if let Some(p) = logged_payload(logs, secrets, mb, &op) {
         view.set_targets(op, p.targets());
     }
+}
+
+/// The payload of a mailbox op this replica holds, decrypted.
+fn logged_payload(
+    logs: &UserLogs,
+    secrets: &UserSecrets,
+    mb: MailboxId,
+    op: &OpId,
+) -> Option<MailboxOp> {
+    let op = logs.log(&LogId::Mailbox(mb))?.get(op)?;
+    decrypt_mailbox_op(secrets, op).ok()
 }
 
 fn view_for(un: &mut Unlocked, mb: MailboxId) -> &mut MailboxView {

@@ -282,15 +282,21 @@ fn compressible_mail_is_stored_compressed_and_reads_back_whole() {
 /// of a batch gets that op's MODSEQ; a concurrent -FLAGS of one entry on
 /// another replica loses to the batch's add there (add wins); duplicated
 /// delivery of every message changes nothing; replicas converge.
-#[test]
-fn store_over_many_uids_is_a_few_ops_sharing_modseqs() {
-    let mut w = World::new(3);
+/// A user whose INBOX holds seven messages appended on node 0, and their UIDs.
+fn seven_messages(w: &mut World) -> (UserId, MailboxId, Vec<u32>) {
     let (user, inbox) = w.user();
     let tickets: Vec<Ticket> = (0..7)
         .map(|i| w.append(0, user, inbox, &format!("m{i}")))
         .collect();
     w.run(300);
-    let uids: Vec<u32> = tickets.iter().map(|t| w.appended_uid(0, *t)).collect();
+    let uids = tickets.iter().map(|t| w.appended_uid(0, *t)).collect();
+    (user, inbox, uids)
+}
+
+#[test]
+fn store_over_many_uids_is_a_few_ops_sharing_modseqs() {
+    let mut w = World::new(3);
+    let (user, inbox, uids) = seven_messages(&mut w);
     let now = w.now;
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     w.node(0)
@@ -392,12 +398,7 @@ fn store_over_many_uids_is_a_few_ops_sharing_modseqs() {
 #[test]
 fn store_flags_with_tells_each_op_its_uids() {
     let mut w = World::new(1);
-    let (user, inbox) = w.user();
-    let tickets: Vec<Ticket> = (0..7)
-        .map(|i| w.append(0, user, inbox, &format!("m{i}")))
-        .collect();
-    w.run(300);
-    let uids: Vec<u32> = tickets.iter().map(|t| w.appended_uid(0, *t)).collect();
+    let (user, inbox, uids) = seven_messages(&mut w);
     let now = w.now;
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     // Two of the seven get \Seen first: removing it changes only those.
