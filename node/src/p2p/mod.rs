@@ -565,6 +565,12 @@ impl Task {
             }
             NetOut::Broadcast { user, msgs } => {
                 self.subscribe(user);
+                if self.alone() {
+                    // Nothing would carry it (gossipsub would hash and
+                    // refuse it): a member that connects later pulls it by
+                    // anti-entropy, as it would after a failed publish.
+                    return;
+                }
                 if let Some(peers) = self.all_members_connected(&user) {
                     // Every member hears it from this node: directly, on
                     // the live streams (no gossip envelope, no IDONTWANT,
@@ -632,6 +638,19 @@ impl Task {
             .all_peers()
             .any(|(p, topics)| topics.contains(&&hash) && !peers.contains(p));
         (!others).then_some(peers)
+    }
+
+    /// Whether no member and no other gossipsub peer is connected (a node
+    /// on its own, or cut off from every other).
+    fn alone(&self) -> bool {
+        self.by_replica.is_empty()
+            && self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .all_peers()
+                .next()
+                .is_none()
     }
 
     /// The members this node knows that are not connected to it.

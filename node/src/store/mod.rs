@@ -18,6 +18,7 @@
 
 mod commit;
 pub mod keys;
+mod writer;
 
 pub use commit::{CommitStats, Committer};
 
@@ -28,6 +29,8 @@ use std::fs;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use writer::{Write, Writer};
 
 /// Version of the on-disk layout this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -125,6 +128,8 @@ pub const COMMON_PREFIX: &[u8] = b"node/common/";
 /// The sled implementation of [`Store`]. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct SledStore {
+    /// Makes the replica's writes beside the core (see [`writer`]).
+    writer: Arc<Writer>,
     path: PathBuf,
     db: sled::Db,
     ops: sled::Tree,
@@ -165,12 +170,15 @@ impl SledStore {
         let db = open_created(&path, created)?;
         check_schema(&path, &db)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(&path, e));
+        let (ops, meta) = (tree(TREES[0])?, tree(TREES[4])?);
+        let writer = Arc::new(Writer::start(ops.clone(), meta.clone()).map_err(io_err)?);
         Ok(Self {
-            ops: tree(TREES[0])?,
+            writer,
+            ops,
             chunks: tree(TREES[1])?,
             checkpoints: tree(TREES[2])?,
             accounts: tree(TREES[3])?,
-            meta: tree(TREES[4])?,
+            meta,
             db,
             path,
         })
@@ -181,9 +189,23 @@ impl SledStore {
         &self.path
     }
 
-    /// Makes every write made so far durable (`sled::Db::flush`: one fsync).
+    /// Makes every write made so far durable (`sled::Db::flush`: one fsync),
+    /// those handed to the writer included; fails if one of those failed.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.writer.drain()?;
         self.db.flush().map(|_| ()).map_err(store_err)
+    }
+
+    /// [`SledStore::put_op`] on the writer's thread: returns at once; the
+    /// op is read back, and made durable, like any write (see [`writer`]).
+    pub fn put_shared_op(&self, op: &Arc<Op>) -> Result<(), StoreError> {
+        self.writer.put(Write::Op(op.clone()))
+    }
+
+    /// [`SledStore::put_meta`] on the writer's thread, like
+    /// [`SledStore::put_shared_op`]: the replica's records.
+    pub fn put_meta_behind(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.writer.put(Write::Meta(key.to_vec(), value.to_vec()))
     }
 
     /// See [`Store::put_op`].
@@ -197,6 +219,7 @@ impl SledStore {
 
     /// See [`Store::ops`].
     pub fn ops(&self, user: &UserId, log: &LogId) -> Result<Vec<Op>, StoreError> {
+        self.writer.wait()?;
         self.ops
             .scan_prefix(keys::log_key(user, log))
             .map(|kv| {
@@ -209,6 +232,7 @@ impl SledStore {
     /// See [`Store::logs`]. Seeks from one log to the next, so it costs one
     /// lookup per log, not one per op.
     pub fn logs(&self, user: &UserId) -> Result<Vec<LogId>, StoreError> {
+        self.writer.wait()?;
         let mut logs = Vec::new();
         let mut from = user.as_bytes().to_vec();
         while let Some(kv) = self.ops.range(from..).next() {
@@ -299,6 +323,7 @@ impl SledStore {
 
     /// See [`Store::get_meta`].
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.writer.wait()?;
         Ok(self.meta.get(key).map_err(store_err)?.map(|v| v.to_vec()))
     }
 
@@ -311,6 +336,7 @@ impl SledStore {
         expected: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
+        self.writer.wait()?;
         self.meta
             .compare_and_swap(key, expected, value)
             .map(|r| r.is_ok())
@@ -319,6 +345,7 @@ impl SledStore {
 
     /// See [`Store::scan_meta`].
     pub fn scan_meta(&self, prefix: &[u8]) -> Result<MetaRecords, StoreError> {
+        self.writer.wait()?;
         self.meta
             .scan_prefix(prefix)
             .map(|kv| {
@@ -352,6 +379,7 @@ impl SledStore {
 
     /// See [`Store::users`]. Seeks from one user to the next in each tree.
     pub fn users(&self) -> Result<Vec<UserId>, StoreError> {
+        self.writer.wait()?;
         let mut users = std::collections::BTreeSet::new();
         for tree in [&self.ops, &self.chunks, &self.checkpoints, &self.accounts] {
             let mut from = Vec::new();
@@ -373,6 +401,7 @@ impl SledStore {
     /// keeps its tombstone), the account record. Returns how many were
     /// removed.
     pub fn purge_user(&self, user: &UserId, keep_account: bool) -> Result<u64, StoreError> {
+        self.writer.wait()?;
         let mut removed = 0;
         // The IMAP layer's kept summaries and search fields of the user's
         // messages.
@@ -409,6 +438,10 @@ impl SledStore {
 impl Store for SledStore {
     fn put_op(&mut self, op: &Op) -> Result<(), StoreError> {
         SledStore::put_op(self, op)
+    }
+
+    fn put_shared_op(&mut self, op: &Arc<Op>) -> Result<(), StoreError> {
+        SledStore::put_shared_op(self, op)
     }
 
     fn ops(&self, user: &UserId, log: &LogId) -> Result<Vec<Op>, StoreError> {
@@ -471,7 +504,7 @@ impl Store for SledStore {
     }
 
     fn put_meta(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        SledStore::put_meta(self, key, value)
+        SledStore::put_meta_behind(self, key, value)
     }
 
     fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
