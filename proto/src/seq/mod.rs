@@ -19,7 +19,9 @@
 mod msg;
 mod space;
 
-pub use msg::{Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRecord, Slot, Uids};
+pub use msg::{
+    Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRecord, Slot, Uids, Value,
+};
 pub use space::{Reservation, SpaceParams, Spaces, Span, MAX_MODSEQ, MAX_UID};
 
 use crate::ids::{OpId, ReplicaId};
@@ -117,11 +119,11 @@ const RESUMED: u64 = u64::MAX;
 
 /// What each promiser answered: committed values after the candidate's
 /// commit index, and accepted values.
-type Promises = BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>;
+type Promises = BTreeMap<ReplicaId, (Vec<Value>, Vec<(Slot, Ballot, Value)>)>;
 
 #[derive(Debug)]
 struct Inflight {
-    value: Vec<Decision>,
+    value: Value,
     acks: BTreeSet<ReplicaId>,
     /// The learners its `Accept` listed: they learn the commit themselves.
     learners: Vec<ReplicaId>,
@@ -188,9 +190,9 @@ pub struct Sequencer {
     params: std::sync::Arc<SeqParams>,
     // Durable acceptor state.
     promised: Ballot,
-    accepted: BTreeMap<Slot, (Ballot, Vec<Decision>)>,
+    accepted: BTreeMap<Slot, (Ballot, Value)>,
     // Durable learner state: committed values, slot i + 1 at index i.
-    committed: Vec<Vec<Decision>>,
+    committed: Vec<Value>,
     spaces: Spaces,
     finals: FastMap<OpId, Assign>,
     cursor: (u64, u64),
@@ -1083,7 +1085,7 @@ impl Sequencer {
         }
         let cap = self.params.max_slots_per_message;
         let mine = self.commit_index();
-        let committed: Vec<Vec<Decision>> = self
+        let committed: Vec<Value> = self
             .committed
             .iter()
             .skip(commit as usize)
@@ -1091,7 +1093,7 @@ impl Sequencer {
             .cloned()
             .collect();
         let truncated = mine.saturating_sub(commit) as usize > cap;
-        let accepted: Vec<(Slot, Ballot, Vec<Decision>)> = if truncated {
+        let accepted: Vec<(Slot, Ballot, Value)> = if truncated {
             Vec::new()
         } else {
             self.accepted
@@ -1116,8 +1118,8 @@ impl Sequencer {
         now: u64,
         from: ReplicaId,
         ballot: Ballot,
-        committed: Vec<Vec<Decision>>,
-        accepted: Vec<(Slot, Ballot, Vec<Decision>)>,
+        committed: Vec<Value>,
+        accepted: Vec<(Slot, Ballot, Value)>,
         truncated: bool,
     ) {
         let Role::Candidate {
@@ -1151,7 +1153,7 @@ impl Sequencer {
 
     fn become_leader(&mut self, now: u64, ballot: Ballot, base: Slot, promises: Promises) {
         // Values some promiser knows committed are chosen: adopt them in order.
-        let mut longest: Vec<Vec<Decision>> = Vec::new();
+        let mut longest: Vec<Value> = Vec::new();
         for (c, _) in promises.values() {
             if c.len() > longest.len() {
                 longest = c.clone();
@@ -1166,8 +1168,8 @@ impl Sequencer {
             self.apply_committed(v);
         }
         // For every later slot, the value accepted with the highest ballot.
-        let mut chosen: BTreeMap<Slot, (Ballot, Vec<Decision>)> = BTreeMap::new();
-        let own: Vec<(Slot, Ballot, Vec<Decision>)> = self
+        let mut chosen: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
+        let own: Vec<(Slot, Ballot, Value)> = self
             .accepted
             .iter()
             .map(|(s, (b, v))| (*s, *b, v.clone()))
@@ -1198,7 +1200,7 @@ impl Sequencer {
         for slot in self.commit_index() + 1..=last {
             let value = chosen.remove(&slot).map(|(_, v)| v).unwrap_or_default();
             apply_to_spaces(&mut tentative, &value);
-            for d in &value {
+            for d in value.iter() {
                 if let Decision::Sequence { op, .. } = d {
                     proposed.insert(*op);
                 }
@@ -1229,7 +1231,7 @@ impl Sequencer {
             ahead_at: None,
         };
         self.leader_seen = Some((ballot, now));
-        let slots: Vec<(Slot, Vec<Decision>)> = match &self.role {
+        let slots: Vec<(Slot, Value)> = match &self.role {
             Role::Leader { inflight, .. } => inflight
                 .iter()
                 .map(|(s, i)| (*s, i.value.clone()))
@@ -1248,7 +1250,7 @@ impl Sequencer {
     }
 
     /// Sends a slot's value to every member and accepts it locally.
-    fn propose(&mut self, now: u64, ballot: Ballot, slot: Slot, value: Vec<Decision>) {
+    fn propose(&mut self, now: u64, ballot: Ballot, slot: Slot, value: Value) {
         self.accepted.insert(slot, (ballot, value.clone()));
         self.persist(SeqRecord::Accepted(slot, ballot, value.clone()));
         let commit = self.commit_index();
@@ -1358,7 +1360,7 @@ impl Sequencer {
         from: ReplicaId,
         ballot: Ballot,
         slot: Slot,
-        value: Vec<Decision>,
+        value: Value,
         commit: Slot,
         learners: &[ReplicaId],
     ) {
@@ -1499,7 +1501,7 @@ impl Sequencer {
         // `heartbeat_ms` later), which saves a broadcast per commit.
         let mut waiting = BTreeSet::new();
         for (slot, v, _) in newly {
-            for d in &v {
+            for d in v.iter() {
                 waiting.insert(match d {
                     Decision::Sequence { op, .. } => op.origin,
                     Decision::Reserve(r) => r.replica,
@@ -1587,7 +1589,7 @@ impl Sequencer {
 
     fn on_pull(&mut self, from: ReplicaId, slot: Slot) {
         let start = slot.max(1) as usize - 1;
-        let values: Vec<Vec<Decision>> = self
+        let values: Vec<Value> = self
             .committed
             .iter()
             .skip(start)
@@ -1605,7 +1607,7 @@ impl Sequencer {
         }
     }
 
-    fn on_entries(&mut self, from: Slot, values: Vec<Vec<Decision>>) {
+    fn on_entries(&mut self, from: Slot, values: Vec<Value>) {
         for (i, v) in values.into_iter().enumerate() {
             let slot = from + i as Slot;
             if slot == self.commit_index() + 1 {
@@ -1664,7 +1666,7 @@ impl Sequencer {
     }
 
     /// Applies a committed value: the ledger's word on every replica.
-    fn apply_committed(&mut self, value: Vec<Decision>) {
+    fn apply_committed(&mut self, value: Value) {
         let slot = self.committed.len() as Slot + 1;
         self.accepted.remove(&slot);
         self.votes.remove(&slot);
@@ -1681,7 +1683,7 @@ impl Sequencer {
             inflight.remove(&slot);
             *next_slot = (*next_slot).max(slot + 1);
         }
-        for d in &value {
+        for d in value.iter() {
             if !apply_decision(&mut self.spaces, d) {
                 // A stale proposal re-proposed after a leader change (see
                 // `apply_decision`): the op, if it has no final value yet,
@@ -2101,7 +2103,7 @@ impl Sequencer {
             // a usable reservation (L1).
             renew_reservations(tentative, &members, &params.space, ahead_at, &mut value);
             *last_proposed = Some(now);
-            (ballot, value)
+            (ballot, Value::from(value))
         };
         let slot = match &mut self.role {
             Role::Leader {

@@ -854,7 +854,7 @@ fn an_owner_that_learns_its_inflight_slots_committed_goes_on() {
     for _ in 0..window + 2 {
         net.submit(o, 1);
     }
-    let slots: Vec<(Slot, Vec<Decision>)> = match &net.nodes[o].seq.role {
+    let slots: Vec<(Slot, Value)> = match &net.nodes[o].seq.role {
         Role::Leader { inflight, .. } => inflight
             .iter()
             .map(|(s, i)| (*s, i.value.clone()))
@@ -952,10 +952,10 @@ fn a_stale_decision_below_the_ledger_is_skipped() {
         },
     };
     let records = vec![
-        SeqRecord::Committed(1, vec![seq_of(op(1), 5, 5), seq_of(op(2), 6, 6)]),
+        SeqRecord::Committed(1, vec![seq_of(op(1), 5, 5), seq_of(op(2), 6, 6)].into()),
         // Computed by an old owner that had op 1 at UID 5 in an earlier slot
         // of its own: UID 6 is op 2's.
-        SeqRecord::Committed(2, vec![seq_of(op(1), 6, 6), seq_of(op(3), 7, 7)]),
+        SeqRecord::Committed(2, vec![seq_of(op(1), 6, 6), seq_of(op(3), 7, 7)].into()),
     ];
     let s = Sequencer::restore(ids[0], &ids, 42, fast(), records);
     assert_eq!(s.final_of(&op(1)).map(|a| a.uids[0]), Some(5));
