@@ -415,6 +415,15 @@ impl Sequencer {
                     }
                 }
                 SeqRecord::Cursor(u, m) => s.cursor = (s.cursor.0.max(u), s.cursor.1.max(m)),
+                SeqRecord::Chosen(slot, b) => {
+                    // Without the acceptance it names (not written, or
+                    // superseded), the commit is learned again from peers.
+                    let v = match s.accepted.get(&slot) {
+                        Some((ab, v)) if *ab == b && slot == s.commit_index() + 1 => v.clone(),
+                        _ => continue,
+                    };
+                    s.apply_committed(v);
+                }
             }
         }
         s.accepted
@@ -1434,11 +1443,13 @@ impl Sequencer {
         let majority = self.majority();
         loop {
             let slot = self.commit_index() + 1;
-            let chosen = match (self.votes.get(&slot), self.accepted.get(&slot)) {
-                (Some((b, acks)), Some((ab, v))) if acks.len() >= majority && ab == b => v.clone(),
+            let (ballot, chosen) = match (self.votes.get(&slot), self.accepted.get(&slot)) {
+                (Some((b, acks)), Some((ab, v))) if acks.len() >= majority && ab == b => {
+                    (*ab, v.clone())
+                }
                 _ => break,
             };
-            self.persist(SeqRecord::Committed(slot, chosen.clone()));
+            self.persist(SeqRecord::Chosen(slot, ballot));
             self.apply_committed(chosen);
         }
     }
@@ -1507,7 +1518,8 @@ impl Sequencer {
                     Decision::Reserve(r) => r.replica,
                 });
             }
-            self.persist(SeqRecord::Committed(slot, v.clone()));
+            // The owner accepted each of them in this ballot (`propose`).
+            self.persist(SeqRecord::Chosen(slot, ballot));
             self.apply_committed(v);
         }
         let commit = self.commit_index();
@@ -1628,8 +1640,7 @@ impl Sequencer {
             match self.accepted.get(&slot) {
                 Some((b, v)) if *b == ballot => {
                     let v = v.clone();
-                    self.accepted.remove(&slot);
-                    self.persist(SeqRecord::Committed(slot, v.clone()));
+                    self.persist(SeqRecord::Chosen(slot, ballot));
                     self.apply_committed(v);
                 }
                 _ => {

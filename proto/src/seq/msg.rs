@@ -208,6 +208,10 @@ pub enum SeqRecord {
     Provisional(OpId, u32, Assign),
     /// Cursor in this replica's reservation: next UID and MODSEQ it may use.
     Cursor(u64, u64),
+    /// The value this replica accepted for a slot in a ballot (written
+    /// before, as `Accepted`) is committed: a `Committed` that does not
+    /// repeat the value. Last, so that records written before it decode.
+    Chosen(Slot, Ballot),
 }
 
 /// Output of a sequencer.

@@ -964,6 +964,42 @@ fn a_stale_decision_below_the_ledger_is_skipped() {
     assert_eq!(s.commit_index(), 2);
 }
 
+/// A commit of a value the replica accepted is persisted as `Chosen`, which
+/// names the acceptance instead of repeating the value: a restart commits
+/// that acceptance, and only if it was in the same ballot.
+#[test]
+fn a_chosen_record_commits_the_acceptance_it_names() {
+    let ids = [ReplicaId(1), ReplicaId(2), ReplicaId(3)];
+    let op = |seq| OpId {
+        origin: ReplicaId(2),
+        seq,
+    };
+    let seq_of = |o, u: u32, m| Decision::Sequence {
+        op: o,
+        assign: Assign {
+            modseq: m,
+            uids: [u].into_iter().collect(),
+        },
+    };
+    let b = |round| Ballot {
+        round,
+        leader: ReplicaId(2),
+    };
+    let records = vec![
+        SeqRecord::Accepted(1, b(1), vec![seq_of(op(1), 5, 5)].into()),
+        SeqRecord::Chosen(1, b(1)),
+        SeqRecord::Accepted(2, b(1), vec![seq_of(op(2), 6, 6)].into()),
+        SeqRecord::Accepted(2, b(2), vec![seq_of(op(3), 6, 6)].into()),
+        // Names the acceptance that the later one replaced: not applied.
+        SeqRecord::Chosen(2, b(1)),
+    ];
+    let s = Sequencer::restore(ids[0], &ids, 42, fast(), records);
+    assert_eq!(s.commit_index(), 1);
+    assert_eq!(s.final_of(&op(1)).map(|a| a.uids[0]), Some(5));
+    assert!(s.final_of(&op(2)).is_none() && s.final_of(&op(3)).is_none());
+    assert_eq!(s.accepted.get(&2).map(|(b, _)| b.round), Some(2));
+}
+
 /// An idle owner beats every `idle_heartbeat_ms` instead of `heartbeat_ms`;
 /// its followers wait for it without electing another, and an op wakes it.
 #[test]
