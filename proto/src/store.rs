@@ -140,7 +140,9 @@ enum Undo {
     Op((UserId, LogId)),
     Chunk((UserId, BlobId, u32), Option<Arc<[u8]>>),
     Checkpoint((UserId, LogId), Option<(u64, Vec<u8>)>),
-    Meta(Vec<u8>, Option<Vec<u8>>),
+    /// The key inline: the replica's keys are 41 bytes, and one is
+    /// journaled per record written.
+    Meta(smallvec::SmallVec<[u8; 48]>, Option<Vec<u8>>),
     Account(UserId, Option<(u64, Vec<u8>)>),
 }
 
@@ -539,7 +541,7 @@ impl Store for MemStore {
     fn put_meta(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.check()?;
         let old = self.live.meta.insert(key, value.to_vec());
-        self.journal.push(Undo::Meta(key.to_vec(), old));
+        self.journal.push(Undo::Meta(key.into(), old));
         Ok(())
     }
 
