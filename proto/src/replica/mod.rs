@@ -2253,12 +2253,12 @@ impl<S: Store> Replica<S> {
     }
 
     fn feed_mailbox_op(&mut self, now: u64, user: UserId, mb: MailboxId, op: &Op) {
-        let decision = self
-            .users
-            .get(&user)
-            .and_then(|u| u.seqs.get(&mb))
-            .and_then(|s| s.final_of(&op.id).cloned());
-        let Some(un) = self.users.get_mut(&user).and_then(|u| u.unlocked.as_mut()) else {
+        // Most replicas do not hold the user's keys: nothing to look up.
+        let Some(u) = self.users.get_mut(&user).filter(|u| u.unlocked.is_some()) else {
+            return;
+        };
+        let decision = u.seqs.get(&mb).and_then(|s| s.final_of(&op.id).cloned());
+        let Some(un) = u.unlocked.as_mut() else {
             return;
         };
         let payload = match decrypt_mailbox_op(&un.secrets, op) {

@@ -121,6 +121,26 @@ const RESUMED: u64 = u64::MAX;
 /// commit index, and accepted values.
 type Promises = BTreeMap<ReplicaId, (Vec<Value>, Vec<(Slot, Ballot, Value)>)>;
 
+/// Where a decision is in the committed ledger: `committed[slot][pos]`.
+#[derive(Copy, Clone, Debug)]
+struct At {
+    slot: u64,
+    pos: u32,
+}
+
+/// The final values `finals` places in `committed`.
+fn final_in<'a>(
+    finals: &FastMap<OpId, At>,
+    committed: &'a [Value],
+    op: &OpId,
+) -> Option<&'a Assign> {
+    let at = finals.get(op)?;
+    match committed.get(at.slot as usize)?.get(at.pos as usize)? {
+        Decision::Sequence { assign, .. } => Some(assign),
+        Decision::Reserve(_) => None,
+    }
+}
+
 #[derive(Debug)]
 struct Inflight {
     value: Value,
@@ -194,7 +214,10 @@ pub struct Sequencer {
     // Durable learner state: committed values, slot i + 1 at index i.
     committed: Vec<Value>,
     spaces: Spaces,
-    finals: FastMap<OpId, Assign>,
+    /// Each op's last final decision, as its place in `committed` (the
+    /// ledger holds the values: a copy here cost every replica a
+    /// 48-byte entry per op).
+    finals: FastMap<OpId, At>,
     cursor: (u64, u64),
     // Ops known to need sequencing.
     pending: BTreeMap<OpId, Pending>,
@@ -484,7 +507,7 @@ impl Sequencer {
 
     /// The final assignment of an op, if the ledger has one.
     pub fn final_of(&self, op: &OpId) -> Option<&Assign> {
-        self.finals.get(op)
+        final_in(&self.finals, &self.committed, op)
     }
 
     /// Every op's current values that `keep` wants, by ascending MODSEQ:
@@ -494,7 +517,10 @@ impl Sequencer {
         &self,
         keep: impl Fn(&OpId, &Assign, Fate) -> bool,
     ) -> Vec<(OpId, Assign, Fate)> {
-        let finals = self.finals.iter().map(|(op, a)| (op, a, Fate::Final));
+        let finals = self
+            .finals
+            .keys()
+            .filter_map(|op| self.final_of(op).map(|a| (op, a, Fate::Final)));
         let provisional = self
             .mine
             .iter()
@@ -930,7 +956,7 @@ impl Sequencer {
                     // A late or repeated request that the ledger already met
                     // (the op's final values are above those marks) would
                     // re-announce the message once more.
-                    let met = self.finals.get(&op).is_some_and(|a| {
+                    let met = self.final_of(&op).is_some_and(|a| {
                         a.modseq > above_modseq && a.uids.iter().all(|&u| u as u64 > above_uid)
                     });
                     if met {
@@ -1694,7 +1720,8 @@ impl Sequencer {
             inflight.remove(&slot);
             *next_slot = (*next_slot).max(slot + 1);
         }
-        for d in value.iter() {
+        let at = self.committed.len() as u64;
+        for (pos, d) in value.iter().enumerate() {
             if !apply_decision(&mut self.spaces, d) {
                 // A stale proposal re-proposed after a leader change (see
                 // `apply_decision`): the op, if it has no final value yet,
@@ -1708,7 +1735,8 @@ impl Sequencer {
             }
             match d {
                 Decision::Sequence { op, assign } => {
-                    self.finals.insert(*op, assign.clone());
+                    let pos = pos as u32;
+                    self.finals.insert(*op, At { slot: at, pos });
                     if let Role::Leader { proposed, .. } = &mut self.role {
                         proposed.remove(op);
                     }
@@ -2077,7 +2105,7 @@ impl Sequencer {
                 .take(params.max_batch)
                 .collect();
             for (op, (au, am)) in wanted {
-                let Some(prev) = self.finals.get(&op) else {
+                let Some(prev) = final_in(&self.finals, &self.committed, &op) else {
                     continue;
                 };
                 let n = prev.uids.len() as u32;
