@@ -461,6 +461,12 @@ impl Sequencer {
         self.members = members;
     }
 
+    /// Whether `r` is a member (the list is sorted: a look-up per
+    /// message).
+    fn is_member(&self, r: &ReplicaId) -> bool {
+        self.members.binary_search(r).is_ok()
+    }
+
     /// Whether this replica has readers of the mailbox (its user has
     /// sessions here: the replica holds the keys), so that the owner
     /// notifies it of each commit at once. Default: yes.
@@ -927,7 +933,7 @@ impl Sequencer {
 
     /// A message from member `from`.
     pub fn handle(&mut self, now: u64, from: ReplicaId, msg: SeqMsg) {
-        if from == self.me || !self.members.contains(&from) {
+        if from == self.me || !self.is_member(&from) {
             return;
         }
         self.last_heard.insert(from, now);
@@ -1356,7 +1362,7 @@ impl Sequencer {
                 Decision::Sequence { op, .. } => op.origin,
                 Decision::Reserve(r) => r.replica,
             };
-            if r != me && !t.contains(&r) && self.members.contains(&r) {
+            if r != me && !t.contains(&r) && self.is_member(&r) {
                 t.push(r);
             }
         }
@@ -1377,7 +1383,7 @@ impl Sequencer {
             if t.len() >= needed {
                 break;
             }
-            if *f != me && !t.contains(f) && self.members.contains(f) {
+            if *f != me && !t.contains(f) && self.is_member(f) {
                 t.push(*f);
             }
         }
@@ -1421,7 +1427,7 @@ impl Sequencer {
         };
         // At most one learner per member: the list comes from the network.
         for l in learners.iter().take(self.members.len()) {
-            if *l != from && *l != self.me && self.members.contains(l) {
+            if *l != from && *l != self.me && self.is_member(l) {
                 self.send(*l, msg.clone());
             }
         }
@@ -1935,7 +1941,11 @@ impl Sequencer {
     /// The owner's work: sequence pending ops, keep reservations ahead,
     /// say it is alive.
     fn lead(&mut self, now: u64) {
-        if matches!(self.role, Role::Leader { .. }) && !self.noted.is_empty() {
+        // It runs after every message: a follower leaves at once.
+        if !matches!(self.role, Role::Leader { .. }) {
+            return;
+        }
+        if !self.noted.is_empty() {
             let wait = self.params.forward_timeout_ms;
             // The wait counts only while the op's origin is heard: an origin
             // silent for a whole election timeout is cut off or down, and
