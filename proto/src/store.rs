@@ -140,7 +140,9 @@ enum Undo {
     Op((UserId, LogId)),
     Chunk((UserId, BlobId, u32), Option<Arc<[u8]>>),
     Checkpoint((UserId, LogId), Option<(u64, Vec<u8>)>),
-    Meta(Vec<u8>, Option<Vec<u8>>),
+    /// The key inline: the replica's keys are 41 bytes, and one is
+    /// journaled per record written.
+    Meta(smallvec::SmallVec<[u8; 48]>, Option<Box<[u8]>>),
     Account(UserId, Option<(u64, Vec<u8>)>),
 }
 
@@ -178,53 +180,53 @@ impl Prefix {
     }
 }
 
-/// One prefix's records, sorted by suffix.
-type Records = Vec<(Suffix, Vec<u8>)>;
+/// One prefix's records. Their suffixes (the key after the split) come in
+/// two kinds, each in its own vector sorted by suffix: 8 bytes (the
+/// replica's record numbers: almost every record), held as a big-endian
+/// number, which orders like its bytes, and any other length, held as
+/// bytes. A suffix of one kind never equals one of the other, and
+/// [`MetaMap::scan`] sorts what it returns. A number's entry is 24 bytes
+/// (a single vector of either kind took 48 per record).
+#[derive(Clone, Debug, Default)]
+struct Records {
+    nums: Vec<(u64, Bytes)>,
+    other: Vec<(Bytes, Bytes)>,
+}
+
+/// A meta key's suffix or a meta value, as stored.
+type Bytes = Box<[u8]>;
+
+impl Records {
+    fn is_empty(&self) -> bool {
+        self.nums.is_empty() && self.other.is_empty()
+    }
+}
+
+/// Puts `(k, v)` in a vector sorted by key (a push when `k` is the
+/// greatest, as a new record number is); returns the value replaced.
+fn put_sorted<K: Ord>(recs: &mut Vec<(K, Box<[u8]>)>, k: K, v: Box<[u8]>) -> Option<Box<[u8]>> {
+    if recs.last().is_none_or(|(last, _)| *last < k) {
+        recs.push((k, v));
+        return None;
+    }
+    match recs.binary_search_by(|(x, _)| x.cmp(&k)) {
+        Ok(i) => Some(std::mem::replace(&mut recs[i].1, v)),
+        Err(i) => {
+            recs.insert(i, (k, v));
+            None
+        }
+    }
+}
+
+/// An 8-byte suffix as its number.
+fn suffix_num(b: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
+}
 
 const META_SPLIT: usize = 33;
 
 fn split_key(key: &[u8]) -> (&[u8], &[u8]) {
     key.split_at(key.len().min(META_SPLIT))
-}
-
-/// The part of a meta key after the split: an 8-byte suffix is held as a
-/// number (its big-endian value orders like its bytes), anything else as
-/// bytes. Ordered as the bytes would be.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Suffix {
-    Num(u64),
-    Bytes(Box<[u8]>),
-}
-
-impl Suffix {
-    fn new(b: &[u8]) -> Self {
-        match <[u8; 8]>::try_from(b) {
-            Ok(n) => Suffix::Num(u64::from_be_bytes(n)),
-            Err(_) => Suffix::Bytes(b.into()),
-        }
-    }
-
-    fn with_bytes<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
-        match self {
-            Suffix::Num(n) => f(&n.to_be_bytes()),
-            Suffix::Bytes(b) => f(b),
-        }
-    }
-}
-
-impl Ord for Suffix {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        match (self, o) {
-            (Suffix::Num(a), Suffix::Num(b)) => a.cmp(b),
-            _ => self.with_bytes(|a| o.with_bytes(|b| a.cmp(b))),
-        }
-    }
-}
-
-impl PartialOrd for Suffix {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
 }
 
 /// A small multiplicative hash for the meta map's prefixes (keys chosen by
@@ -262,30 +264,30 @@ impl std::hash::Hasher for PrefixHasher {
 }
 
 impl MetaMap {
-    fn insert(&mut self, key: &[u8], value: Vec<u8>) -> Option<Vec<u8>> {
+    fn insert(&mut self, key: &[u8], value: Box<[u8]>) -> Option<Box<[u8]>> {
         let (a, b) = split_key(key);
-        let s = Suffix::new(b);
         let recs = self.0.entry(Prefix::new(a)).or_default();
-        if recs.last().is_none_or(|(last, _)| *last < s) {
-            recs.push((s, value));
-            return None;
-        }
-        match recs.binary_search_by(|(k, _)| k.cmp(&s)) {
-            Ok(i) => Some(std::mem::replace(&mut recs[i].1, value)),
-            Err(i) => {
-                recs.insert(i, (s, value));
-                None
-            }
+        match suffix_num(b) {
+            Some(n) => put_sorted(&mut recs.nums, n, value),
+            None => put_sorted(&mut recs.other, b.into(), value),
         }
     }
 
     fn remove(&mut self, key: &[u8]) {
         let (a, b) = split_key(key);
-        let s = Suffix::new(b);
         let a = Prefix::new(a);
         if let Some(recs) = self.0.get_mut(&a) {
-            if let Ok(i) = recs.binary_search_by(|(k, _)| k.cmp(&s)) {
-                recs.remove(i);
+            match suffix_num(b) {
+                Some(n) => {
+                    if let Ok(i) = recs.nums.binary_search_by(|(k, _)| k.cmp(&n)) {
+                        recs.nums.remove(i);
+                    }
+                }
+                None => {
+                    if let Ok(i) = recs.other.binary_search_by(|(k, _)| (**k).cmp(b)) {
+                        recs.other.remove(i);
+                    }
+                }
             }
             if recs.is_empty() {
                 self.0.remove(&a);
@@ -293,12 +295,19 @@ impl MetaMap {
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let (a, b) = split_key(key);
-        let s = Suffix::new(b);
         let recs = self.0.get(&Prefix::new(a))?;
-        let i = recs.binary_search_by(|(k, _)| k.cmp(&s)).ok()?;
-        Some(&recs[i].1)
+        match suffix_num(b) {
+            Some(n) => {
+                let i = recs.nums.binary_search_by(|(k, _)| k.cmp(&n)).ok()?;
+                Some(&recs.nums[i].1)
+            }
+            None => {
+                let i = recs.other.binary_search_by(|(k, _)| (**k).cmp(b)).ok()?;
+                Some(&recs.other[i].1)
+            }
+        }
     }
 
     fn scan(&self, prefix: &[u8]) -> MetaRecords {
@@ -309,12 +318,16 @@ impl MetaMap {
             if !k.starts_with(a) || (!b.is_empty() && k.len() != a.len()) {
                 continue;
             }
-            for (r, v) in recs {
-                r.with_bytes(|r| {
-                    if r.starts_with(b) {
-                        out.push(([k, r].concat(), v.clone()));
-                    }
-                });
+            for (n, v) in &recs.nums {
+                let r = n.to_be_bytes();
+                if r.starts_with(b) {
+                    out.push(([k, &r].concat(), v.to_vec()));
+                }
+            }
+            for (r, v) in &recs.other {
+                if r.starts_with(b) {
+                    out.push(([k, r].concat(), v.to_vec()));
+                }
             }
         }
         out.sort_unstable_by(|x, y| x.0.cmp(&y.0));
@@ -538,13 +551,13 @@ impl Store for MemStore {
 
     fn put_meta(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.check()?;
-        let old = self.live.meta.insert(key, value.to_vec());
-        self.journal.push(Undo::Meta(key.to_vec(), old));
+        let old = self.live.meta.insert(key, value.into());
+        self.journal.push(Undo::Meta(key.into(), old));
         Ok(())
     }
 
     fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.live.meta.get(key).cloned())
+        Ok(self.live.meta.get(key).map(<[u8]>::to_vec))
     }
 
     fn scan_meta(&self, prefix: &[u8]) -> Result<MetaRecords, StoreError> {

@@ -387,6 +387,8 @@ pub struct Replica<S: Store> {
     tickets: BTreeMap<Ticket, TicketState>,
     next_ticket: u64,
     record_no: u64,
+    /// What `put_record` encodes a record into (the store copies it).
+    record_buf: Vec<u8>,
     last_sync: u64,
     peer_turn: usize,
     /// Per user, the chunk request in progress: (peer, chunks still
@@ -524,6 +526,7 @@ impl<S: Store> Replica<S> {
             tickets: BTreeMap::new(),
             next_ticket: 1,
             record_no: 0,
+            record_buf: Vec::new(),
             last_sync: 0,
             peer_turn: 0,
             chunk_wants: HashMap::new(),
@@ -2250,12 +2253,12 @@ impl<S: Store> Replica<S> {
     }
 
     fn feed_mailbox_op(&mut self, now: u64, user: UserId, mb: MailboxId, op: &Op) {
-        let decision = self
-            .users
-            .get(&user)
-            .and_then(|u| u.seqs.get(&mb))
-            .and_then(|s| s.final_of(&op.id).cloned());
-        let Some(un) = self.users.get_mut(&user).and_then(|u| u.unlocked.as_mut()) else {
+        // Most replicas do not hold the user's keys: nothing to look up.
+        let Some(u) = self.users.get_mut(&user).filter(|u| u.unlocked.is_some()) else {
+            return;
+        };
+        let decision = u.seqs.get(&mb).and_then(|s| s.final_of(&op.id).cloned());
+        let Some(un) = u.unlocked.as_mut() else {
             return;
         };
         let payload = match decrypt_mailbox_op(&un.secrets, op) {
@@ -2351,11 +2354,7 @@ impl<S: Store> Replica<S> {
             }
             for o in outs {
                 match o {
-                    SeqOutput::Persist(r) => {
-                        let bytes =
-                            postcard::to_extend(&r, Vec::with_capacity(64)).unwrap_or_default();
-                        self.put_record(TAG_SEQ, user, mb, &bytes);
-                    }
+                    SeqOutput::Persist(r) => self.put_record(TAG_SEQ, user, mb, &r),
                     SeqOutput::Send { to, msg } => self.out.push(Output::Send {
                         to,
                         msg: PeerMsg::Seq {
@@ -2387,13 +2386,23 @@ impl<S: Store> Replica<S> {
         }
     }
 
-    fn put_record(&mut self, tag: u8, user: UserId, mb: MailboxId, bytes: &[u8]) {
-        let mut k = prefix(tag, &user, Some(&mb));
-        k.extend_from_slice(&self.record_no.to_be_bytes());
+    /// Encodes a sequencer or view record into the reusable buffer and
+    /// writes it under the next record number.
+    fn put_record(&mut self, tag: u8, user: UserId, mb: MailboxId, record: &impl Serialize) {
+        let mut bytes = std::mem::take(&mut self.record_buf);
+        bytes.clear();
+        let bytes = postcard::to_extend(record, bytes).unwrap_or_default();
+        // `prefix(tag, user, mailbox)` and the number, on the stack.
+        let mut k = [0u8; 1 + 16 + 16 + 8];
+        k[0] = tag;
+        k[1..17].copy_from_slice(&user.0);
+        k[17..33].copy_from_slice(&mb.0);
+        k[33..].copy_from_slice(&self.record_no.to_be_bytes());
         self.record_no += 1;
         // A failed write surfaces at the driver's flush, which then does not
         // release this batch's outputs.
-        let _ = self.store.put_meta(&k, bytes);
+        let _ = self.store.put_meta(&k, &bytes);
+        self.record_buf = bytes;
     }
 
     fn effects(&mut self, now: u64, user: UserId, mb: MailboxId, fx: Vec<Effect>) {
@@ -2419,8 +2428,7 @@ impl<S: Store> Replica<S> {
                             }
                         }
                     }
-                    let bytes = postcard::to_extend(&p, Vec::with_capacity(64)).unwrap_or_default();
-                    self.put_record(TAG_VIEW, user, mb, &bytes);
+                    self.put_record(TAG_VIEW, user, mb, &p);
                 }
                 Effect::Shown { op, assign } => {
                     let Some(p) = self.waiting.remove(&(user, mb, op)) else {

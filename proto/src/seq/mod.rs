@@ -19,7 +19,9 @@
 mod msg;
 mod space;
 
-pub use msg::{Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRecord, Slot, Uids};
+pub use msg::{
+    Assign, Ballot, Decision, Fate, Pending, SeqMsg, SeqOutput, SeqRecord, Slot, Uids, Value,
+};
 pub use space::{Reservation, SpaceParams, Spaces, Span, MAX_MODSEQ, MAX_UID};
 
 use crate::ids::{OpId, ReplicaId};
@@ -117,11 +119,31 @@ const RESUMED: u64 = u64::MAX;
 
 /// What each promiser answered: committed values after the candidate's
 /// commit index, and accepted values.
-type Promises = BTreeMap<ReplicaId, (Vec<Vec<Decision>>, Vec<(Slot, Ballot, Vec<Decision>)>)>;
+type Promises = BTreeMap<ReplicaId, (Vec<Value>, Vec<(Slot, Ballot, Value)>)>;
+
+/// Where a decision is in the committed ledger: `committed[slot][pos]`.
+#[derive(Copy, Clone, Debug)]
+struct At {
+    slot: u64,
+    pos: u32,
+}
+
+/// The final values `finals` places in `committed`.
+fn final_in<'a>(
+    finals: &FastMap<OpId, At>,
+    committed: &'a [Value],
+    op: &OpId,
+) -> Option<&'a Assign> {
+    let at = finals.get(op)?;
+    match committed.get(at.slot as usize)?.get(at.pos as usize)? {
+        Decision::Sequence { assign, .. } => Some(assign),
+        Decision::Reserve(_) => None,
+    }
+}
 
 #[derive(Debug)]
 struct Inflight {
-    value: Vec<Decision>,
+    value: Value,
     acks: BTreeSet<ReplicaId>,
     /// The learners its `Accept` listed: they learn the commit themselves.
     learners: Vec<ReplicaId>,
@@ -188,11 +210,14 @@ pub struct Sequencer {
     params: std::sync::Arc<SeqParams>,
     // Durable acceptor state.
     promised: Ballot,
-    accepted: BTreeMap<Slot, (Ballot, Vec<Decision>)>,
+    accepted: BTreeMap<Slot, (Ballot, Value)>,
     // Durable learner state: committed values, slot i + 1 at index i.
-    committed: Vec<Vec<Decision>>,
+    committed: Vec<Value>,
     spaces: Spaces,
-    finals: FastMap<OpId, Assign>,
+    /// Each op's last final decision, as its place in `committed` (the
+    /// ledger holds the values: a copy here cost every replica a
+    /// 48-byte entry per op).
+    finals: FastMap<OpId, At>,
     cursor: (u64, u64),
     // Ops known to need sequencing.
     pending: BTreeMap<OpId, Pending>,
@@ -413,6 +438,15 @@ impl Sequencer {
                     }
                 }
                 SeqRecord::Cursor(u, m) => s.cursor = (s.cursor.0.max(u), s.cursor.1.max(m)),
+                SeqRecord::Chosen(slot, b) => {
+                    // Without the acceptance it names (not written, or
+                    // superseded), the commit is learned again from peers.
+                    let v = match s.accepted.get(&slot) {
+                        Some((ab, v)) if *ab == b && slot == s.commit_index() + 1 => v.clone(),
+                        _ => continue,
+                    };
+                    s.apply_committed(v);
+                }
             }
         }
         s.accepted
@@ -425,6 +459,12 @@ impl Sequencer {
     pub fn set_members(&mut self, members: std::sync::Arc<Vec<ReplicaId>>) {
         debug_assert!(members.contains(&self.me));
         self.members = members;
+    }
+
+    /// Whether `r` is a member (the list is sorted: a look-up per
+    /// message).
+    fn is_member(&self, r: &ReplicaId) -> bool {
+        self.members.binary_search(r).is_ok()
     }
 
     /// Whether this replica has readers of the mailbox (its user has
@@ -473,7 +513,7 @@ impl Sequencer {
 
     /// The final assignment of an op, if the ledger has one.
     pub fn final_of(&self, op: &OpId) -> Option<&Assign> {
-        self.finals.get(op)
+        final_in(&self.finals, &self.committed, op)
     }
 
     /// Every op's current values that `keep` wants, by ascending MODSEQ:
@@ -483,7 +523,10 @@ impl Sequencer {
         &self,
         keep: impl Fn(&OpId, &Assign, Fate) -> bool,
     ) -> Vec<(OpId, Assign, Fate)> {
-        let finals = self.finals.iter().map(|(op, a)| (op, a, Fate::Final));
+        let finals = self
+            .finals
+            .keys()
+            .filter_map(|op| self.final_of(op).map(|a| (op, a, Fate::Final)));
         let provisional = self
             .mine
             .iter()
@@ -890,7 +933,7 @@ impl Sequencer {
 
     /// A message from member `from`.
     pub fn handle(&mut self, now: u64, from: ReplicaId, msg: SeqMsg) {
-        if from == self.me || !self.members.contains(&from) {
+        if from == self.me || !self.is_member(&from) {
             return;
         }
         self.last_heard.insert(from, now);
@@ -919,7 +962,7 @@ impl Sequencer {
                     // A late or repeated request that the ledger already met
                     // (the op's final values are above those marks) would
                     // re-announce the message once more.
-                    let met = self.finals.get(&op).is_some_and(|a| {
+                    let met = self.final_of(&op).is_some_and(|a| {
                         a.modseq > above_modseq && a.uids.iter().all(|&u| u as u64 > above_uid)
                     });
                     if met {
@@ -1083,7 +1126,7 @@ impl Sequencer {
         }
         let cap = self.params.max_slots_per_message;
         let mine = self.commit_index();
-        let committed: Vec<Vec<Decision>> = self
+        let committed: Vec<Value> = self
             .committed
             .iter()
             .skip(commit as usize)
@@ -1091,7 +1134,7 @@ impl Sequencer {
             .cloned()
             .collect();
         let truncated = mine.saturating_sub(commit) as usize > cap;
-        let accepted: Vec<(Slot, Ballot, Vec<Decision>)> = if truncated {
+        let accepted: Vec<(Slot, Ballot, Value)> = if truncated {
             Vec::new()
         } else {
             self.accepted
@@ -1116,8 +1159,8 @@ impl Sequencer {
         now: u64,
         from: ReplicaId,
         ballot: Ballot,
-        committed: Vec<Vec<Decision>>,
-        accepted: Vec<(Slot, Ballot, Vec<Decision>)>,
+        committed: Vec<Value>,
+        accepted: Vec<(Slot, Ballot, Value)>,
         truncated: bool,
     ) {
         let Role::Candidate {
@@ -1151,7 +1194,7 @@ impl Sequencer {
 
     fn become_leader(&mut self, now: u64, ballot: Ballot, base: Slot, promises: Promises) {
         // Values some promiser knows committed are chosen: adopt them in order.
-        let mut longest: Vec<Vec<Decision>> = Vec::new();
+        let mut longest: Vec<Value> = Vec::new();
         for (c, _) in promises.values() {
             if c.len() > longest.len() {
                 longest = c.clone();
@@ -1166,8 +1209,8 @@ impl Sequencer {
             self.apply_committed(v);
         }
         // For every later slot, the value accepted with the highest ballot.
-        let mut chosen: BTreeMap<Slot, (Ballot, Vec<Decision>)> = BTreeMap::new();
-        let own: Vec<(Slot, Ballot, Vec<Decision>)> = self
+        let mut chosen: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
+        let own: Vec<(Slot, Ballot, Value)> = self
             .accepted
             .iter()
             .map(|(s, (b, v))| (*s, *b, v.clone()))
@@ -1198,7 +1241,7 @@ impl Sequencer {
         for slot in self.commit_index() + 1..=last {
             let value = chosen.remove(&slot).map(|(_, v)| v).unwrap_or_default();
             apply_to_spaces(&mut tentative, &value);
-            for d in &value {
+            for d in value.iter() {
                 if let Decision::Sequence { op, .. } = d {
                     proposed.insert(*op);
                 }
@@ -1229,7 +1272,7 @@ impl Sequencer {
             ahead_at: None,
         };
         self.leader_seen = Some((ballot, now));
-        let slots: Vec<(Slot, Vec<Decision>)> = match &self.role {
+        let slots: Vec<(Slot, Value)> = match &self.role {
             Role::Leader { inflight, .. } => inflight
                 .iter()
                 .map(|(s, i)| (*s, i.value.clone()))
@@ -1248,7 +1291,7 @@ impl Sequencer {
     }
 
     /// Sends a slot's value to every member and accepts it locally.
-    fn propose(&mut self, now: u64, ballot: Ballot, slot: Slot, value: Vec<Decision>) {
+    fn propose(&mut self, now: u64, ballot: Ballot, slot: Slot, value: Value) {
         self.accepted.insert(slot, (ballot, value.clone()));
         self.persist(SeqRecord::Accepted(slot, ballot, value.clone()));
         let commit = self.commit_index();
@@ -1319,7 +1362,7 @@ impl Sequencer {
                 Decision::Sequence { op, .. } => op.origin,
                 Decision::Reserve(r) => r.replica,
             };
-            if r != me && !t.contains(&r) && self.members.contains(&r) {
+            if r != me && !t.contains(&r) && self.is_member(&r) {
                 t.push(r);
             }
         }
@@ -1340,7 +1383,7 @@ impl Sequencer {
             if t.len() >= needed {
                 break;
             }
-            if *f != me && !t.contains(f) && self.members.contains(f) {
+            if *f != me && !t.contains(f) && self.is_member(f) {
                 t.push(*f);
             }
         }
@@ -1358,7 +1401,7 @@ impl Sequencer {
         from: ReplicaId,
         ballot: Ballot,
         slot: Slot,
-        value: Vec<Decision>,
+        value: Value,
         commit: Slot,
         learners: &[ReplicaId],
     ) {
@@ -1384,7 +1427,7 @@ impl Sequencer {
         };
         // At most one learner per member: the list comes from the network.
         for l in learners.iter().take(self.members.len()) {
-            if *l != from && *l != self.me && self.members.contains(l) {
+            if *l != from && *l != self.me && self.is_member(l) {
                 self.send(*l, msg.clone());
             }
         }
@@ -1432,11 +1475,13 @@ impl Sequencer {
         let majority = self.majority();
         loop {
             let slot = self.commit_index() + 1;
-            let chosen = match (self.votes.get(&slot), self.accepted.get(&slot)) {
-                (Some((b, acks)), Some((ab, v))) if acks.len() >= majority && ab == b => v.clone(),
+            let (ballot, chosen) = match (self.votes.get(&slot), self.accepted.get(&slot)) {
+                (Some((b, acks)), Some((ab, v))) if acks.len() >= majority && ab == b => {
+                    (*ab, v.clone())
+                }
                 _ => break,
             };
-            self.persist(SeqRecord::Committed(slot, chosen.clone()));
+            self.persist(SeqRecord::Chosen(slot, ballot));
             self.apply_committed(chosen);
         }
     }
@@ -1499,13 +1544,14 @@ impl Sequencer {
         // `heartbeat_ms` later), which saves a broadcast per commit.
         let mut waiting = BTreeSet::new();
         for (slot, v, _) in newly {
-            for d in &v {
+            for d in v.iter() {
                 waiting.insert(match d {
                     Decision::Sequence { op, .. } => op.origin,
                     Decision::Reserve(r) => r.replica,
                 });
             }
-            self.persist(SeqRecord::Committed(slot, v.clone()));
+            // The owner accepted each of them in this ballot (`propose`).
+            self.persist(SeqRecord::Chosen(slot, ballot));
             self.apply_committed(v);
         }
         let commit = self.commit_index();
@@ -1587,7 +1633,7 @@ impl Sequencer {
 
     fn on_pull(&mut self, from: ReplicaId, slot: Slot) {
         let start = slot.max(1) as usize - 1;
-        let values: Vec<Vec<Decision>> = self
+        let values: Vec<Value> = self
             .committed
             .iter()
             .skip(start)
@@ -1605,7 +1651,7 @@ impl Sequencer {
         }
     }
 
-    fn on_entries(&mut self, from: Slot, values: Vec<Vec<Decision>>) {
+    fn on_entries(&mut self, from: Slot, values: Vec<Value>) {
         for (i, v) in values.into_iter().enumerate() {
             let slot = from + i as Slot;
             if slot == self.commit_index() + 1 {
@@ -1626,8 +1672,7 @@ impl Sequencer {
             match self.accepted.get(&slot) {
                 Some((b, v)) if *b == ballot => {
                     let v = v.clone();
-                    self.accepted.remove(&slot);
-                    self.persist(SeqRecord::Committed(slot, v.clone()));
+                    self.persist(SeqRecord::Chosen(slot, ballot));
                     self.apply_committed(v);
                 }
                 _ => {
@@ -1664,7 +1709,7 @@ impl Sequencer {
     }
 
     /// Applies a committed value: the ledger's word on every replica.
-    fn apply_committed(&mut self, value: Vec<Decision>) {
+    fn apply_committed(&mut self, value: Value) {
         let slot = self.committed.len() as Slot + 1;
         self.accepted.remove(&slot);
         self.votes.remove(&slot);
@@ -1681,7 +1726,8 @@ impl Sequencer {
             inflight.remove(&slot);
             *next_slot = (*next_slot).max(slot + 1);
         }
-        for d in &value {
+        let at = self.committed.len() as u64;
+        for (pos, d) in value.iter().enumerate() {
             if !apply_decision(&mut self.spaces, d) {
                 // A stale proposal re-proposed after a leader change (see
                 // `apply_decision`): the op, if it has no final value yet,
@@ -1695,7 +1741,8 @@ impl Sequencer {
             }
             match d {
                 Decision::Sequence { op, assign } => {
-                    self.finals.insert(*op, assign.clone());
+                    let pos = pos as u32;
+                    self.finals.insert(*op, At { slot: at, pos });
                     if let Role::Leader { proposed, .. } = &mut self.role {
                         proposed.remove(op);
                     }
@@ -1894,7 +1941,11 @@ impl Sequencer {
     /// The owner's work: sequence pending ops, keep reservations ahead,
     /// say it is alive.
     fn lead(&mut self, now: u64) {
-        if matches!(self.role, Role::Leader { .. }) && !self.noted.is_empty() {
+        // It runs after every message: a follower leaves at once.
+        if !matches!(self.role, Role::Leader { .. }) {
+            return;
+        }
+        if !self.noted.is_empty() {
             let wait = self.params.forward_timeout_ms;
             // The wait counts only while the op's origin is heard: an origin
             // silent for a whole election timeout is cut off or down, and
@@ -2064,7 +2115,7 @@ impl Sequencer {
                 .take(params.max_batch)
                 .collect();
             for (op, (au, am)) in wanted {
-                let Some(prev) = self.finals.get(&op) else {
+                let Some(prev) = final_in(&self.finals, &self.committed, &op) else {
                     continue;
                 };
                 let n = prev.uids.len() as u32;
@@ -2101,7 +2152,7 @@ impl Sequencer {
             // a usable reservation (L1).
             renew_reservations(tentative, &members, &params.space, ahead_at, &mut value);
             *last_proposed = Some(now);
-            (ballot, value)
+            (ballot, Value::from(value))
         };
         let slot = match &mut self.role {
             Role::Leader {

@@ -61,6 +61,11 @@ pub enum Decision {
     Reserve(Reservation),
 }
 
+/// A ledger slot's value: its decisions, in order. Shared (not copied)
+/// between the `Accept` that carries it, the acceptor's and learner's
+/// tables and the records persisted; encoded as a sequence, like a `Vec`.
+pub type Value = std::sync::Arc<[Decision]>;
+
 /// An op that needs sequencing, as its origin announces it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
@@ -115,9 +120,9 @@ pub enum SeqMsg {
         /// The ballot promised.
         ballot: Ballot,
         /// Committed values after the candidate's commit index, in order.
-        committed: Vec<Vec<Decision>>,
+        committed: Vec<Value>,
         /// Accepted but not known committed: (slot, ballot, value).
-        accepted: Vec<(Slot, Ballot, Vec<Decision>)>,
+        accepted: Vec<(Slot, Ballot, Value)>,
         /// The promiser had more than fits: the candidate should catch up first.
         truncated: bool,
     },
@@ -131,7 +136,7 @@ pub enum SeqMsg {
         /// Slot.
         slot: Slot,
         /// Value.
-        value: Vec<Decision>,
+        value: Value,
         /// Leader's commit index.
         commit: Slot,
         /// The members with readers of this mailbox (distinguished
@@ -186,7 +191,7 @@ pub enum SeqMsg {
         /// Slot of the first value.
         from: Slot,
         /// Values.
-        values: Vec<Vec<Decision>>,
+        values: Vec<Value>,
     },
 }
 
@@ -196,13 +201,17 @@ pub enum SeqRecord {
     /// Highest ballot promised.
     Promised(Ballot),
     /// A value accepted in a slot.
-    Accepted(Slot, Ballot, Vec<Decision>),
+    Accepted(Slot, Ballot, Value),
     /// A committed value.
-    Committed(Slot, Vec<Decision>),
+    Committed(Slot, Value),
     /// This replica's own provisional assignment (it may be exposed next).
     Provisional(OpId, u32, Assign),
     /// Cursor in this replica's reservation: next UID and MODSEQ it may use.
     Cursor(u64, u64),
+    /// The value this replica accepted for a slot in a ballot (written
+    /// before, as `Accepted`) is committed: a `Committed` that does not
+    /// repeat the value. Last, so that records written before it decode.
+    Chosen(Slot, Ballot),
 }
 
 /// Output of a sequencer.

@@ -854,7 +854,7 @@ fn an_owner_that_learns_its_inflight_slots_committed_goes_on() {
     for _ in 0..window + 2 {
         net.submit(o, 1);
     }
-    let slots: Vec<(Slot, Vec<Decision>)> = match &net.nodes[o].seq.role {
+    let slots: Vec<(Slot, Value)> = match &net.nodes[o].seq.role {
         Role::Leader { inflight, .. } => inflight
             .iter()
             .map(|(s, i)| (*s, i.value.clone()))
@@ -952,16 +952,52 @@ fn a_stale_decision_below_the_ledger_is_skipped() {
         },
     };
     let records = vec![
-        SeqRecord::Committed(1, vec![seq_of(op(1), 5, 5), seq_of(op(2), 6, 6)]),
+        SeqRecord::Committed(1, vec![seq_of(op(1), 5, 5), seq_of(op(2), 6, 6)].into()),
         // Computed by an old owner that had op 1 at UID 5 in an earlier slot
         // of its own: UID 6 is op 2's.
-        SeqRecord::Committed(2, vec![seq_of(op(1), 6, 6), seq_of(op(3), 7, 7)]),
+        SeqRecord::Committed(2, vec![seq_of(op(1), 6, 6), seq_of(op(3), 7, 7)].into()),
     ];
     let s = Sequencer::restore(ids[0], &ids, 42, fast(), records);
     assert_eq!(s.final_of(&op(1)).map(|a| a.uids[0]), Some(5));
     assert_eq!(s.final_of(&op(2)).map(|a| a.uids[0]), Some(6));
     assert_eq!(s.final_of(&op(3)).map(|a| a.uids[0]), Some(7));
     assert_eq!(s.commit_index(), 2);
+}
+
+/// A commit of a value the replica accepted is persisted as `Chosen`, which
+/// names the acceptance instead of repeating the value: a restart commits
+/// that acceptance, and only if it was in the same ballot.
+#[test]
+fn a_chosen_record_commits_the_acceptance_it_names() {
+    let ids = [ReplicaId(1), ReplicaId(2), ReplicaId(3)];
+    let op = |seq| OpId {
+        origin: ReplicaId(2),
+        seq,
+    };
+    let seq_of = |o, u: u32, m| Decision::Sequence {
+        op: o,
+        assign: Assign {
+            modseq: m,
+            uids: [u].into_iter().collect(),
+        },
+    };
+    let b = |round| Ballot {
+        round,
+        leader: ReplicaId(2),
+    };
+    let records = vec![
+        SeqRecord::Accepted(1, b(1), vec![seq_of(op(1), 5, 5)].into()),
+        SeqRecord::Chosen(1, b(1)),
+        SeqRecord::Accepted(2, b(1), vec![seq_of(op(2), 6, 6)].into()),
+        SeqRecord::Accepted(2, b(2), vec![seq_of(op(3), 6, 6)].into()),
+        // Names the acceptance that the later one replaced: not applied.
+        SeqRecord::Chosen(2, b(1)),
+    ];
+    let s = Sequencer::restore(ids[0], &ids, 42, fast(), records);
+    assert_eq!(s.commit_index(), 1);
+    assert_eq!(s.final_of(&op(1)).map(|a| a.uids[0]), Some(5));
+    assert!(s.final_of(&op(2)).is_none() && s.final_of(&op(3)).is_none());
+    assert_eq!(s.accepted.get(&2).map(|(b, _)| b.round), Some(2));
 }
 
 /// An idle owner beats every `idle_heartbeat_ms` instead of `heartbeat_ms`;
