@@ -43,6 +43,11 @@ pub struct SelectedBox {
     uids: Arc<Vec<u32>>,
     /// MODSEQ known to the client of each message of `uids` (same index).
     modseqs: Arc<Vec<u64>>,
+    /// The MODSEQs of this session's own STORE answers since the events
+    /// were last processed, ascending: a batch of flag events at one of
+    /// them is the echo of that STORE (a MODSEQ names one op), every message
+    /// of which the answers noted, so it is passed over without a walk.
+    own: Vec<u64>,
     announced: usize,
     events: broadcast::Receiver<Events>,
     pending: VecDeque<Event>,
@@ -67,6 +72,7 @@ impl SelectedBox {
             announced: snapshot.uids.len(),
             uids: snapshot.uids,
             modseqs: snapshot.modseqs,
+            own: Vec::new(),
             events,
             pending: VecDeque::new(),
             resync: false,
@@ -134,8 +140,22 @@ impl SelectedBox {
             } else {
                 0
             };
+            if self.own.last() != Some(&modseq) {
+                if let Err(at) = self.own.binary_search(&modseq) {
+                    self.own.insert(at, modseq);
+                }
+            }
             each(seq, c);
         }
+    }
+
+    /// Whether flag events are the echo of this session's own STORE: all at
+    /// one MODSEQ its answers noted.
+    fn is_own_echo(&self, changes: &[(u32, u64)]) -> bool {
+        let Some(&(_, m)) = changes.first() else {
+            return false;
+        };
+        self.own.binary_search(&m).is_ok() && changes.iter().all(|c| c.1 == m)
     }
 
     /// Adds events this session knows of before the stream tells them (its
@@ -264,6 +284,7 @@ impl SelectedBox {
                         }
                     }
                 }
+                Event::FlagsMany(changes) if self.is_own_echo(&changes) => {}
                 Event::FlagsMany(changes) => {
                     // UIDs ascending: one walk over the session's UIDs.
                     let mut from = 0;
@@ -279,6 +300,7 @@ impl SelectedBox {
             }
         }
         self.pending = keep;
+        self.own.clear();
         if self.uids.len() != self.announced {
             self.announced = self.uids.len();
             out.exists = Some(self.announced as u32);
@@ -507,8 +529,17 @@ mod tests {
         let changes = [(3, 8), (9, 8), (10, 8), (40, 8), (5, 8)];
         s.note_modseqs(changes, |c| *c, |seq, c| seen.push((seq, c.0)));
         assert_eq!(seen, [(1, 3), (3, 9), (0, 10), (5, 40), (2, 5)]);
+        // Another change (MODSEQ 7, 12 not noted at 7) is told; the echo of
+        // the noted answers (MODSEQ 8) is passed over.
+        tx.send(Events::from([
+            Event::FlagsMany(Arc::from(&[(5, 7), (12, 7)][..])),
+            Event::FlagsMany(Arc::from(&[(3, 8), (5, 8), (9, 8), (40, 8)][..])),
+        ]))
+        .unwrap();
+        assert_eq!(s.process(true).flags, vec![12]);
+        // Once processed, a batch at 8 is walked again (nothing new here).
         tx.send(Events::from([Event::FlagsMany(Arc::from(
-            &[(3, 8), (5, 8), (9, 8), (12, 8), (40, 8)][..],
+            &[(3, 8), (12, 8)][..],
         ))]))
         .unwrap();
         assert_eq!(s.process(true).flags, vec![12]);
