@@ -191,7 +191,29 @@ fn another_schema_version_is_refused() {
         other => panic!("{other:?}"),
     }
     let msg = SledStore::open(&path).unwrap_err().to_string();
-    assert!(msg.contains("schema version 2"), "{msg}");
+    assert!(
+        msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_version_1_store_is_read_and_marked_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = SledStore::open(&path).unwrap();
+        s.put_meta(b"k", b"v").unwrap();
+        s.flush().unwrap();
+    }
+    set_schema_version(&path, 1).unwrap();
+    {
+        let s = SledStore::open(&path).unwrap();
+        assert_eq!(s.get_meta(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+    // And again, now as the current version.
+    let s = SledStore::open(&path).unwrap();
+    assert_eq!(s.get_meta(b"k").unwrap(), Some(b"v".to_vec()));
 }
 
 #[test]

@@ -32,8 +32,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use writer::{Write, Writer};
 
-/// Version of the on-disk layout this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the on-disk layout this build reads and writes. Version 2
+/// added a sequencer record (`Chosen`, a commit of a value already
+/// accepted) that a version 1 build cannot read; a version 1 store is read
+/// as it is (it holds no such record) and marked 2 when it is opened, so
+/// that a version 1 build then refuses it with a clear error.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Older versions this build reads (and upgrades by rewriting the version).
+const READS_OLDER: [u32; 1] = [1];
 
 /// Key of the schema version in the default tree.
 const SCHEMA_KEY: &[u8] = b"aerogramme/schema-version";
@@ -680,6 +687,16 @@ fn check_schema(path: &Path, db: &sled::Db) -> Result<(), OpenError> {
                 detail: format!("schema version record of {} bytes", v.len()),
             })?;
             let found = u32::from_be_bytes(bytes);
+            if READS_OLDER.contains(&found) {
+                db.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .and_then(|_| db.flush())
+                    .map_err(|e| open_err(path, e))?;
+                tracing::info!(
+                    "{}: store schema version {found} upgraded to {SCHEMA_VERSION}",
+                    path.display()
+                );
+                return Ok(());
+            }
             if found != SCHEMA_VERSION {
                 return Err(OpenError::SchemaVersion {
                     path: path.to_path_buf(),
