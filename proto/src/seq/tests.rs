@@ -933,6 +933,17 @@ fn members_without_readers_get_no_commit_notice_and_still_learn_commits() {
     assert_eq!(net.reannounced.len(), 0);
 }
 
+/// The decision that `op` gets UID `uid` and MODSEQ `modseq`.
+fn seq_of(op: OpId, uid: u32, modseq: u64) -> Decision {
+    Decision::Sequence {
+        op,
+        assign: Assign {
+            modseq,
+            uids: [uid].into_iter().collect(),
+        },
+    }
+}
+
 /// A ledger value re-proposed from an old ballot after other owners filled
 /// the slots before it (chaos, 7 nodes, sessions test, seed 5: UID 7 given
 /// twice) lies below what those slots decided: every replica skips it alike,
@@ -943,13 +954,6 @@ fn a_stale_decision_below_the_ledger_is_skipped() {
     let op = |seq| OpId {
         origin: ReplicaId(1),
         seq,
-    };
-    let seq_of = |o, u: u32, m| Decision::Sequence {
-        op: o,
-        assign: Assign {
-            modseq: m,
-            uids: [u].into_iter().collect(),
-        },
     };
     let records = vec![
         SeqRecord::Committed(1, vec![seq_of(op(1), 5, 5), seq_of(op(2), 6, 6)].into()),
@@ -973,13 +977,6 @@ fn a_chosen_record_commits_the_acceptance_it_names() {
     let op = |seq| OpId {
         origin: ReplicaId(2),
         seq,
-    };
-    let seq_of = |o, u: u32, m| Decision::Sequence {
-        op: o,
-        assign: Assign {
-            modseq: m,
-            uids: [u].into_iter().collect(),
-        },
     };
     let b = |round| Ballot {
         round,
