@@ -105,6 +105,14 @@ pub enum OpenError {
     },
 }
 
+/// Writes an op's record into the ops tree (see [`keys`]).
+fn insert_op(ops: &sled::Tree, op: &Op) -> Result<(), StoreError> {
+    let key = keys::op_key(&op.user, &op.log, &op.id);
+    ops.insert(key, keys::op_value(op)?)
+        .map(|_| ())
+        .map_err(store_err)
+}
+
 /// Maps a sled error to the proto's storage error.
 pub(crate) fn store_err(e: sled::Error) -> StoreError {
     match e {
@@ -217,11 +225,7 @@ impl SledStore {
 
     /// See [`Store::put_op`].
     pub fn put_op(&self, op: &Op) -> Result<(), StoreError> {
-        let key = keys::op_key(&op.user, &op.log, &op.id);
-        self.ops
-            .insert(key, keys::op_value(op)?)
-            .map(|_| ())
-            .map_err(store_err)
+        insert_op(&self.ops, op)
     }
 
     /// See [`Store::ops`].

@@ -14,7 +14,7 @@
 //! [`Store::put_shared_op`]: aerogramme_proto::store::Store::put_shared_op
 //! [`Store::put_meta`]: aerogramme_proto::store::Store::put_meta
 
-use super::{keys, store_err};
+use super::{insert_op, store_err};
 use aerogramme_proto::oplog::Op;
 use aerogramme_proto::store::StoreError;
 use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
@@ -58,11 +58,7 @@ impl Writer {
             .spawn(move || {
                 for w in rx {
                     let r = match w {
-                        Write::Op(op) => {
-                            let key = keys::op_key(&op.user, &op.log, &op.id);
-                            keys::op_value(&op)
-                                .and_then(|v| ops.insert(key, v).map(|_| ()).map_err(store_err))
-                        }
+                        Write::Op(op) => insert_op(&ops, &op),
                         Write::Meta(k, v) => meta.insert(k, v).map(|_| ()).map_err(store_err),
                     };
                     let mut st = report.state.lock().unwrap_or_else(PoisonError::into_inner);

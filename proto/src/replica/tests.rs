@@ -278,10 +278,6 @@ fn compressible_mail_is_stored_compressed_and_reads_back_whole() {
     }
 }
 
-/// A STORE over several UIDs is one op per `flag_batch` entries: every entry
-/// of a batch gets that op's MODSEQ; a concurrent -FLAGS of one entry on
-/// another replica loses to the batch's add there (add wins); duplicated
-/// delivery of every message changes nothing; replicas converge.
 /// A user whose INBOX holds seven messages appended on node 0, and their UIDs.
 fn seven_messages(w: &mut World) -> (UserId, MailboxId, Vec<u32>) {
     let (user, inbox) = w.user();
@@ -293,6 +289,10 @@ fn seven_messages(w: &mut World) -> (UserId, MailboxId, Vec<u32>) {
     (user, inbox, uids)
 }
 
+/// A STORE over several UIDs is one op per `flag_batch` entries: every entry
+/// of a batch gets that op's MODSEQ; a concurrent -FLAGS of one entry on
+/// another replica loses to the batch's add there (add wins); duplicated
+/// delivery of every message changes nothing; replicas converge.
 #[test]
 fn store_over_many_uids_is_a_few_ops_sharing_modseqs() {
     let mut w = World::new(3);
