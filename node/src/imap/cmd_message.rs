@@ -107,6 +107,32 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 /// fields (header keys).
 type SearchLoaded = (Option<Vec<u8>>, Option<Arc<SearchFields>>);
 
+/// What SEARCH reads of a window's messages, as `needs` asks: their bytes
+/// (body keys), their search fields (header keys), or nothing. A message
+/// that cannot be read gets neither.
+async fn load_search_window<M: Mailboxes>(
+    user: &M,
+    id: &MailboxId,
+    window: &[MessageMeta],
+    needs: search::Needs,
+) -> Vec<SearchLoaded> {
+    if needs.raw {
+        load_window(user, id, window, true, false)
+            .await
+            .into_iter()
+            .map(|l| (l.ok().flatten().and_then(|(r, _)| r), None))
+            .collect()
+    } else if needs.fields {
+        let uids: Vec<u32> = window.iter().map(|m| m.uid).collect();
+        match user.fetch_search_fields(id, &uids, needs.all_fields).await {
+            Ok(v) => v.into_iter().map(|f| (None, f)).collect(),
+            Err(_) => window.iter().map(|_| (None, None)).collect(),
+        }
+    } else {
+        window.iter().map(|_| (None, None)).collect()
+    }
+}
+
 /// A message's bytes and/or summary, as asked; `None` if it is gone.
 type Loaded = Option<(Option<Vec<u8>>, Option<Arc<Summary>>)>;
 
@@ -580,48 +606,50 @@ impl<B: Backend> Session<B> {
         } else {
             metas.chunks(FIELDS_WINDOW).collect()
         };
-        for window in groups {
-            let loaded: Vec<SearchLoaded> = if needs.raw {
-                load_window(user, &id, window, true, false)
-                    .await
-                    .into_iter()
-                    .map(|l| (l.ok().flatten().and_then(|(r, _)| r), None))
-                    .collect()
-            } else if needs.fields {
-                let uids: Vec<u32> = window.iter().map(|m| m.uid).collect();
-                match user.fetch_search_fields(&id, &uids, needs.all_fields).await {
-                    Ok(v) => v.into_iter().map(|f| (None, f)).collect(),
-                    Err(_) => window.iter().map(|_| (None, None)).collect(),
+        // The core reads the next window while this one is matched: the
+        // read is polled first, so it reaches the core before the matching
+        // takes this thread.
+        let mut loaded = match groups.first() {
+            Some(w) => load_search_window(user, &id, w, needs).await,
+            None => Vec::new(),
+        };
+        for (k, window) in groups.iter().enumerate() {
+            let next = async {
+                match groups.get(k + 1) {
+                    Some(w) => load_search_window(user, &id, w, needs).await,
+                    None => Vec::new(),
                 }
-            } else {
-                window.iter().map(|_| (None, None)).collect()
             };
-            for (m, (raw, fields)) in window.iter().zip(loaded) {
-                let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
-                    continue;
-                };
-                if fields_only && fields.is_none() {
-                    continue;
+            let current = std::mem::take(&mut loaded);
+            let matching = async {
+                for (m, (raw, fields)) in window.iter().zip(current) {
+                    let Some(seq) = uids.binary_search(&m.uid).ok().map(|i| i as u32 + 1) else {
+                        continue;
+                    };
+                    if fields_only && fields.is_none() {
+                        continue;
+                    }
+                    // A message that cannot be read matches only what needs no
+                    // content (no fields: every header key fails).
+                    let empty = SearchFields::default();
+                    let fields = match (&raw, &fields) {
+                        (_, Some(f)) => Some(&**f),
+                        (Some(_), None) => None,
+                        (None, None) => needs.fields.then_some(&empty),
+                    };
+                    let c = Candidate {
+                        seq,
+                        meta: m,
+                        raw: raw.as_deref(),
+                        fields,
+                    };
+                    if search::matches(&key, &c, &scope) {
+                        found.push(nz32(if uid { m.uid } else { seq }));
+                        highest = highest.max(m.modseq);
+                    }
                 }
-                // A message that cannot be read matches only what needs no
-                // content (no fields: every header key fails).
-                let empty = SearchFields::default();
-                let fields = match (&raw, &fields) {
-                    (_, Some(f)) => Some(&**f),
-                    (Some(_), None) => None,
-                    (None, None) => needs.fields.then_some(&empty),
-                };
-                let c = Candidate {
-                    seq,
-                    meta: m,
-                    raw: raw.as_deref(),
-                    fields,
-                };
-                if search::matches(&key, &c, &scope) {
-                    found.push(nz32(if uid { m.uid } else { seq }));
-                    highest = highest.max(m.modseq);
-                }
-            }
+            };
+            (loaded, ()) = tokio::join!(biased; next, matching);
         }
         let modseq = (with_modseq && !found.is_empty()).then(|| nz64(highest));
         // IMAP4rev2 (RFC 9051 §6.4.4): a SEARCH without RETURN answers
@@ -824,7 +852,9 @@ impl<B: Backend> Session<B> {
         }
         let origins = fetch::binary_origins(&plan);
         let mut next_seq = 0;
-        // The core loads the next window while this one is formatted.
+        // The core loads the next window while this one is formatted: the
+        // load is polled first, so its reads reach the core before the
+        // formatting takes this thread.
         let ws = windows(&metas, plan.raw);
         let mut loaded = match (ws.first(), self.mailboxes()) {
             (Some(w), Ok(user)) => load_window(user, &id, w, plan.raw, plan.summary).await,
@@ -857,7 +887,8 @@ impl<B: Backend> Session<B> {
                         &mut next_seq,
                     )
                 };
-                tokio::join!(format, next)
+                let (next, formatted) = tokio::join!(biased; next, format);
+                (formatted, next)
             };
             self.put_output(out);
             if let Err(r) = formatted {
