@@ -301,3 +301,47 @@ async fn search_store_copy_move_expunge() {
     );
     assert!(c.status("CLOSE").await.contains("BAD"));
 }
+
+/// SEARCH over more messages than one window holds (32 messages for body
+/// keys, the fields of 1,024 for header keys): each window's matches are
+/// its own, while the next window is read during the matching.
+#[tokio::test]
+async fn search_spans_many_windows() {
+    let (addr, _) = start(test_config()).await;
+    let mut c = Client::login(addr).await;
+    let n = 1_100;
+    // The APPENDs in one write, with LITERAL+ (one round trip, not 1,100).
+    let mut appends = String::new();
+    for i in 1..=n {
+        let subject = if i % 5 == 0 { "tagged" } else { "plain" };
+        let body = if i % 7 == 0 {
+            "a needle inside"
+        } else {
+            "hay only"
+        };
+        let msg = format!("From: a@example.org\r\nSubject: {subject} {i}\r\n\r\n{body}\r\n");
+        appends += &format!("p{i} APPEND INBOX {{{}+}}\r\n{msg}\r\n", msg.len());
+    }
+    c.send(appends.as_bytes()).await;
+    let done = c.until(&format!("p{n}")).await;
+    let ok = done.iter().filter(|l| l.contains(" OK [APPENDUID")).count();
+    assert_eq!(ok, n as usize, "{:?}", done.last());
+    c.ok("SELECT INBOX").await;
+    let want = |every: u32| {
+        let nums: Vec<String> = (1..=n)
+            .filter(|i| i % every == 0)
+            .map(|i| i.to_string())
+            .collect();
+        format!("* SEARCH {}", nums.join(" "))
+    };
+    let found = c.ok("SEARCH BODY needle").await;
+    assert_eq!(found[0].trim_end(), want(7));
+    let found = c.ok("UID SEARCH SUBJECT tagged").await;
+    assert_eq!(found[0].trim_end(), want(5));
+    let found = c.ok("SEARCH TEXT needle SUBJECT plain").await;
+    let both: Vec<String> = (1..=n)
+        .filter(|i| i % 7 == 0 && i % 5 != 0)
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(found[0].trim_end(), format!("* SEARCH {}", both.join(" ")));
+}
