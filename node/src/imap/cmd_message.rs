@@ -107,6 +107,17 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 /// fields (header keys).
 type SearchLoaded = (Option<Vec<u8>>, Option<Arc<SearchFields>>);
 
+/// Runs `work` on this window while `next` reads the next one: `next` is
+/// polled first, so that its jobs reach the core before `work` takes this
+/// thread (polled second, they waited for it); both outputs, in the order
+/// of the arguments.
+async fn read_ahead<N: std::future::Future, W: std::future::Future>(
+    next: N,
+    work: W,
+) -> (N::Output, W::Output) {
+    tokio::join!(biased; next, work)
+}
+
 /// What SEARCH reads of a window's messages, as `needs` asks: their bytes
 /// (body keys), their search fields (header keys), or nothing. A message
 /// that cannot be read gets neither.
@@ -606,9 +617,7 @@ impl<B: Backend> Session<B> {
         } else {
             metas.chunks(FIELDS_WINDOW).collect()
         };
-        // The core reads the next window while this one is matched: the
-        // read is polled first, so it reaches the core before the matching
-        // takes this thread.
+        // The core reads the next window while this one is matched.
         let mut loaded = match groups.first() {
             Some(w) => load_search_window(user, &id, w, needs).await,
             None => Vec::new(),
@@ -649,7 +658,7 @@ impl<B: Backend> Session<B> {
                     }
                 }
             };
-            (loaded, ()) = tokio::join!(biased; next, matching);
+            (loaded, ()) = read_ahead(next, matching).await;
         }
         let modseq = (with_modseq && !found.is_empty()).then(|| nz64(highest));
         // IMAP4rev2 (RFC 9051 §6.4.4): a SEARCH without RETURN answers
@@ -852,9 +861,7 @@ impl<B: Backend> Session<B> {
         }
         let origins = fetch::binary_origins(&plan);
         let mut next_seq = 0;
-        // The core loads the next window while this one is formatted: the
-        // load is polled first, so its reads reach the core before the
-        // formatting takes this thread.
+        // The core loads the next window while this one is formatted.
         let ws = windows(&metas, plan.raw);
         let mut loaded = match (ws.first(), self.mailboxes()) {
             (Some(w), Ok(user)) => load_window(user, &id, w, plan.raw, plan.summary).await,
@@ -887,7 +894,7 @@ impl<B: Backend> Session<B> {
                         &mut next_seq,
                     )
                 };
-                let (next, formatted) = tokio::join!(biased; next, format);
+                let (next, formatted) = read_ahead(next, format).await;
                 (formatted, next)
             };
             self.put_output(out);
