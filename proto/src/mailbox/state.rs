@@ -109,7 +109,7 @@ pub struct FlagChange {
 /// Most entries one [`MailboxOp::FlagsBatch`] carries. An op is one
 /// encrypted payload of at most `MAX_OP_PAYLOAD` (1 MiB), sent whole in a
 /// gossip message and in a sync page (1 MiB, 4 MiB per message), and
-/// decrypted and applied in one go: 4,000 entries are ~100 KB for a typical
+/// decrypted and applied in one go: 4,000 entries are ~100 KB (estimated) for a typical
 /// `+FLAGS (\Seen)` (entry id, flag, an observed tag or two), so an op stays
 /// below those bounds while a STORE over 100k messages is ~26 ops instead
 /// of 100k. With 1,000 entries (~100 ops) a `STORE 1:* +FLAGS` cost the
