@@ -25,11 +25,12 @@ pub use commit::{CommitStats, Committer};
 use aerogramme_proto::ids::{BlobId, LogId, UserId};
 use aerogramme_proto::oplog::{BlobChunk, Op};
 use aerogramme_proto::store::{MetaRecords, Store, StoreError};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use writer::{Write, Writer};
 
 /// Version of the on-disk layout this build reads and writes. Version 2
@@ -145,13 +146,14 @@ pub const COMMON_PREFIX: &[u8] = b"node/common/";
 pub struct SledStore {
     /// Makes the replica's writes beside the core (see [`writer`]).
     writer: Arc<Writer>,
-    path: PathBuf,
     db: sled::Db,
     ops: sled::Tree,
     chunks: sled::Tree,
     checkpoints: sled::Tree,
     accounts: sled::Tree,
     meta: sled::Tree,
+    /// Last, so that it drops after sled's handles (see [`OPENED_HERE`]).
+    open_here: Arc<OpenHere>,
 }
 
 impl SledStore {
@@ -165,7 +167,7 @@ impl SledStore {
             path: path.clone(),
             source,
         };
-        let created = match fs::metadata(&path) {
+        match fs::metadata(&path) {
             Ok(m) if !m.is_dir() => return Err(OpenError::NotADirectory { path }),
             Ok(_) => {
                 let empty = is_empty_dir(&path).map_err(io_err)?;
@@ -174,15 +176,11 @@ impl SledStore {
                 } else {
                     check_looks_like_sled(&path)?;
                 }
-                empty
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create(&path)?;
-                true
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create(&path)?,
             Err(e) => return Err(io_err(e)),
         };
-        let db = open_created(&path, created)?;
+        let db = open_waiting(&path)?;
         check_schema(&path, &db)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(&path, e));
         let (ops, meta) = (tree(TREES[0])?, tree(TREES[4])?);
@@ -195,13 +193,13 @@ impl SledStore {
             accounts: tree(TREES[3])?,
             meta,
             db,
-            path,
+            open_here: Arc::new(OpenHere::new(path)),
         })
     }
 
     /// Where the store lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.open_here.0
     }
 
     /// Makes every write made so far durable (`sled::Db::flush`: one fsync),
@@ -548,14 +546,56 @@ impl Store for SledStore {
     }
 }
 
-/// Opens sled at `path`; when this process has just created it, waits a
-/// little for the lock of that first instance: sled's background thread lets
-/// go of its file a moment after the instance is dropped.
-fn open_created(path: &Path, created: bool) -> Result<sled::Db, OpenError> {
-    let mut tries = if created { 50 } else { 0 };
+/// The stores this process has opened: open now (`true`) or closed. sled
+/// lets go of its lock file a moment after its last handle drops (its
+/// background threads hold the files a little longer), so reopening a
+/// closed one in the same process waits a little for that lock instead of
+/// calling it taken.
+static OPENED_HERE: Mutex<BTreeMap<PathBuf, bool>> = Mutex::new(BTreeMap::new());
+
+/// Marks its store open here while it lives, closed when the store's last
+/// handle drops.
+#[derive(Debug)]
+struct OpenHere(PathBuf);
+
+impl OpenHere {
+    fn new(path: PathBuf) -> Self {
+        mark_here(&path, true);
+        Self(path)
+    }
+}
+
+impl Drop for OpenHere {
+    fn drop(&mut self) {
+        mark_here(&self.0, false);
+    }
+}
+
+fn mark_here(path: &Path, open: bool) {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    OPENED_HERE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(path, open);
+}
+
+fn closed_here(path: &Path) -> bool {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    OPENED_HERE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&path)
+        == Some(&false)
+}
+
+/// Opens sled at `path`; when this process has closed a store there before
+/// (or just created it), waits up to a second for the lock that closed
+/// instance still holds. Another process's lock is reported at once.
+fn open_waiting(path: &Path) -> Result<sled::Db, OpenError> {
+    let mut tries = 50;
     loop {
         match open_sled(path) {
-            Err(OpenError::Locked { .. }) if tries > 0 => {
+            Err(OpenError::Locked { .. }) if tries > 0 && closed_here(path) => {
                 tries -= 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -606,6 +646,8 @@ fn create(path: &Path) -> Result<(), OpenError> {
         db.flush().map_err(|e| open_err(&tmp, e))?;
     }
     fs::rename(&tmp, path).map_err(io_err)?;
+    // The instance that wrote the schema version may hold the lock a moment.
+    mark_here(path, false);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::File::open(parent)
             .and_then(|d| d.sync_all())
