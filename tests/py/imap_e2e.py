@@ -6,7 +6,10 @@ UIDVALIDITY, UIDs and flags; "deliver": LMTP delivery seen by an IDLE session
 and read back byte-identical (plus trace headers); "two": two connections
 see each other's changes (NOOP and IDLE); "summaries": ENVELOPE and
 BODYSTRUCTURE read from the node's memory cache stay right across flag
-changes, an expunge, a copy and a message delivered by LMTP."""
+changes, an expunge, a copy and a message delivered by LMTP; "reselect":
+SELECT repeated on an unchanged mailbox (answered from what the core
+published, without a round trip to it) gives the same answer, and sees
+every change, rename and deletion made in between by another session."""
 import imaplib
 import json
 import re
@@ -278,3 +281,54 @@ elif phase == "summaries":
     assert envelopes() == delivered
     m.logout()
     print("summaries stay right")
+
+elif phase == "reselect":
+    a, b = connect(), connect()
+
+    def select(m, box):
+        """SELECT's answer: EXISTS and the response codes, as text."""
+        n = int(ok(m.select(box))[0])
+        codes = {k: m.untagged_responses.get(k, [None])[-1]
+                 for k in ("FLAGS", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")}
+        return n, codes
+
+    for i in (1, 2):
+        ok(b.append("INBOX", "", None, (MSG % (user, i, i, i)).encode()))
+    first = select(a, "INBOX")
+    assert first[0] == 2 and first[1]["UNSEEN"] == b"1", first
+    # Unchanged: the same answer, again and to another session.
+    assert select(a, "INBOX") == first
+    assert select(b, "INBOX") == first
+    # A session selected from a published answer gets the events after it.
+    ok(b.append("INBOX", "", None, (MSG % (user, 3, 3, 3)).encode()))
+    a.noop()
+    assert a.untagged_responses["EXISTS"][-1] == b"3", a.untagged_responses
+    third = select(a, "INBOX")
+    assert third[0] == 3 and third[1]["UIDNEXT"] == b"4", third
+    # A flag change: first unseen, HIGHESTMODSEQ, a new keyword.
+    ok(b.store("1", "+FLAGS", "(\\Seen m4rk3r-kw)"))
+    flagged = select(a, "INBOX")
+    assert flagged[1]["UNSEEN"] == b"2", flagged
+    assert b"m4rk3r-kw" in flagged[1]["FLAGS"], flagged
+    assert int(flagged[1]["HIGHESTMODSEQ"]) > int(third[1]["HIGHESTMODSEQ"]), (flagged, third)
+    assert select(a, "INBOX") == flagged
+    # An expunge.
+    ok(b.store("2", "+FLAGS", "(\\Deleted)"))
+    ok(b.expunge())
+    assert select(a, "INBOX")[0] == 2
+    # A name that comes to mean another mailbox, then none.
+    ok(b.create("X"))
+    ok(b.append("X", "", None, (MSG % (user, 4, 4, 4)).encode()))
+    assert select(a, "X")[0] == 1
+    assert select(a, "X")[0] == 1
+    ok(b.rename("X", "Y"))
+    ok(b.create("X"))
+    assert select(a, "X")[0] == 0
+    assert select(a, "Y")[0] == 1
+    ok(b.select("INBOX"))
+    ok(b.delete("Y"))
+    typ, _ = a.select("Y")
+    assert typ == "NO", typ
+    a.logout()
+    b.logout()
+    print("reselect sees every change")

@@ -59,6 +59,14 @@ fn two_sessions_see_each_other() {
 }
 
 #[test]
+fn repeated_select_sees_every_change() {
+    let node = Node::start();
+    node.add_user("alice", "alice-pw");
+    let state = node.dir.path().join("unused.json");
+    e2e(&node, "reselect", &state);
+}
+
+#[test]
 fn curl_reads_a_message_by_imap_url() {
     let node = Node::start();
     node.add_user("alice", "alice-pw");

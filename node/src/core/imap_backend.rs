@@ -297,11 +297,16 @@ impl Mailboxes for UserMailboxes {
     }
 
     async fn select(&self, name: &str) -> BackendResult<Selected> {
+        // Published by an earlier SELECT and still current: no round trip.
+        if let Some(s) = self.core.selects().select(self.user, name) {
+            return Ok(s);
+        }
         let name = name.to_owned();
         self.with(move |st, user| {
             let id = st.replica.lookup(&user, &name)?;
             let events = st.subscribe(user, id);
             let snapshot = snapshot_of(st.replica.mailbox(&user, &id)?);
+            st.stage_select(user, name, id, snapshot.clone());
             Ok(Selected {
                 id,
                 snapshot,

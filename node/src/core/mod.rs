@@ -8,9 +8,11 @@
 mod imap_backend;
 mod lmtp_backend;
 mod record_cache;
+mod select_cache;
 
 pub use imap_backend::{ImapBackend, UserMailboxes};
 pub use lmtp_backend::{LmtpBackend, LmtpRecipient};
+pub use select_cache::SelectCache;
 
 use crate::accounts::Accounts;
 use crate::imap::backend::Events;
@@ -25,7 +27,7 @@ use aerogramme_proto::sync::SyncMsg;
 use rand_chacha::rand_core::{OsRng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
@@ -67,6 +69,10 @@ pub struct CoreState {
     fields_cache: imap_backend::FieldsCache,
     /// Unlocked users' summaries, in memory (dropped at lock).
     summary_cache: imap_backend::SummaryCache,
+    /// SELECT answers published for sessions (see [`select_cache`]).
+    selects: Arc<SelectCache>,
+    /// SELECT answers of this batch, published once it is durable.
+    staged_selects: Vec<select_cache::Staged>,
 }
 
 /// Prefix of the meta keys remembering the community's members:
@@ -122,6 +128,22 @@ impl CoreState {
         f: impl FnOnce(&mut CoreState, Result<Outcome, String>) + Send + 'static,
     ) {
         self.on_done.insert(ticket, Box::new(f));
+    }
+
+    /// Keeps a SELECT's answer, to publish once this batch is durable.
+    pub fn stage_select(
+        &mut self,
+        user: UserId,
+        name: String,
+        id: MailboxId,
+        snapshot: crate::imap::backend::Snapshot,
+    ) {
+        self.staged_selects.push(select_cache::Staged {
+            user,
+            name,
+            id,
+            snapshot,
+        });
     }
 
     /// A receiver of a mailbox's events (subscribe before reading a snapshot).
@@ -229,6 +251,7 @@ impl CoreState {
     /// gone), or at once when a mailbox is selected (its event stream
     /// closes, which wakes IDLE).
     fn forget_user(&mut self, user: &UserId) {
+        self.selects.forget(user);
         self.events.retain(|(u, _), _| u != user);
         self.idle_since.remove(user);
         self.fields_cache.forget(user);
@@ -266,6 +289,7 @@ impl CoreState {
             self.replica.lock(&user);
             self.fields_cache.forget(&user);
             self.summary_cache.forget(&user);
+            self.selects.forget(&user);
             self.events
                 .retain(|(u, _), tx| *u != user || tx.receiver_count() > 0);
             tracing::debug!(%user, "keys dropped");
@@ -277,6 +301,7 @@ impl CoreState {
 #[derive(Clone)]
 pub struct CoreHandle {
     tx: mpsc::Sender<Job>,
+    selects: Arc<SelectCache>,
 }
 
 /// The core is gone (the node is stopping).
@@ -285,6 +310,11 @@ pub struct CoreHandle {
 pub struct CoreGone;
 
 impl CoreHandle {
+    /// The SELECT answers the core publishes.
+    pub fn selects(&self) -> &SelectCache {
+        &self.selects
+    }
+
     /// Runs `job` on the core thread.
     pub fn run(&self, job: impl FnOnce(&mut CoreState) + Send + 'static) -> Result<(), CoreGone> {
         self.tx.send(Box::new(job)).map_err(|_| CoreGone)
@@ -369,14 +399,17 @@ impl Core {
             accounts,
             fields_cache: imap_backend::FieldsCache::new(imap_backend::FIELDS_CACHE_BYTES),
             summary_cache: imap_backend::SummaryCache::new(imap_backend::SUMMARY_CACHE_BYTES),
+            selects: Arc::new(SelectCache::default()),
+            staged_selects: Vec::new(),
         };
+        let selects = state.selects.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("aerogramme-core".into())
             .spawn(move || run(state, rx))
             .map_err(|e| aerogramme_proto::replica::ReplicaError::Malformed(e.to_string()))?;
         Ok(Core {
-            handle: CoreHandle { tx },
+            handle: CoreHandle { tx, selects },
             thread: Some(thread),
         })
     }
@@ -512,7 +545,13 @@ fn finish_batch(st: &mut CoreState) {
             Output::MailboxesChanged { .. } => {}
         }
     }
+    // Entries of mailboxes this batch changed go before its events do.
+    st.selects.retain_current(&st.replica);
     events.send(&st.events);
+    let staged = std::mem::take(&mut st.staged_selects);
+    if flushed.is_ok() {
+        st.selects.publish(&st.replica, staged, &st.events);
+    }
     if let Some(net) = &st.net {
         for (user, msgs) in broadcasts {
             let _ = net.send(NetOut::Broadcast { user, msgs });

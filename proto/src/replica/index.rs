@@ -121,6 +121,13 @@ impl Index {
             .clone()
     }
 
+    /// Whether `uids` and `modseqs` are this index's current shared arrays
+    /// (no change since they were made); makes neither.
+    pub(crate) fn shares_columns(&self, uids: &Arc<Vec<u32>>, modseqs: &Arc<Vec<u64>>) -> bool {
+        self.uids.get().is_some_and(|c| Arc::ptr_eq(c, uids))
+            && self.modseqs.get().is_some_and(|c| Arc::ptr_eq(c, modseqs))
+    }
+
     /// Drops the shared arrays a change makes stale.
     fn changed(&mut self, uids: bool) {
         if uids {
@@ -423,6 +430,25 @@ mod tests {
         ix.insert(row(9));
         assert_eq!(ix.uid_column().as_slice(), [1, 3, 4, 5, 9]);
         assert_eq!(ix.modseq_column().as_slice(), [1, 30, 4, 5, 9]);
+    }
+
+    #[test]
+    fn shared_columns_are_current_until_a_change() {
+        let mut ix = Index::default();
+        (1..=5).for_each(|u| ix.insert(row(u)));
+        let (u, m) = (ix.uid_column(), ix.modseq_column());
+        assert!(ix.shares_columns(&u, &m));
+        // Equal contents are not enough: the arrays themselves.
+        assert!(!ix.shares_columns(&Arc::new(u.to_vec()), &m));
+        // A flag change keeps the UIDs but not the MODSEQs.
+        ix.update(&mut [(3, 30, None)]);
+        assert!(!ix.shares_columns(&u, &m));
+        let m = ix.modseq_column();
+        assert!(ix.shares_columns(&u, &m));
+        ix.insert(row(9));
+        assert!(!ix.shares_columns(&u, &m));
+        // Asking does not make them.
+        assert!(ix.uids.get().is_none() && ix.modseqs.get().is_none());
     }
 
     #[test]

@@ -222,6 +222,17 @@ impl MailboxView {
         self.index.modseq_column()
     }
 
+    /// Whether `uids` and `modseqs`, taken from [`Self::uid_column`] and
+    /// [`Self::modseq_column`], are still current: no message shown or
+    /// gone, no flag or MODSEQ changed since. Cheap, and makes neither.
+    pub fn shares_columns(
+        &self,
+        uids: &std::sync::Arc<Vec<u32>>,
+        modseqs: &std::sync::Arc<Vec<u64>>,
+    ) -> bool {
+        self.index.shares_columns(uids, modseqs)
+    }
+
     /// The row of a shown UID.
     pub fn row_of(&self, uid: u32) -> Option<&Row> {
         self.index.get(uid)
