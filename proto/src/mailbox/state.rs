@@ -1659,7 +1659,7 @@ mod tests {
                     // A STORE over several entries as one op (mode by `pick`).
                     (5, Some(_)) => {
                         let st = &reps[r].state;
-                        let some: Vec<EntryId> = known.iter().copied().filter(|e| (e.0[0] as u16 + pick).is_multiple_of(2)).collect();
+                        let some: Vec<EntryId> = known.iter().copied().filter(|e| (u32::from(e.0[0]) + u32::from(pick)).is_multiple_of(2)).collect();
                         let ops = batch_flags(some.iter().map(|e| match pick % 3 {
                             0 => st.add_flags(*e, &flags),
                             1 => st.remove_flags(*e, &flags),
