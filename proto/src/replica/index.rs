@@ -223,18 +223,26 @@ impl Index {
     /// order); `listed` is told each change made, by ascending UID.
     pub(crate) fn update_entries(
         &mut self,
-        changes: &mut [(u32, u64, EntryId, Option<FlagBits>)],
+        changes: &[(u32, u64, EntryId, Option<FlagBits>)],
         mut listed: impl FnMut(u32, u64, Option<FlagBits>),
     ) {
         if changes.is_empty() {
             return;
         }
         self.changed(false);
-        changes.sort_unstable_by_key(|c| c.0);
+        // By UID through packed (UID, position) keys: sorting 8-byte keys
+        // moves a sixth of the bytes sorting the changes would.
+        let mut order: Vec<u64> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (u64::from(c.0) << 32) | i as u64)
+            .collect();
+        order.sort_unstable();
         // Each row is searched for in the whole index, not after the
         // previous one: the searches then do not wait on each other's cache
         // misses (on dense UIDs a search reads one far row).
-        for &(uid, modseq, entry, flags) in changes.iter() {
+        for key in order {
+            let (uid, modseq, entry, flags) = changes[key as u32 as usize];
             let at = count_below(&self.rows, uid);
             if let Some(r) = self
                 .rows
@@ -353,7 +361,7 @@ mod tests {
         changes.push((301, 1_000, row(301).entry, None));
         changes.push((5, 1_000, EntryId([0xee; 16]), None));
         let mut told = Vec::new();
-        ix.update_entries(&mut changes, |uid, modseq, _| told.push((uid, modseq)));
+        ix.update_entries(&changes, |uid, modseq, _| told.push((uid, modseq)));
         let mut want: Vec<u32> = all.iter().rev().step_by(7).copied().collect();
         want.sort_unstable();
         assert_eq!(told, want.iter().map(|&u| (u, 1_000)).collect::<Vec<_>>());

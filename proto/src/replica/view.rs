@@ -699,7 +699,7 @@ impl MailboxView {
                 // Only the rows that list these entries change; their events
                 // go out by UID, one event for the op.
                 let mut changed = Vec::new();
-                self.index.update_entries(&mut rows, |uid, modseq, flags| {
+                self.index.update_entries(&rows, |uid, modseq, flags| {
                     if flags.is_some() {
                         changed.push((uid, modseq));
                     }
