@@ -17,6 +17,14 @@ fn e2e(node: &Node, phase: &str, state: &std::path::Path) -> String {
     )
 }
 
+/// Runs one phase that keeps no state, on a node of its own.
+fn phase_alone(phase: &str) {
+    let node = Node::start();
+    node.add_user("alice", "alice-pw");
+    let state = node.dir.path().join("unused.json");
+    e2e(&node, phase, &state);
+}
+
 #[test]
 fn session_survives_restart_with_same_uids_and_flags() {
     let mut node = Node::start();
@@ -44,26 +52,17 @@ fn session_survives_restart_with_same_uids_and_flags() {
 
 #[test]
 fn lmtp_delivery_reaches_an_idle_session_byte_for_byte() {
-    let node = Node::start();
-    node.add_user("alice", "alice-pw");
-    let state = node.dir.path().join("unused.json");
-    e2e(&node, "deliver", &state);
+    phase_alone("deliver");
 }
 
 #[test]
 fn two_sessions_see_each_other() {
-    let node = Node::start();
-    node.add_user("alice", "alice-pw");
-    let state = node.dir.path().join("unused.json");
-    e2e(&node, "two", &state);
+    phase_alone("two");
 }
 
 #[test]
 fn repeated_select_sees_every_change() {
-    let node = Node::start();
-    node.add_user("alice", "alice-pw");
-    let state = node.dir.path().join("unused.json");
-    e2e(&node, "reselect", &state);
+    phase_alone("reselect");
 }
 
 #[test]
@@ -88,8 +87,5 @@ fn curl_reads_a_message_by_imap_url() {
 
 #[test]
 fn summaries_from_memory_stay_right_across_flags_expunge_and_copy() {
-    let node = Node::start();
-    node.add_user("alice", "alice-pw");
-    let state = node.dir.path().join("unused.json");
-    e2e(&node, "summaries", &state);
+    phase_alone("summaries");
 }
