@@ -5,9 +5,11 @@
 //! - `idle`: latency from LMTP 250 (and from an APPEND's OK) to the `EXISTS`
 //!   an IMAP client in IDLE on that mailbox receives, p50 and p99;
 //! - `imap`: APPEND throughput with 1 and with N clients, then on the
-//!   mailbox the N clients filled: SELECT, `UID FETCH 1:* (FLAGS)`, FETCH
-//!   ENVELOPE of the last 1,000, `UID FETCH 1:* (BODY.PEEK[])`, `UID SEARCH
-//!   HEADER Subject`, `SEARCH BODY`, `STORE 1:* +FLAGS (\Seen)` (issue 6).
+//!   mailbox the N clients filled: SELECT (the first after the APPENDs,
+//!   then the median of 50), `UID FETCH 1:* (FLAGS)`, FETCH ENVELOPE of the
+//!   last 1,000, `UID FETCH 1:* (BODY.PEEK[])`, `UID SEARCH HEADER Subject`,
+//!   `SEARCH BODY`, `STORE 1:* +FLAGS (\Seen)` (the median of 5, each undone
+//!   untimed) (issue 6).
 //!
 //! Aerogramme is the real `aerogramme` binary (`serve`, through the core:
 //! every LMTP 250 and APPEND OK after the flush that made it durable).
