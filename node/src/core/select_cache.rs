@@ -12,7 +12,8 @@
 //! an earlier batch and every event after it, as through the core.
 //!
 //! Whether an entry is current is read from the view without a copy: its
-//! UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and keywords are equal, and its
+//! UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and number of keywords (the table
+//! only grows) are equal, and its
 //! shared arrays of UIDs and MODSEQs are the snapshot's
 //! ([`MailboxView::shares_columns`]: any shown, removed or changed message
 //! makes new ones).
@@ -118,10 +119,12 @@ fn current(
     id: MailboxId,
     snapshot: &Snapshot,
 ) -> bool {
-    replica.lookup(user, name).ok() == Some(id)
-        && replica
-            .mailbox(user, &id)
-            .is_ok_and(|v| unchanged(v, snapshot))
+    // The view's checks first: they copy nothing, the name's lookup lists
+    // the user's mailboxes.
+    replica
+        .mailbox(user, &id)
+        .is_ok_and(|v| unchanged(v, snapshot))
+        && replica.lookup(user, name).ok() == Some(id)
 }
 
 fn unchanged(v: &MailboxView, s: &Snapshot) -> bool {
@@ -129,5 +132,5 @@ fn unchanged(v: &MailboxView, s: &Snapshot) -> bool {
         && v.uidnext() == s.uidnext
         && v.highest_modseq() == s.highest_modseq
         && v.shares_columns(&s.uids, &s.modseqs)
-        && v.state().known_keywords() == s.keywords
+        && v.state().known_keyword_count() == s.keywords.len()
 }

@@ -67,6 +67,11 @@ impl Interner {
         self.table.iter().cloned().map(Flag::Keyword).collect()
     }
 
+    /// Number of keywords in the table.
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
     /// Approximate heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         let strings: usize = self.table.iter().map(|k| k.as_str().len()).sum();

@@ -632,6 +632,12 @@ impl MailboxState {
         self.keywords.keywords()
     }
 
+    /// How many keywords [`Self::known_keywords`] lists, without listing
+    /// them: the table only grows, so an equal count is an equal list.
+    pub fn known_keyword_count(&self) -> usize {
+        self.keywords.len()
+    }
+
     /// The flags of a live entry as a bit set of their interned indices
     /// (empty for an entry not live): what a dense listing keeps per message.
     pub fn flag_bits(&self, id: &EntryId) -> FlagBits {
