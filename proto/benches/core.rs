@@ -3,7 +3,8 @@
 //! - `crdt apply`: flag changes applied to a 100k-message mailbox's CRDT;
 //! - `decrypt op`: opening one encrypted op payload;
 //! - `local STORE`: the whole local write path of a one-node replica (build
-//!   the op, encrypt, log, sequence and commit, show, persist records);
+//!   the op, encrypt, log, sequence and commit, show, persist records), for
+//!   one message at a time and for `STORE 1:*` over the whole mailbox;
 //! - `materialize`: unlock of a 100k-message mailbox from its checkpoint plus
 //!   10k later ops;
 //! - `memory`: heap bytes per message of the materialized mailbox view.
@@ -48,8 +49,10 @@ fn main() {
     if want("decrypt") {
         decrypt_op(&mut rng);
     }
-    if want("replica") {
-        replica(&mut rng);
+    // `bulk` alone: only what `STORE 1:*` needs (for a profiler).
+    let bulk_only = filter.as_deref() == Some("bulk");
+    if want("replica") || bulk_only {
+        replica(&mut rng, bulk_only);
     }
 }
 
@@ -136,7 +139,7 @@ fn decrypt_op(rng: &mut ChaCha20Rng) {
     );
 }
 
-fn replica(rng: &mut ChaCha20Rng) {
+fn replica(rng: &mut ChaCha20Rng, bulk_only: bool) {
     let me = ReplicaId(1);
     let mut cfg = Config::new(me, vec![me]);
     cfg.checkpoint_every = u64::MAX;
@@ -193,34 +196,70 @@ fn replica(rng: &mut ChaCha20Rng) {
     drop(copy);
 
     let uids: Vec<u32> = r.mailbox(&user, &inbox).unwrap().uids().collect();
-    let t = Instant::now();
-    let flags = 100_000;
-    for i in 0..flags {
-        let uid = uids[rng.next_u32() as usize % uids.len()];
-        let mode = if i % 2 == 0 {
-            FlagMode::Add
-        } else {
-            FlagMode::Remove
-        };
-        r.store_flags(
-            N as u64 + i as u64,
-            rng,
-            user,
-            inbox,
-            &[uid],
-            mode,
-            &[Flag::Seen],
-        )
-        .unwrap();
-        r.drain();
+    if !bulk_only {
+        let t = Instant::now();
+        let flags = 100_000;
+        for i in 0..flags {
+            let uid = uids[rng.next_u32() as usize % uids.len()];
+            let mode = if i % 2 == 0 {
+                FlagMode::Add
+            } else {
+                FlagMode::Remove
+            };
+            r.store_flags(
+                N as u64 + i as u64,
+                rng,
+                user,
+                inbox,
+                &[uid],
+                mode,
+                &[Flag::Seen],
+            )
+            .unwrap();
+            r.drain();
+        }
+        r.store_mut().flush().unwrap();
+        report(
+            "local STORE (full write path)",
+            flags,
+            t.elapsed().as_secs_f64(),
+        );
     }
-    r.store_mut().flush().unwrap();
-    report(
-        "local STORE (full write path)",
-        flags,
-        t.elapsed().as_secs_f64(),
-    );
 
+    // STORE 1:* over the whole mailbox, as an IMAP client's "mark all
+    // read": the median of five +FLAGS, each undone by a -FLAGS (fifteen
+    // of each for `bulk` alone, for a profiler's samples).
+    let runs = if bulk_only { 15 } else { 5 };
+    let mut times = [Vec::new(), Vec::new()];
+    for i in 0..runs {
+        for (k, mode) in [FlagMode::Add, FlagMode::Remove].into_iter().enumerate() {
+            let t = Instant::now();
+            r.store_flags(
+                2 * N as u64 + i,
+                rng,
+                user,
+                inbox,
+                &uids,
+                mode,
+                &[Flag::Seen],
+            )
+            .unwrap();
+            r.drain();
+            times[k].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    for (k, name) in ["+FLAGS", "-FLAGS"].into_iter().enumerate() {
+        times[k].sort_by(f64::total_cmp);
+        println!(
+            "{:<40} {:>9.1} ms (median of {runs}, 100k messages)",
+            format!("local STORE 1:* {name} (\\Seen)"),
+            times[k][runs as usize / 2]
+        );
+    }
+
+    if bulk_only {
+        return;
+    }
     // Checkpoint, 10k more ops, restart, unlock.
     r.checkpoint_all(rng).unwrap();
     for i in 0..10_000 {
