@@ -14,9 +14,9 @@ use aerogramme_proto::ids::{BlobId, EntryId, LogId, MailboxId, OpId, ReplicaId, 
 use aerogramme_proto::mailbox::{Flag, MailboxOp, MailboxState};
 use aerogramme_proto::replica::{Config, FlagMode, NewMessage, Replica};
 use aerogramme_proto::store::{MemStore, Store};
+use mimalloc::MiMalloc;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use mimalloc::MiMalloc;
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;

@@ -18,7 +18,7 @@ pub mod tree;
 
 pub use flag::{Flag, FlagError, FlagMode, Keyword};
 pub use state::{
-    batch_flags, EntryView, EntryWalk, FlagBits, FlagChange, MailboxOp, MailboxState,
-    MAX_FLAG_BATCH, MAX_FLAG_BATCH_BYTES,
+    batch_flags, EntryView, EntryWalk, FlagBits, FlagChange, MailboxOp, MailboxState, ObservedTag,
+    SharedFlags, MAX_FLAG_BATCH, MAX_FLAG_BATCH_BYTES,
 };
 pub use tree::{MailboxTree, MailboxView, NameError, SpecialUse, Stamp, TreeOp};

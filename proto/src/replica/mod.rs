@@ -410,38 +410,25 @@ pub struct Replica<S: Store> {
 /// Most bytes of early chunks kept (beyond, anti-entropy fetches them).
 const EARLY_CHUNK_BYTES: usize = 16 << 20;
 
-/// A STORE's flags (sorted, without duplicates) with their interned
-/// indices, looked up once for all the messages it changes.
+/// A STORE FLAGS's flags, sorted, without duplicates, once for all the
+/// messages it changes (`+FLAGS` and `-FLAGS` are built by
+/// [`MailboxState::shared_flags`]).
 struct StoreFlags {
-    mode: FlagMode,
     flags: Vec<Flag>,
-    /// Index of each flag in [`FlagBits`], `None` for one never set here.
-    indices: Vec<Option<u32>>,
 }
 
 impl StoreFlags {
-    fn new(st: &MailboxState, mode: FlagMode, flags: &[Flag]) -> Self {
+    fn new(flags: &[Flag]) -> Self {
         let mut flags = flags.to_vec();
         flags.sort_unstable();
         flags.dedup();
-        let indices = flags.iter().map(|f| st.flag_index(f)).collect();
-        StoreFlags {
-            mode,
-            flags,
-            indices,
-        }
+        StoreFlags { flags }
     }
 
-    /// Whether a complete flag set holds any of the flags.
-    fn any_in(&self, bits: FlagBits) -> bool {
-        self.indices.iter().flatten().any(|&i| bits.contains(i))
-    }
-
-    /// The change to one shown message: what the state's builders give,
-    /// read from the message's row when its flag set is complete and the
-    /// change observes no tag (a flag added that it lacks, removed that it
-    /// lacks, or a replacement that removes nothing), so that the entry is
-    /// not looked up.
+    /// The change to one shown message: what
+    /// [`MailboxState::replace_flags`] gives, read from the message's row
+    /// when its flag set is complete and the replacement removes nothing,
+    /// so that the entry is not looked up.
     fn change(
         &self,
         st: &MailboxState,
@@ -451,20 +438,15 @@ impl StoreFlags {
     ) -> MailboxOp {
         if bits.is_complete() {
             let flags = &self.flags;
-            let quick = match self.mode {
-                FlagMode::Add | FlagMode::Remove if self.any_in(bits) => None,
-                FlagMode::Add => Some(flags.clone()),
-                FlagMode::Remove => Some(Vec::new()),
-                FlagMode::Replace => st.flags_in(bits).and_then(|current| {
-                    current.iter().all(|f| flags.contains(f)).then(|| {
-                        flags
-                            .iter()
-                            .filter(|f| !current.contains(f))
-                            .cloned()
-                            .collect()
-                    })
-                }),
-            };
+            let quick = st.flags_in(bits).and_then(|current| {
+                current.iter().all(|f| flags.contains(f)).then(|| {
+                    flags
+                        .iter()
+                        .filter(|f| !current.contains(f))
+                        .cloned()
+                        .collect()
+                })
+            });
             if let Some(add) = quick {
                 return MailboxOp::Flags {
                     entry,
@@ -473,7 +455,7 @@ impl StoreFlags {
                 };
             }
         }
-        st.store_op_in(walk, self.mode, entry, &self.flags)
+        st.store_op_in(walk, FlagMode::Replace, entry, &self.flags)
     }
 }
 
@@ -1894,7 +1876,6 @@ impl<S: Store> Replica<S> {
         let mut keys = std::mem::take(&mut self.store_keys);
         let (ops, keys) = {
             let v = self.mailbox(&user, &mailbox)?;
-            let plan = StoreFlags::new(v.state(), mode, flags);
             // In entry order, so that each op's entries are one run of the
             // CRDT's map, which applying it walks instead of searching it
             // per entry (`MailboxState::apply`); which messages share an op
@@ -1911,11 +1892,25 @@ impl<S: Store> Replica<S> {
             keys.sort_unstable_by_key(|k| k.0);
             // Built as they are batched (no list of 100k changes between),
             // the entries that need the state looked up along one walk.
-            let mut walk = v.state().walk();
-            let changes = keys.iter().map(|&(e, bits, _)| {
-                plan.change(v.state(), &mut walk, EntryId(e.to_be_bytes()), bits)
-            });
-            (batch_flags(changes, self.cfg.flag_batch), keys)
+            let ops = match mode {
+                FlagMode::Add | FlagMode::Remove => {
+                    let adds = mode == FlagMode::Add;
+                    let mut ops = v.state().shared_flags(adds, flags, self.cfg.flag_batch);
+                    for &(e, bits, _) in keys.iter() {
+                        ops.push(EntryId(e.to_be_bytes()), bits);
+                    }
+                    ops.finish()
+                }
+                FlagMode::Replace => {
+                    let plan = StoreFlags::new(flags);
+                    let mut walk = v.state().walk();
+                    let changes = keys.iter().map(|&(e, bits, _)| {
+                        plan.change(v.state(), &mut walk, EntryId(e.to_be_bytes()), bits)
+                    });
+                    batch_flags(changes, self.cfg.flag_batch)
+                }
+            };
+            (ops, keys)
         };
         let ticket = self.new_ticket(ops.len());
         // The ops' entries ascend like `keys` (batching keeps the order):

@@ -660,7 +660,9 @@ impl MailboxView {
                     }
                 }
             }
-            MailboxOp::Flags { .. } | MailboxOp::FlagsBatch { .. } => {
+            MailboxOp::Flags { .. }
+            | MailboxOp::FlagsBatch { .. }
+            | MailboxOp::FlagsShared { .. } => {
                 // Every entry the op names gets its MODSEQ (one per op, even
                 // for a batch over many entries: RFC 7162 lets one command's
                 // changes share it). It rises whether or not the flags
