@@ -1245,6 +1245,16 @@ impl<S: Store> Replica<S> {
                 .master
                 .encrypt(rng, &Place::Checkpoint { user, log, upto }, &plain)?;
         un.since_checkpoint.insert(mb, 0);
+        // The copy becomes the live view: cloning a B-tree allocates its
+        // nodes one after another in key order, where the view's own were
+        // scattered by inserts in random entry order (a mailbox filled by
+        // deliveries). Walks in entry order (applying a STORE over every
+        // message) then read neighbouring memory: a `STORE 1:*` over 100k
+        // messages just appended took a fifth more CPU than after a restart,
+        // which builds the maps from a checkpoint in order.
+        if let Some(live) = un.boxes.get_mut(&mb) {
+            *live = cp.view;
+        }
         self.store.put_checkpoint(&user, &log, upto, &bytes)?;
         Ok(())
     }
