@@ -16,6 +16,7 @@
 //! after [`Committer::wait_durable`], which shares one flush between
 //! concurrent writers.
 
+mod blob_sync;
 mod commit;
 pub mod keys;
 mod writer;
@@ -25,6 +26,7 @@ pub use commit::{CommitStats, Committer};
 use aerogramme_proto::ids::{BlobId, LogId, UserId};
 use aerogramme_proto::oplog::{BlobChunk, Op};
 use aerogramme_proto::store::{MetaRecords, Store, StoreError};
+use blob_sync::BlobSync;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -115,10 +117,17 @@ fn insert_op(ops: &sled::Tree, op: &Op) -> Result<(), StoreError> {
 }
 
 /// Maps a sled error to the proto's storage error.
+/// An I/O error of the store's own files as a [`StoreError`].
+fn io_store_err(e: io::Error) -> StoreError {
+    match e.raw_os_error() {
+        Some(28) => StoreError::Full, // ENOSPC
+        _ => StoreError::Io(e.to_string()),
+    }
+}
+
 pub(crate) fn store_err(e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Io(io) if io.raw_os_error() == Some(28) => StoreError::Full, // ENOSPC
-        sled::Error::Io(io) => StoreError::Io(io.to_string()),
+        sled::Error::Io(io) => io_store_err(io),
         sled::Error::Corruption { at, .. } => {
             StoreError::Corrupt(format!("sled corruption at {at:?}"))
         }
@@ -146,6 +155,8 @@ pub const COMMON_PREFIX: &[u8] = b"node/common/";
 pub struct SledStore {
     /// Makes the replica's writes beside the core (see [`writer`]).
     writer: Arc<Writer>,
+    /// Fsyncs sled's blob files before each flush (see [`blob_sync`]).
+    blobs: Arc<BlobSync>,
     db: sled::Db,
     ops: sled::Tree,
     chunks: sled::Tree,
@@ -187,6 +198,7 @@ impl SledStore {
         let writer = Arc::new(Writer::start(ops.clone(), meta.clone()).map_err(io_err)?);
         Ok(Self {
             writer,
+            blobs: Arc::new(BlobSync::new(path.clone())),
             ops,
             chunks: tree(TREES[1])?,
             checkpoints: tree(TREES[2])?,
@@ -202,10 +214,12 @@ impl SledStore {
         &self.open_here.0
     }
 
-    /// Makes every write made so far durable (`sled::Db::flush`: one fsync),
-    /// those handed to the writer included; fails if one of those failed.
+    /// Makes every write made so far durable (`sled::Db::flush`: one fsync,
+    /// after one per blob file sled wrote since the last flush), those
+    /// handed to the writer included; fails if one of those failed.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.writer.drain()?;
+        self.blobs.sync_new().map_err(io_store_err)?;
         self.db.flush().map(|_| ()).map_err(store_err)
     }
 
