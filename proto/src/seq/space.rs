@@ -57,6 +57,10 @@ pub struct SpaceParams {
     /// per mailbox before it reaches the owner again.
     pub uid_range: u64,
     /// MODSEQs the owner may assign before it reaches the reservations.
+    /// Large (2^32 by default): a member whose reservation the MODSEQ
+    /// counter reaches gets a new one, and every new reservation stacks a
+    /// UID range too, so a small gap made flag changes drain the UID space
+    /// (ARCHITECTURE.md §4.5). MODSEQs have 63 bits to spare.
     pub modseq_gap: u64,
     /// MODSEQs per reservation.
     pub modseq_range: u64,
@@ -67,7 +71,7 @@ impl Default for SpaceParams {
         SpaceParams {
             uid_gap: 1 << 16,
             uid_range: 1 << 12,
-            modseq_gap: 1 << 10,
+            modseq_gap: 1 << 32,
             modseq_range: 1 << 20,
         }
     }
