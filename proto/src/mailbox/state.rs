@@ -338,12 +338,7 @@ impl SharedFlags<'_> {
                 for (j, i) in self.indices.iter().enumerate() {
                     let Some(i) = *i else { continue };
                     let from = self.found.len();
-                    self.found.extend(
-                        e.tags
-                            .iter()
-                            .filter(|t| !t.removed && t.flag == i)
-                            .map(|t| (j as u32, t.op)),
-                    );
+                    self.found.extend(e.live_tags(i).map(|op| (j as u32, op)));
                     self.found[from..].sort_unstable();
                 }
             }
@@ -391,7 +386,6 @@ impl SharedFlags<'_> {
             });
             o.flag = p;
         }
-        let room = self.max.min(MAX_FLAG_BATCH);
         self.out.push(MailboxOp::FlagsShared {
             add: if self.adds {
                 self.flags.clone()
@@ -399,7 +393,7 @@ impl SharedFlags<'_> {
                 Vec::new()
             },
             remove,
-            entries: std::mem::replace(&mut self.entries, Vec::with_capacity(room)),
+            entries: std::mem::replace(&mut self.entries, Vec::with_capacity(self.max)),
             observed: std::mem::take(&mut self.observed),
         });
         self.bytes = 0;
@@ -539,14 +533,17 @@ impl Entry {
 
     /// The live tags of flag `i`, sorted.
     fn observed(&self, i: u32) -> Vec<OpId> {
-        let mut v: Vec<OpId> = self
-            .tags
-            .iter()
-            .filter(|t| !t.removed && t.flag == i)
-            .map(|t| t.op)
-            .collect();
+        let mut v: Vec<OpId> = self.live_tags(i).collect();
         v.sort_unstable();
         v
+    }
+
+    /// The live tags of flag `i`, in no particular order.
+    fn live_tags(&self, i: u32) -> impl Iterator<Item = OpId> + '_ {
+        self.tags
+            .iter()
+            .filter(move |t| !t.removed && t.flag == i)
+            .map(|t| t.op)
     }
 }
 
