@@ -116,8 +116,7 @@ fn insert_op(ops: &sled::Tree, op: &Op) -> Result<(), StoreError> {
         .map_err(store_err)
 }
 
-/// Maps a sled error to the proto's storage error.
-/// An I/O error of the store's own files as a [`StoreError`].
+/// An I/O error (of sled's or of the store's own files) as a [`StoreError`].
 fn io_store_err(e: io::Error) -> StoreError {
     match e.raw_os_error() {
         Some(28) => StoreError::Full, // ENOSPC
@@ -125,6 +124,7 @@ fn io_store_err(e: io::Error) -> StoreError {
     }
 }
 
+/// Maps a sled error to the proto's storage error.
 pub(crate) fn store_err(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Io(io) => io_store_err(io),
